@@ -1,0 +1,264 @@
+"""SQLite metadata: artifacts and misses, with numbered migrations by PRAGMA user_version.
+
+The query functions are plain and blocking, taking a connection, so `withcache-admin` can use
+them directly; `Catalog` runs the same functions on one dedicated database thread for the
+reactor. WAL mode lets the admin CLI write while the host is running.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, TypeVar
+
+from twisted.application import service
+from twisted.internet import threads
+from twisted.python.threadpool import ThreadPool
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Artifact:
+    key: str
+    url: str
+    sha256: str
+    size: int
+    content_type: str | None
+    fetched_at: float
+    hits: int = 0
+    misses: int = 0
+    last_hit_at: float | None = None
+    pinned: bool = False
+
+
+@dataclass(frozen=True)
+class Miss:
+    key: str
+    url: str
+    count: int
+    first_seen: float
+    last_seen: float
+
+
+_ARTIFACT_COLUMNS = (
+    "key, url, sha256, size, content_type, fetched_at, hits, misses, last_hit_at, pinned"
+)
+
+
+def _artifact(row: tuple) -> Artifact:
+    *head, pinned = row
+    return Artifact(*head, pinned=bool(pinned))
+
+
+def migrations() -> list[tuple[int, str]]:
+    """(version, sql) for each schema file shipped in withcache/schema, in order."""
+    found = []
+    for entry in resources.files("withcache").joinpath("schema").iterdir():
+        if entry.name.endswith(".sql"):
+            found.append((int(entry.name.split("-", 1)[0]), entry.read_text("utf-8")))
+    return sorted(found)
+
+
+def connect(path: str) -> sqlite3.Connection:
+    """Open (creating and migrating) the catalog database. Blocking."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10.0)
+    conn.execute("PRAGMA journal_mode=WAL")
+    # FULL: a committed artifact row must survive power loss, or its blob looks orphaned.
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    migrate(conn)
+    return conn
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Apply every migration newer than the database; returns the resulting version."""
+    (version,) = conn.execute("PRAGMA user_version").fetchone()
+    known = migrations()
+    newest = known[-1][0] if known else 0
+    if version > newest:
+        raise RuntimeError(f"catalog schema version {version} is newer than this withcache")
+    for number, sql in known:
+        if number > version:
+            # One script so the schema change and the version bump commit together.
+            try:
+                conn.executescript(
+                    f"BEGIN IMMEDIATE;\n{sql}\nPRAGMA user_version = {number};\nCOMMIT;"
+                )
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            version = number
+    return version
+
+
+@contextlib.contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def get_artifact(conn: sqlite3.Connection, key: str) -> Artifact | None:
+    row = conn.execute(
+        f"SELECT {_ARTIFACT_COLUMNS} FROM artifacts WHERE key = ?", (key,)
+    ).fetchone()
+    return _artifact(row) if row else None
+
+
+def lookup(
+    conn: sqlite3.Connection, key: str, url: str, now: float, count_hit: bool
+) -> Artifact | None:
+    """The artifact for key, counting a hit; or None, counting a miss. One transaction."""
+    with transaction(conn):
+        found = get_artifact(conn, key)
+        if found is None:
+            conn.execute(
+                "INSERT INTO misses (key, url, count, first_seen, last_seen)"
+                " VALUES (?, ?, 1, ?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET count = count + 1,"
+                " last_seen = excluded.last_seen, url = excluded.url",
+                (key, url, now, now),
+            )
+        elif count_hit:
+            conn.execute(
+                "UPDATE artifacts SET hits = hits + 1, last_hit_at = ? WHERE key = ?", (now, key)
+            )
+    return found
+
+
+def put_artifact(conn: sqlite3.Connection, artifact: Artifact) -> str | None:
+    """Record a stored artifact. Its pending misses move onto it and the miss row goes.
+
+    Replacing an existing key keeps its counters. Returns the digest the key used to name when
+    no row names it any more (the caller may delete that blob), else None.
+    """
+    with transaction(conn):
+        old = get_artifact(conn, artifact.key)
+        miss = conn.execute("SELECT count FROM misses WHERE key = ?", (artifact.key,)).fetchone()
+        pending = miss[0] if miss else 0
+        conn.execute("DELETE FROM misses WHERE key = ?", (artifact.key,))
+        if old is None:
+            conn.execute(
+                f"INSERT INTO artifacts ({_ARTIFACT_COLUMNS}) VALUES ({', '.join('?' * 10)})",
+                (
+                    artifact.key,
+                    artifact.url,
+                    artifact.sha256,
+                    artifact.size,
+                    artifact.content_type,
+                    artifact.fetched_at,
+                    artifact.hits,
+                    artifact.misses + pending,
+                    artifact.last_hit_at,
+                    int(artifact.pinned),
+                ),
+            )
+            return None
+        conn.execute(
+            "UPDATE artifacts SET url = ?, sha256 = ?, size = ?, content_type = ?, fetched_at = ?,"
+            " misses = misses + ? WHERE key = ?",
+            (
+                artifact.url,
+                artifact.sha256,
+                artifact.size,
+                artifact.content_type,
+                artifact.fetched_at,
+                pending,
+                artifact.key,
+            ),
+        )
+        if old.sha256 != artifact.sha256 and not referenced(conn, old.sha256):
+            return old.sha256
+        return None
+
+
+def delete_artifact(conn: sqlite3.Connection, key: str) -> str | None:
+    """Forget an artifact; returns its digest when no other row names that blob."""
+    with transaction(conn):
+        old = get_artifact(conn, key)
+        if old is None:
+            return None
+        conn.execute("DELETE FROM artifacts WHERE key = ?", (key,))
+        return None if referenced(conn, old.sha256) else old.sha256
+
+
+def referenced(conn: sqlite3.Connection, sha256: str) -> bool:
+    return (
+        conn.execute("SELECT 1 FROM artifacts WHERE sha256 = ? LIMIT 1", (sha256,)).fetchone()
+        is not None
+    )
+
+
+def list_artifacts(conn: sqlite3.Connection, limit: int = -1, offset: int = 0) -> list[Artifact]:
+    rows = conn.execute(
+        f"SELECT {_ARTIFACT_COLUMNS} FROM artifacts ORDER BY fetched_at DESC, key LIMIT ? OFFSET ?",
+        (limit, offset),
+    )
+    return [_artifact(row) for row in rows]
+
+
+def list_misses(conn: sqlite3.Connection, limit: int = -1, offset: int = 0) -> list[Miss]:
+    rows = conn.execute(
+        "SELECT key, url, count, first_seen, last_seen FROM misses"
+        " ORDER BY last_seen DESC, key LIMIT ? OFFSET ?",
+        (limit, offset),
+    )
+    return [Miss(*row) for row in rows]
+
+
+class Catalog(service.Service):
+    """The catalog for the reactor: every query runs on one dedicated database thread."""
+
+    def __init__(self, path: str, reactor: Any):
+        self.path = path
+        self._reactor = reactor
+        self._pool = ThreadPool(minthreads=1, maxthreads=1, name="withcache-db")
+        self._conn: sqlite3.Connection | None = None
+
+    def startService(self) -> None:
+        super().startService()
+        self._pool.start()
+
+    def stopService(self) -> Any:
+        super().stopService()
+        d = threads.deferToThreadPool(self._reactor, self._pool, self._close)
+        d.addBoth(lambda _: self._pool.stop())
+        return d
+
+    def run(self, fn: Callable[..., T], *args: Any) -> Any:
+        """Deferred result of fn(conn, *args) computed on the database thread."""
+        return threads.deferToThreadPool(self._reactor, self._pool, self._call, fn, args)
+
+    def _call(self, fn: Callable[..., T], args: tuple) -> T:
+        if self._conn is None:
+            self._conn = connect(self.path)
+        return fn(self._conn, *args)
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def lookup(self, key: str, url: str, now: float, count_hit: bool):
+        return self.run(lookup, key, url, now, count_hit)
+
+    def put_artifact(self, artifact: Artifact):
+        return self.run(put_artifact, artifact)
+
+    def delete_artifact(self, key: str):
+        return self.run(delete_artifact, key)
+
+    def list_artifacts(self, limit: int = -1, offset: int = 0):
+        return self.run(list_artifacts, limit, offset)
+
+    def list_misses(self, limit: int = -1, offset: int = 0):
+        return self.run(list_misses, limit, offset)

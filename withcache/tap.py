@@ -1,0 +1,137 @@
+"""twistd plugin entry: command-line Options and makeService(options) -> MultiService."""
+
+from __future__ import annotations
+
+import os
+
+from twisted.application import service, strports
+from twisted.internet import endpoints
+from twisted.internet.testing import MemoryReactor
+from twisted.python import usage
+
+from withcache._log import make_logger
+from withcache.cache import Cache, Settings
+from withcache.catalog import Catalog
+from withcache.sizes import parse_size
+from withcache.store import Store
+
+log = make_logger()
+
+
+class Options(usage.Options):
+    synopsis = "[options]"
+    longdesc = "Run the withcache cache-host: a URL-keyed cache for big HTTP artifacts."
+
+    optFlags = [
+        ["curate", None, "Record misses only; an operator approves each fill."],
+        ["keep-query", None, "Keep the query string in cache keys (dropped by default)."],
+    ]
+    optParameters = [
+        ["data-dir", "d", "./data", "Directory for cache.db, blobs/ and tmp/ (created)."],
+        ["listen", "l", "tcp:3000", "Twisted endpoint string to serve HTTP on."],
+    ]
+
+    def __init__(self):
+        super().__init__()
+        self["workers"] = 2
+        self["max-bytes"] = 0
+        self["port"] = None
+
+    def opt_port(self, value: str) -> None:
+        """Shorthand for --listen tcp:N."""
+        self["port"] = _positive("--port", value, upper=65535)
+
+    def opt_workers(self, value: str) -> None:
+        """Concurrent origin downloads (default 2, at least 1)."""
+        self["workers"] = _positive("--workers", value)
+
+    def opt_max_bytes(self, value: str) -> None:
+        """Cache capacity, with K/M/G/T suffixes; 0 means unlimited (default)."""
+        try:
+            self["max-bytes"] = parse_size(value)
+        except ValueError as e:
+            raise usage.UsageError(f"--max-bytes: {e}") from None
+
+    opt_p = opt_port
+    opt_w = opt_workers
+
+    def postOptions(self) -> None:
+        if self["port"] is not None:
+            if self["listen"] != "tcp:3000":
+                raise usage.UsageError("--port and --listen cannot be used together")
+            self["listen"] = f"tcp:{self['port']}"
+        try:
+            # A throwaway reactor: twistd has not installed the real one yet.
+            endpoints.serverFromString(MemoryReactor(), self["listen"])
+        except (ValueError, TypeError, KeyError) as e:
+            raise usage.UsageError(f"--listen: not a valid endpoint {self['listen']!r}: {e}") from e
+        if not self["data-dir"]:
+            raise usage.UsageError("--data-dir: must not be empty")
+
+    def settings(self) -> Settings:
+        return Settings(
+            keep_query=bool(self["keep-query"]),
+            curate=bool(self["curate"]),
+            workers=self["workers"],
+            max_bytes=self["max-bytes"],
+        )
+
+
+def _positive(name: str, value: str, upper: int | None = None) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise usage.UsageError(f"{name}: not an integer: {value!r}") from None
+    if number < 1 or (upper is not None and number > upper):
+        bound = f"between 1 and {upper}" if upper else "at least 1"
+        raise usage.UsageError(f"{name}: must be {bound}, got {number}")
+    return number
+
+
+class ListeningService(strports.StreamServerEndpointService):
+    """Serves the site and logs the bound address (so `tcp:0` reveals its port)."""
+
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()
+        self._waitingForPort.addCallback(self._announce)
+
+    @staticmethod
+    def _announce(port):
+        address = port.getHost()
+        log.info(
+            "withcache listening on {host}:{port}",
+            host=getattr(address, "host", address),
+            port=getattr(address, "port", ""),
+        )
+        return port
+
+
+def makeService(options: Options) -> service.MultiService:
+    from twisted.internet import reactor
+
+    from withcache.web.app import build_site
+
+    data_dir = os.path.abspath(options["data-dir"])
+    os.makedirs(data_dir, exist_ok=True)
+    settings = options.settings()
+
+    top = service.MultiService()
+    store = Store(data_dir)
+    catalog = Catalog(os.path.join(data_dir, "cache.db"), reactor)
+    catalog.setServiceParent(top)
+    cache = Cache(store, catalog, settings, reactor=reactor, now=reactor.seconds)
+    cache.setServiceParent(top)
+    web = ListeningService(
+        endpoints.serverFromString(reactor, options["listen"]), build_site(cache)
+    )
+    web._raiseSynchronously = True
+    web.setServiceParent(top)
+    log.info(
+        "withcache data dir {data_dir}"
+        " (curate={curate}, keep_query={keep_query}, workers={workers})",
+        data_dir=data_dir,
+        curate=settings.curate,
+        keep_query=settings.keep_query,
+        workers=settings.workers,
+    )
+    return top

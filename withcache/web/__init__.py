@@ -1,0 +1,1 @@
+"""HTTP only: translates requests to Cache calls and results back to responses."""

@@ -1,0 +1,93 @@
+"""The open read path: GET|HEAD /b/<token>/<name>, /blob?url=<origin>, and /healthz.
+
+Hits are served by twisted.web.static.File on the blob path, which already streams with a pull
+producer and handles HEAD, single and multiple byte ranges, 416 and Last-Modified; this module
+adds the entity tag, the digest header and the hit/miss bookkeeping.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from klein import Klein
+from twisted.web import http, static
+
+import withcache
+from withcache.cache import Cache, Hit
+from withcache.keys import InvalidURL, decode_token
+
+
+def _etag_matches(header: bytes | None, etag: bytes) -> bool:
+    if not header:
+        return False
+    for candidate in header.split(b","):
+        tag = candidate.strip()
+        if tag == b"*" or tag.removeprefix(b"W/") == etag:
+            return True
+    return False
+
+
+def plain(request: Any, code: int, line: str) -> bytes:
+    """A one-line text/plain response body."""
+    request.setResponseCode(code)
+    request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
+    return (line.replace("\n", " ") + "\n").encode("utf-8")
+
+
+class ReadPath:
+    """Routes the shims use; they never log in."""
+
+    app = Klein()
+
+    def __init__(self, cache: Cache):
+        self.cache = cache
+
+    @app.handle_errors(InvalidURL)
+    def invalid(self, request, failure):
+        return plain(request, http.BAD_REQUEST, f"bad request: {failure.value}")
+
+    @app.route("/healthz", methods=["GET"])
+    def healthz(self, request):
+        request.setHeader(b"Content-Type", b"application/json")
+        request.setHeader(b"Cache-Control", b"no-store")
+        return json.dumps({"status": "ok", "version": withcache.__version__}).encode()
+
+    @app.route("/b/<token>", methods=["GET"])
+    @app.route("/b/<token>/<path:name>", methods=["GET"])
+    async def by_token(self, request, token, name=""):
+        return await self._serve(request, decode_token(token))
+
+    @app.route("/blob", methods=["GET"])
+    async def by_query(self, request):
+        urls = request.args.get(b"url")
+        if not urls or not urls[0]:
+            raise InvalidURL("missing url= query parameter")
+        if len(urls) > 1:
+            raise InvalidURL("more than one url= query parameter")
+        try:
+            url = urls[0].decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidURL("url= is not UTF-8") from None
+        return await self._serve(request, url)
+
+    async def _serve(self, request, url: str):
+        hit = await self.cache.lookup(url, count_hit=request.method == b"GET")
+        if hit is None:
+            return plain(request, http.NOT_FOUND, f"not cached: {self.cache.key_for(url)}")
+        return self._respond(request, hit)
+
+    def _respond(self, request, hit: Hit):
+        artifact = hit.artifact
+        etag = f'"{artifact.sha256}"'.encode("ascii")
+        request.setHeader(b"ETag", etag)
+        request.setHeader(b"X-Withcache-Sha256", artifact.sha256.encode("ascii"))
+        if _etag_matches(request.getHeader(b"If-None-Match"), etag):
+            request.setResponseCode(http.NOT_MODIFIED)
+            return b""
+        content_type = artifact.content_type or "application/octet-stream"
+        blob = static.File(hit.path, defaultType=content_type)
+        blob.type, blob.encoding = content_type, None
+        # Klein hands a returned resource whatever path is left; a file has no children.
+        request.postpath = []
+        return blob
