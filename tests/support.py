@@ -1,0 +1,198 @@
+"""Test helpers that run real things: the cache-host under twistd, and a plain origin server."""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+
+
+def tool(name: str) -> str:
+    """A console script installed beside this Python (the project's venv)."""
+    path = BIN / name
+    if not path.exists():
+        raise RuntimeError(f"{name} is not installed beside {sys.executable}; pip install -e .")
+    return str(path)
+
+
+def token(url: str) -> str:
+    return base64.urlsafe_b64encode(url.encode()).rstrip(b"=").decode()
+
+
+@dataclass
+class Host:
+    """A `twistd -n withcache` subprocess on an ephemeral 127.0.0.1 port."""
+
+    data_dir: Path
+    proc: subprocess.Popen
+    log_path: Path
+    url: str = ""
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def blob_url(self, origin_url: str, name: str = "file") -> str:
+        return f"{self.url}/b/{token(origin_url)}/{name}"
+
+    def seed(self, origin_url: str, path: Path | str, *extra: str) -> str:
+        """Import a local file under an origin URL with withcache-admin; returns its sha256."""
+        out = subprocess.run(
+            [tool("withcache-admin"), "import", "--data-dir", str(self.data_dir)]
+            + list(extra)
+            + [origin_url, str(path)],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        return out.stdout.split()[0]
+
+    def get(self, path: str, timeout: float = 10.0) -> tuple[int, bytes]:
+        try:
+            with urllib.request.urlopen(self.url + path, timeout=timeout) as r:
+                return r.status, r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read()
+
+    def get_json(self, path: str):
+        status, body = self.get(path)
+        assert status == 200, (status, body)
+        return json.loads(body)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_for_log(self, text: str, timeout: float = 30.0) -> str:
+        """The log once it contains text (the host announces each step it completes)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            log = self.log()
+            if text in log:
+                return log
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"twistd exited with {self.proc.returncode}:\n{log}")
+            time.sleep(0.05)
+        raise AssertionError(f"{text!r} not logged within {timeout}s:\n{self.log()[-4000:]}")
+
+    def rss_kib(self, field_name: str = "VmRSS") -> int:
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith(field_name + ":"):
+                return int(line.split()[1])
+        raise RuntimeError(f"{field_name} not in /proc/{self.pid}/status")
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=15)
+        return self.proc.returncode
+
+
+def start_host(data_dir: Path, *args: str, timeout: float = 30.0) -> Host:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log_path = data_dir.parent / f"{data_dir.name}-twistd.log"
+    with open(log_path, "ab") as log_file:
+        proc = subprocess.Popen(
+            [tool("twistd"), "-n", "--pidfile=", "withcache", "--data-dir", str(data_dir)]
+            + ["--listen", "tcp:0:interface=127.0.0.1", *args],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    host = Host(data_dir, proc, log_path)
+    marker = "withcache listening on 127.0.0.1:"
+    try:
+        log = host.wait_for_log(marker, timeout)
+    except BaseException:
+        host.stop(signal.SIGKILL)
+        raise
+    host.url = f"http://127.0.0.1:{int(log.split(marker, 1)[1].split()[0])}"
+    return host
+
+
+def assert_clean_log(host: Host) -> None:
+    text = host.log()
+    for bad in ("Traceback", "Unhandled Error", "Unhandled error"):
+        assert bad not in text, f"{bad} in the host's log:\n{text[-4000:]}"
+
+
+@dataclass
+class Origin:
+    """A plain origin server on 127.0.0.1 that counts the requests it gets."""
+
+    server: ThreadingHTTPServer
+    files: dict[str, bytes] = field(default_factory=dict)
+    requests: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def put(self, name: str, data: bytes) -> str:
+        path = "/" + name.lstrip("/")
+        self.files[path] = data
+        return self.url + path
+
+    def count(self, path: str, method: str | None = None) -> int:
+        return sum(1 for m, p in self.requests if p == path and method in (None, m))
+
+
+def start_origin() -> Origin:
+    origin: Origin
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def _answer(self, with_body: bool) -> None:
+            origin.requests.append((self.command, self.path))
+            body = origin.files.get(self.path.split("?", 1)[0])
+            if body is None:
+                self.send_response(404)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Content-Type", "application/octet-stream")
+            self.end_headers()
+            if with_body:
+                self.wfile.write(body)
+
+        def do_GET(self):
+            self._answer(True)
+
+        def do_HEAD(self):
+            self._answer(False)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    origin = Origin(server)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return origin
+
+
+def write_file(path: Path, size: int, seed: int = 0) -> Path:
+    """A file of `size` pseudo-random bytes (distinct per seed), written in 1 MiB blocks."""
+    block = random.Random(seed).randbytes(1 << 20)
+    with open(path, "wb") as f:
+        for n, offset in enumerate(range(0, size, len(block))):
+            # A block counter in front, so no two MiB of the file are alike.
+            f.write((n.to_bytes(8, "big") + block[8:])[: size - offset])
+    return path

@@ -1,0 +1,79 @@
+"""withcache-admin: import and ls on a data dir, with and without a running host."""
+
+import json
+import subprocess
+
+from tests.support import start_host, tool, write_file
+
+
+def admin(*args, cwd=None):
+    return subprocess.run(
+        [tool("withcache-admin"), *args], capture_output=True, text=True, timeout=60, cwd=cwd
+    )
+
+
+def test_import_then_ls_without_a_host(tmp_path):
+    data = tmp_path / "data"
+    src = write_file(tmp_path / "rocm.deb", 4096)
+    out = admin(
+        "import", "--data-dir", str(data), "HTTPS://Repo.example.com:443/rocm.deb", str(src)
+    )
+    assert out.returncode == 0, out.stderr
+    digest, size, key = out.stdout.split()
+    assert (size, key) == ("4096", "https://repo.example.com/rocm.deb")
+    table = admin("ls", "--data-dir", str(data)).stdout.splitlines()
+    assert table[0].split() == ["SHA256", "SIZE", "HITS", "MISSES", "KEY"]
+    assert table[1].split() == [digest[:12], "4.0", "KiB", "0", "0", key]
+    (row,) = map(json.loads, admin("ls", "--json", "--data-dir", str(data)).stdout.splitlines())
+    assert row["sha256"] == digest and row["url"] == "HTTPS://Repo.example.com:443/rocm.deb"
+
+
+def test_reimport_replaces_the_blob_and_removes_the_stale_one(tmp_path):
+    data = tmp_path / "data"
+    url = "https://e.example.com/f"
+    first = admin("import", "-d", str(data), url, str(write_file(tmp_path / "a", 10, seed=1)))
+    second = admin("import", "-d", str(data), url, str(write_file(tmp_path / "b", 10, seed=2)))
+    old, new = first.stdout.split()[0], second.stdout.split()[0]
+    assert old != new
+    assert not (data / "blobs" / old[:2] / old[2:]).exists()
+    assert (data / "blobs" / new[:2] / new[2:]).exists()
+
+
+def test_import_errors_are_one_line_and_exit_2(tmp_path):
+    data = str(tmp_path / "data")
+    src = str(write_file(tmp_path / "f", 10))
+    bad_url = admin("import", "-d", data, "ftp://e.example.com/f", src)
+    assert bad_url.returncode == 2
+    assert bad_url.stderr.strip() == (
+        "withcache-admin import: only http and https URLs are cacheable, not 'ftp'"
+    )
+    missing = admin("import", "-d", data, "https://e.example.com/f", str(tmp_path / "nope"))
+    assert missing.returncode == 2 and "no such file" in missing.stderr
+
+
+def test_ls_of_a_missing_data_dir_fails_clearly(tmp_path):
+    out = admin("ls", "--data-dir", str(tmp_path / "nope"))
+    assert out.returncode != 0 and "no such data dir" in out.stderr
+
+
+def test_host_start_sweeps_tmp_and_orphan_blobs_but_keeps_listed_ones(tmp_path):
+    data = tmp_path / "data"
+    kept = admin(
+        "import", "-d", str(data), "https://e.example.com/k", str(write_file(tmp_path / "k", 99))
+    )
+    digest = kept.stdout.split()[0]
+    (data / "tmp" / "ingest-crashed").write_bytes(b"partial fill")
+    orphan = data / "blobs" / "ff" / ("f" * 62)
+    orphan.parent.mkdir()
+    orphan.write_bytes(b"renamed but never recorded")
+    host = start_host(data)
+    try:
+        log = host.wait_for_log("orphan blobs removed")
+        assert "1 tmp files and 1 orphan blobs removed" in log
+        assert list((data / "tmp").iterdir()) == []
+        assert not orphan.exists()
+        assert (data / "blobs" / digest[:2] / digest[2:]).exists()
+        status, _ = host.get("/blob?url=https://e.example.com/k")
+        assert status == 200
+    finally:
+        host.stop()

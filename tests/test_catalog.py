@@ -1,0 +1,105 @@
+"""SQLite catalog: migrations, lookups, miss bookkeeping; and the threaded Catalog service."""
+
+import sqlite3
+
+import pytest
+import pytest_twisted
+
+from withcache import catalog as cat
+
+
+@pytest.fixture
+def conn(tmp_path):
+    c = cat.connect(str(tmp_path / "cache.db"))
+    yield c
+    c.close()
+
+
+def art(key="https://e.com/f", sha="a" * 64, size=3, **kw):
+    return cat.Artifact(
+        key, key, sha, size, kw.pop("content_type", None), kw.pop("at", 100.0), **kw
+    )
+
+
+def test_connect_migrates_to_the_newest_version_in_wal_mode(conn):
+    newest = cat.migrations()[-1][0]
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == newest
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"artifacts", "misses"} <= tables
+
+
+def test_migrate_is_a_no_op_the_second_time(conn):
+    assert cat.migrate(conn) == cat.migrations()[-1][0]
+
+
+def test_a_newer_schema_is_refused(tmp_path):
+    path = str(tmp_path / "future.db")
+    c = sqlite3.connect(path)
+    c.execute("PRAGMA user_version = 999")
+    c.close()
+    with pytest.raises(RuntimeError, match="newer than this withcache"):
+        cat.connect(path)
+
+
+def test_lookup_counts_misses_then_the_stored_artifact_takes_them_over(conn):
+    key = "https://e.com/f"
+    assert cat.lookup(conn, key, key + "?sig=1", 10.0, count_hit=True) is None
+    assert cat.lookup(conn, key, key + "?sig=2", 20.0, count_hit=False) is None
+    (miss,) = cat.list_misses(conn)
+    assert miss == cat.Miss(key, key + "?sig=2", 2, 10.0, 20.0)
+    cat.put_artifact(conn, art(key))
+    assert cat.list_misses(conn) == []
+    assert cat.get_artifact(conn, key).misses == 2
+
+
+def test_get_hits_count_and_head_lookups_do_not(conn):
+    cat.put_artifact(conn, art())
+    cat.lookup(conn, "https://e.com/f", "https://e.com/f", 50.0, count_hit=False)
+    assert cat.get_artifact(conn, "https://e.com/f").hits == 0
+    found = cat.lookup(conn, "https://e.com/f", "https://e.com/f", 60.0, count_hit=True)
+    assert found.sha256 == "a" * 64
+    after = cat.get_artifact(conn, "https://e.com/f")
+    assert (after.hits, after.last_hit_at) == (1, 60.0)
+
+
+def test_replacing_an_artifact_keeps_counters_and_reports_the_stale_blob(conn):
+    cat.put_artifact(conn, art())
+    cat.lookup(conn, "https://e.com/f", "https://e.com/f", 1.0, count_hit=True)
+    stale = cat.put_artifact(conn, art(sha="b" * 64, size=4))
+    assert stale == "a" * 64
+    now = cat.get_artifact(conn, "https://e.com/f")
+    assert (now.sha256, now.size, now.hits) == ("b" * 64, 4, 1)
+
+
+def test_a_blob_shared_by_two_keys_is_kept_until_the_last_row_goes(conn):
+    cat.put_artifact(conn, art("https://e.com/a"))
+    cat.put_artifact(conn, art("https://e.com/b"))
+    assert cat.delete_artifact(conn, "https://e.com/a") is None
+    assert cat.delete_artifact(conn, "https://e.com/b") == "a" * 64
+    assert cat.delete_artifact(conn, "https://e.com/b") is None
+
+
+def test_a_failed_transaction_leaves_nothing_behind(conn):
+    with pytest.raises(ZeroDivisionError), cat.transaction(conn):
+        conn.execute("INSERT INTO misses VALUES ('k', 'u', 1, 0, 0)")
+        raise ZeroDivisionError
+    assert cat.list_misses(conn) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_catalog_service_runs_queries_off_the_reactor_thread(tmp_path):
+    import threading
+
+    from twisted.internet import reactor
+
+    service = cat.Catalog(str(tmp_path / "cache.db"), reactor)
+    service.startService()
+    try:
+        seen = await service.run(lambda conn: threading.current_thread().name)
+        assert seen != threading.main_thread().name
+        await service.put_artifact(art())
+        (listed,) = await service.list_artifacts()
+        assert listed.key == "https://e.com/f"
+    finally:
+        await service.stopService()

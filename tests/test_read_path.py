@@ -1,0 +1,225 @@
+"""End to end: the real host under twistd, driven by the real curl."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import subprocess
+import threading
+import time
+import urllib.request
+
+import pytest
+
+from tests.support import token, tool, write_file
+
+ORIGIN = "https://vendor.example.com/cuda/cuda_12.4.0_linux.run"
+
+
+def curl(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(["curl", "-sS", *args], capture_output=True, timeout=timeout, check=False)
+
+
+def headers(out: bytes) -> tuple[int, dict[str, str]]:
+    lines = out.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    fields = {}
+    for line in lines[1:]:
+        if ": " in line:
+            name, value = line.split(": ", 1)
+            fields[name.lower()] = value
+    return status, fields
+
+
+def listed(host) -> dict[str, dict]:
+    out = subprocess.run(
+        [tool("withcache-admin"), "ls", "--json", "--data-dir", str(host.data_dir)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    return {row["key"]: row for row in map(json.loads, out.stdout.splitlines())}
+
+
+def misses(host) -> dict[str, tuple]:
+    conn = sqlite3.connect(f"file:{host.data_dir / 'cache.db'}?mode=ro", uri=True)
+    try:
+        rows = conn.execute("SELECT key, url, count, first_seen, last_seen FROM misses")
+        return {row[0]: row[1:] for row in rows}
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def seeded(host, tmp_path):
+    path = write_file(tmp_path / "artifact.run", 3 * 1024 * 1024 + 17)
+    digest = host.seed(ORIGIN, path, "--content-type", "application/x-sh")
+    return host, path.read_bytes(), digest
+
+
+def test_get_serves_the_bytes_with_cache_headers(seeded):
+    host, data, digest = seeded
+    out = curl("-D", "-", "-o", "/dev/null", host.blob_url(ORIGIN, "cuda.run"))
+    status, h = headers(out.stdout)
+    assert status == 200
+    assert h["content-length"] == str(len(data))
+    assert h["content-type"] == "application/x-sh"
+    assert h["etag"] == f'"{digest}"'
+    assert h["x-withcache-sha256"] == digest
+    assert h["accept-ranges"] == "bytes"
+    assert "last-modified" in h
+    body = curl(host.blob_url(ORIGIN, "cuda.run")).stdout
+    assert hashlib.sha256(body).hexdigest() == digest == hashlib.sha256(data).hexdigest()
+
+
+def test_head_never_counts_a_hit_and_get_counts_one(seeded):
+    host, _data, _digest = seeded
+    for _ in range(3):
+        assert curl("-fI", host.blob_url(ORIGIN)).returncode == 0
+    assert listed(host)[ORIGIN]["hits"] == 0
+    assert curl("-f", "-o", "/dev/null", host.blob_url(ORIGIN)).returncode == 0
+    row = listed(host)[ORIGIN]
+    assert row["hits"] == 1 and row["last_hit_at"] is not None
+
+
+def test_blob_query_route_serves_the_same_artifact(seeded):
+    host, data, _digest = seeded
+    out = curl("-f", "--get", "--data-urlencode", f"url={ORIGIN}", f"{host.url}/blob")
+    assert out.returncode == 0 and out.stdout == data
+
+
+def test_urls_differing_only_in_query_hit_the_same_artifact(seeded):
+    host, data, _digest = seeded
+    for query in ("?X-Amz-Signature=abc", "?X-Amz-Signature=def&exp=9"):
+        out = curl("-f", host.blob_url(ORIGIN + query))
+        assert out.returncode == 0 and out.stdout == data
+    assert listed(host)[ORIGIN]["hits"] == 2
+
+
+def test_single_range_is_a_206_with_the_right_bytes(seeded):
+    host, data, _digest = seeded
+    out = curl("-D", "/dev/stderr", "-r", "1000-1999", host.blob_url(ORIGIN))
+    status, h = headers(out.stderr)
+    assert status == 206
+    assert h["content-range"] == f"bytes 1000-1999/{len(data)}"
+    assert out.stdout == data[1000:2000]
+    tail = curl("-r", "-100", host.blob_url(ORIGIN)).stdout
+    assert tail == data[-100:]
+
+
+def test_unsatisfiable_range_is_a_416(seeded):
+    host, data, _digest = seeded
+    out = curl("-D", "-", "-o", "/dev/null", "-r", f"{len(data) + 10}-", host.blob_url(ORIGIN))
+    status, h = headers(out.stdout)
+    assert status == 416
+    assert h["content-range"] == f"bytes */{len(data)}"
+
+
+def test_matching_if_none_match_is_a_304(seeded):
+    host, _data, digest = seeded
+    for tags in (f'"{digest}"', f'"other", "{digest}"', f'W/"{digest}"', "*"):
+        out = curl("-D", "-", "-H", f"If-None-Match: {tags}", host.blob_url(ORIGIN))
+        status, _h = headers(out.stdout)
+        assert status == 304, tags
+        assert out.stdout.endswith(b"\r\n\r\n")
+    out = curl(
+        "-o", "/dev/null", "-w", "%{http_code}", "-H", 'If-None-Match: "x"', host.blob_url(ORIGIN)
+    )
+    assert out.stdout == b"200"
+
+
+def test_curl_remote_name_uses_the_decorative_name(seeded, tmp_path):
+    host, data, _digest = seeded
+    out = subprocess.run(
+        ["curl", "-sSfO", host.blob_url(ORIGIN, "cuda_12.4.0_linux.run")],
+        cwd=tmp_path,
+        capture_output=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "cuda_12.4.0_linux.run").read_bytes() == data
+
+
+def test_a_miss_is_a_404_with_one_line_and_is_recorded(host):
+    url = "https://vendor.example.com/rocm/amdgpu-install_6.1.deb?token=1"
+    out = curl("-D", "/dev/stderr", host.blob_url(url))
+    status, _h = headers(out.stderr)
+    assert status == 404
+    assert out.stdout.count(b"\n") == 1 and b"not cached" in out.stdout
+    curl("-I", host.blob_url(url.replace("token=1", "token=2")))
+    key = "https://vendor.example.com/rocm/amdgpu-install_6.1.deb"
+    (url_seen, count, first, last) = misses(host)[key]
+    assert count == 2 and first <= last and url_seen.endswith("token=2")
+
+
+@pytest.mark.parametrize(
+    ("path", "reason"),
+    [
+        ("/b/!!notbase64!!/x", "malformed token"),
+        ("/b/a/x", "malformed token"),
+        (f"/b/{token('ftp://vendor.example.com/f')}/f", "only http and https"),
+        (f"/b/{token('not a url')}/f", "whitespace"),
+        ("/blob", "missing url"),
+        ("/blob?url=", "missing url"),
+        ("/blob?url=file:///etc/passwd", "only http and https"),
+        ("/blob?url=https://user:pw@vendor.example.com/f", "credentials"),
+    ],
+)
+def test_bad_requests_are_400_with_a_one_line_reason(host, path, reason):
+    out = curl("-D", "/dev/stderr", host.url + path)
+    status, h = headers(out.stderr)
+    assert status == 400
+    assert h["content-type"].startswith("text/plain")
+    assert out.stdout.count(b"\n") == 1 and reason.encode() in out.stdout
+    assert b"Traceback" not in out.stdout
+
+
+def test_healthz_is_json(host):
+    out = curl("-f", "-D", "/dev/stderr", f"{host.url}/healthz")
+    _status, h = headers(out.stderr)
+    assert h["content-type"] == "application/json"
+    body = json.loads(out.stdout)
+    assert body["status"] == "ok" and body["version"]
+
+
+def test_big_artifact_streams_in_bounded_memory_to_concurrent_clients(host, tmp_path):
+    size = 256 * 1024 * 1024
+    path = write_file(tmp_path / "big.bin", size, seed=7)
+    digest = host.seed("https://vendor.example.com/big.bin", path)
+    path.unlink()
+    url = host.blob_url("https://vendor.example.com/big.bin", "big.bin")
+    assert curl("-fI", url).returncode == 0  # warm the code path before the baseline
+    baseline = host.rss_kib("VmRSS")
+
+    results: list[str] = []
+
+    def download() -> None:
+        # Rate-limited, so the transfers overlap the health probes below.
+        with subprocess.Popen(
+            ["curl", "-sSf", "--limit-rate", "100M", url], stdout=subprocess.PIPE
+        ) as proc:
+            h = hashlib.sha256()
+            while chunk := proc.stdout.read(1 << 20):
+                h.update(chunk)
+            proc.wait(timeout=120)
+        results.append(h.hexdigest() if proc.returncode == 0 else f"curl exit {proc.returncode}")
+
+    workers = [threading.Thread(target=download) for _ in range(2)]
+    for w in workers:
+        w.start()
+    slowest, peak = 0.0, baseline
+    while any(w.is_alive() for w in workers):
+        started = time.monotonic()
+        with urllib.request.urlopen(f"{host.url}/healthz", timeout=1.0) as r:
+            assert r.status == 200
+        slowest = max(slowest, time.monotonic() - started)
+        peak = max(peak, host.rss_kib("VmRSS"))
+        time.sleep(0.1)
+    for w in workers:
+        w.join()
+
+    assert results == [digest, digest]
+    assert slowest < 1.0
+    assert (peak - baseline) < 64 * 1024, f"RSS grew by {(peak - baseline) // 1024} MiB"

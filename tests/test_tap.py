@@ -1,0 +1,106 @@
+"""Command-line options of the twistd plugin, and the plugin's discovery."""
+
+import subprocess
+
+import pytest
+from twisted.python import usage
+
+from tests.support import tool
+from withcache.tap import Options
+
+DEFAULTS = {
+    "data-dir": "./data",
+    "listen": "tcp:3000",
+    "port": None,
+    "workers": 2,
+    "curate": 0,
+    "keep-query": 0,
+    "max-bytes": 0,
+}
+
+
+def parse(*argv):
+    options = Options()
+    options.parseOptions(list(argv))
+    return {k: options[k] for k in DEFAULTS}
+
+
+def test_defaults():
+    assert parse() == DEFAULTS
+
+
+def test_every_option_parsed():
+    assert parse(
+        "--data-dir",
+        "/srv/wc",
+        "--port",
+        "8080",
+        "--workers",
+        "5",
+        "--curate",
+        "--keep-query",
+        "--max-bytes",
+        "1.5G",
+    ) == {
+        "data-dir": "/srv/wc",
+        "listen": "tcp:8080",
+        "port": 8080,
+        "workers": 5,
+        "curate": 1,
+        "keep-query": 1,
+        "max-bytes": 3 << 29,
+    }
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("0", 0),
+        ("512", 512),
+        ("64K", 65536),
+        ("10m", 10 << 20),
+        ("2TiB", 2 << 40),
+        ("1GB", 1 << 30),
+    ],
+)
+def test_max_bytes_suffixes(value, expected):
+    assert parse("--max-bytes", value)["max-bytes"] == expected
+
+
+def test_listen_takes_an_endpoint_string():
+    assert parse("--listen", "tcp:0:interface=127.0.0.1")["listen"] == "tcp:0:interface=127.0.0.1"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--workers", "0"], "--workers: must be at least 1"),
+        (["--workers", "two"], "--workers: not an integer"),
+        (["--port", "70000"], "--port: must be between 1 and 65535"),
+        (["--max-bytes", "lots"], "--max-bytes: not a size"),
+        (["--max-bytes", "-1G"], "--max-bytes: not a size"),
+        (["--listen", "carrier-pigeon:7"], "--listen: not a valid endpoint"),
+        (["--listen", "tcp:notaport"], "--listen: not a valid endpoint"),
+        (["--port", "80", "--listen", "tcp:81"], "--port and --listen"),
+        (["--data-dir", ""], "--data-dir: must not be empty"),
+    ],
+)
+def test_bad_values_are_usage_errors_naming_the_option(argv, message):
+    with pytest.raises(usage.UsageError, match=message.replace("(", r"\(")):
+        parse(*argv)
+
+
+def test_twistd_lists_the_plugin():
+    out = subprocess.run([tool("twistd"), "--help"], capture_output=True, text=True, timeout=60)
+    assert "withcache" in out.stdout
+
+
+def test_twistd_reports_a_bad_option_and_exits_non_zero(tmp_path):
+    out = subprocess.run(
+        [tool("twistd"), "-n", "withcache", "--data-dir", str(tmp_path), "--workers", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode != 0
+    assert "--workers: must be at least 1" in out.stdout + out.stderr
