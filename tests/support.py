@@ -52,11 +52,11 @@ class Host:
             [tool("withcache-admin"), "import", "--data-dir", str(self.data_dir)]
             + list(extra)
             + [origin_url, str(path)],
-            check=True,
             capture_output=True,
             text=True,
             timeout=120,
         )
+        assert out.returncode == 0, f"withcache-admin import failed: {out.stderr}"
         return out.stdout.split()[0]
 
     def get(self, path: str, timeout: float = 10.0) -> tuple[int, bytes]:

@@ -66,8 +66,8 @@ def test_get_hits_count_and_head_lookups_do_not(conn):
 def test_replacing_an_artifact_keeps_counters_and_reports_the_stale_blob(conn):
     cat.put_artifact(conn, art())
     cat.lookup(conn, "https://e.com/f", "https://e.com/f", 1.0, count_hit=True)
-    stale = cat.put_artifact(conn, art(sha="b" * 64, size=4))
-    assert stale == "a" * 64
+    freed = cat.put_artifact(conn, art(sha="b" * 64, size=4))
+    assert freed == ["a" * 64]
     now = cat.get_artifact(conn, "https://e.com/f")
     assert (now.sha256, now.size, now.hits) == ("b" * 64, 4, 1)
 
@@ -78,6 +78,37 @@ def test_a_blob_shared_by_two_keys_is_kept_until_the_last_row_goes(conn):
     assert cat.delete_artifact(conn, "https://e.com/a") is None
     assert cat.delete_artifact(conn, "https://e.com/b") == "a" * 64
     assert cat.delete_artifact(conn, "https://e.com/b") is None
+
+
+def test_max_bytes_evicts_least_recently_hit_unpinned_artifacts(conn):
+    cat.put_artifact(conn, art("https://e.com/old", sha="1" * 64, size=40, at=1.0))
+    cat.put_artifact(conn, art("https://e.com/pinned", sha="2" * 64, size=40, at=0.5, pinned=True))
+    cat.put_artifact(conn, art("https://e.com/used", sha="3" * 64, size=40, at=2.0))
+    cat.lookup(conn, "https://e.com/old", "https://e.com/old", 10.0, count_hit=True)
+    # "used" was fetched after "old" but "old" was hit since: "used" goes first, pins stay.
+    freed = cat.put_artifact(conn, art("https://e.com/new", sha="4" * 64, size=50), max_bytes=140)
+    assert freed == ["3" * 64]
+    keys = {a.key for a in cat.list_artifacts(conn)}
+    assert keys == {"https://e.com/old", "https://e.com/pinned", "https://e.com/new"}
+
+
+def test_an_artifact_that_cannot_fit_raises_no_room_and_changes_nothing(conn):
+    cat.put_artifact(conn, art("https://e.com/pinned", sha="2" * 64, size=80, pinned=True))
+    cat.put_artifact(conn, art("https://e.com/other", sha="3" * 64, size=10))
+    with pytest.raises(cat.NoRoom, match="50 bytes do not fit in --max-bytes 100"):
+        cat.put_artifact(conn, art("https://e.com/new", sha="4" * 64, size=50), max_bytes=100)
+    assert len(cat.list_artifacts(conn)) == 2
+
+
+def test_jobs_round_trip_and_clear_by_state(conn):
+    first = cat.insert_job(conn, cat.JobRow(None, "k", "u", "auto", "queued", created_at=1.0))
+    second = cat.insert_job(conn, cat.JobRow(None, "k2", "u2", "operator", "queued"))
+    job = cat.JobRow(first, "k", "u", "auto", "failed", 5, 10, "origin answered 503", 1.0, 2.0, 3.0)
+    cat.update_job(conn, job)
+    assert cat.list_jobs(conn, ("failed",)) == [job]
+    assert [j.id for j in cat.list_jobs(conn)] == [second, first]
+    assert cat.delete_jobs(conn, ("failed", "completed")) == 1
+    assert [j.id for j in cat.list_jobs(conn)] == [second]
 
 
 def test_a_failed_transaction_leaves_nothing_behind(conn):

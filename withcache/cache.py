@@ -1,25 +1,35 @@
-"""The domain facade the web layer and the admin CLI talk to: lookups, imports, listings.
+"""The domain facade the web layer and the admin CLI talk to.
 
-It owns the rules that span the store and the catalog (commit a blob before its row; count a
-GET hit but never a HEAD; record a miss) and takes `now` as an argument so tests can drive time.
+It owns the rules that span the store, the catalog and the download manager: commit a blob
+before its row; count a GET hit but never a HEAD; record a miss and, unless curating, queue a
+fill; make room under --max-bytes. It takes the reactor, the fetcher and `now` as arguments so
+tests can drive it with a Clock and a stub HTTP client.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
+from urllib.parse import urlsplit
 
 from twisted.application import service
 from twisted.internet import defer, threads
 
 from withcache import catalog as cat
 from withcache._log import make_logger
+from withcache.downloads import DownloadManager, Job
+from withcache.fetcher import Fetcher
 from withcache.keys import cache_key
+from withcache.policy import OriginPolicy
 from withcache.store import Store
 
 log = make_logger()
+
+# A miss of a key whose fill failed this recently does not queue another fill by itself.
+RETRY_FAILED_AFTER = 600.0
 
 
 @dataclass(frozen=True)
@@ -30,6 +40,7 @@ class Settings:
     curate: bool = False
     workers: int = 2
     max_bytes: int = 0
+    policy: OriginPolicy = field(default_factory=OriginPolicy)
 
 
 @dataclass(frozen=True)
@@ -38,8 +49,20 @@ class Hit:
     path: str
 
 
-class Cache(service.Service):
-    """Lookups and bookkeeping over one data directory, for code running on the reactor."""
+@dataclass(frozen=True)
+class Stats:
+    artifacts: int
+    bytes: int
+    capacity: int
+    hits: int
+    misses: int
+    bytes_saved: int
+    queued: int
+    running: int
+
+
+class Cache(service.MultiService):
+    """Lookups, fills and bookkeeping over one data directory, for code on the reactor."""
 
     def __init__(
         self,
@@ -49,24 +72,91 @@ class Cache(service.Service):
         *,
         reactor: Any,
         now: Callable[[], float],
+        fetcher: Fetcher | None = None,
     ):
+        super().__init__()
         self.store = store
         self.catalog = catalog
         self.settings = settings
+        self.fetcher = fetcher
         self._reactor = reactor
         self._now = now
+        self.downloads = DownloadManager(
+            catalog, self._fill, reactor=reactor, workers=settings.workers, now=now
+        )
+        self.downloads.setServiceParent(self)
 
     def key_for(self, url: str) -> str:
         """The cache key of an origin URL under this host's settings (raises InvalidURL)."""
         return cache_key(url, keep_query=self.settings.keep_query)
 
     async def lookup(self, url: str, *, count_hit: bool) -> Hit | None:
-        """The cached artifact for url, or None after recording the miss."""
+        """The cached artifact for url, or None after recording the miss (and queueing a fill)."""
         key = self.key_for(url)
         found = await self.catalog.lookup(key, url, self._now(), count_hit)
-        if found is None:
-            return None
-        return Hit(found, self.store.path_for(found.sha256))
+        if found is not None:
+            return Hit(found, self.store.path_for(found.sha256))
+        if self._should_auto_fill(url, key):
+            d = defer.ensureDeferred(self.downloads.enqueue(url, key, "auto"))
+            d.addErrback(lambda f: log.failure("could not queue a fill of {url}", f, url=url))
+        return None
+
+    def _should_auto_fill(self, url: str, key: str) -> bool:
+        if self.settings.curate or self.fetcher is None or self.downloads.active(key):
+            return False
+        if not self.settings.policy.auto_fetch_allowed(urlsplit(url).hostname or ""):
+            return False
+        return not self.downloads.failed_since(key, self._now() - RETRY_FAILED_AFTER)
+
+    async def add(self, url: str) -> Job:
+        """Queue a fill of url on an operator's say-so (pre-seed); works when curating too."""
+        return await self.downloads.enqueue(url, self.key_for(url), "operator")
+
+    async def _fill(self, job: Job) -> None:
+        if self.fetcher is None:
+            raise RuntimeError("this host has no fetcher")
+        ingest = self.store.ingest()
+        try:
+            result = await self.fetcher.fetch(job.url, ingest, job.progress)
+            job.committing = True
+            blob = await threads.deferToThread(ingest.commit, result.size)
+            artifact = cat.Artifact(
+                job.key, job.url, blob.sha256, blob.size, result.content_type, self._now()
+            )
+            try:
+                freed = await self.catalog.put_artifact(artifact, self.settings.max_bytes)
+            except cat.NoRoom:
+                await self._delete_blobs([blob.sha256])
+                raise
+            await self._delete_blobs(freed)
+        finally:
+            # Uncommitted bytes are deleted; a committed blob is unlocked now its row exists.
+            ingest.close()
+
+    async def _delete_blobs(self, digests: list[str]) -> None:
+        if digests:
+            await self.catalog.run(_delete_unreferenced, self.store, digests)
+
+    def cancel(self, job: Job) -> bool:
+        return self.downloads.cancel(job)
+
+    async def clear_finished(self) -> int:
+        return await self.downloads.clear_finished()
+
+    async def dismiss(self, key: str) -> bool:
+        """Forget a miss (curate mode's "not this one")."""
+        return await self.catalog.run(cat.delete_miss, key)
+
+    async def delete(self, key: str) -> bool:
+        """Remove an artifact and, when no other key shares it, its blob."""
+        existed = await self.catalog.run(cat.get_artifact, key)
+        freed = await self.catalog.delete_artifact(key)
+        await self._delete_blobs([freed] if freed else [])
+        return existed is not None
+
+    async def pin(self, key: str, pinned: bool = True) -> bool:
+        """Pinned artifacts are never evicted to make room."""
+        return await self.catalog.run(cat.set_pinned, key, pinned)
 
     async def artifacts(self, limit: int = -1, offset: int = 0) -> list[cat.Artifact]:
         return await self.catalog.list_artifacts(limit, offset)
@@ -74,25 +164,51 @@ class Cache(service.Service):
     async def misses(self, limit: int = -1, offset: int = 0) -> list[cat.Miss]:
         return await self.catalog.list_misses(limit, offset)
 
+    async def jobs(self, limit: int = 100) -> list[cat.JobRow]:
+        """Live jobs first (with their progress), then the most recent finished ones."""
+        live = self.downloads.active_jobs()
+        ids = {j.id for j in live}
+        stored = await self.catalog.run(cat.list_jobs, (), limit)
+        return [*live, *(row for row in stored if row.id not in ids)][:limit]
+
+    async def stats(self) -> Stats:
+        totals = await self.catalog.run(cat.totals)
+        live = self.downloads.active_jobs()
+        return Stats(
+            **totals,
+            capacity=self.settings.max_bytes,
+            queued=sum(1 for j in live if j.state == "queued"),
+            running=sum(1 for j in live if j.state == "running"),
+        )
+
     def startService(self) -> None:
         super().startService()
         d = defer.ensureDeferred(self.recover())
         d.addErrback(lambda f: log.failure("start-up recovery failed", failure=f))
 
     async def recover(self) -> None:
-        """Sweep tmp/ and blobs no row names: what a crash mid-fill can leave behind."""
+        """Sweep what a crash can leave behind, then resume the fills it interrupted."""
         swept = await threads.deferToThreadPool(
             self._reactor, self._reactor.getThreadPool(), self.store.sweep_tmp
         )
         # On the database thread, so each blob is checked against the catalog under its lock.
         orphans = await self.catalog.run(
-            lambda conn: self.store.sweep_orphans(lambda digest: cat.referenced(conn, digest))
+            lambda conn: self.store.sweep_orphans(partial(cat.referenced, conn))
         )
+        resumed = await self.downloads.resume() if self.fetcher is not None else 0
         log.info(
-            "recovered data dir: {tmp} tmp files and {orphans} orphan blobs removed",
+            "recovered data dir: {tmp} tmp files and {orphans} orphan blobs removed,"
+            " {resumed} fills resumed",
             tmp=swept,
             orphans=len(orphans),
+            resumed=resumed,
         )
+
+
+def _delete_unreferenced(conn, store: Store, digests: list[str]) -> None:
+    """Blocking, on the database thread: drop blobs that no row names any more."""
+    for digest in digests:
+        store.delete_unreferenced(digest, partial(cat.referenced, conn))
 
 
 def import_file(
@@ -114,9 +230,8 @@ def import_file(
         blob = ingest.blob
         assert blob is not None
         artifact = cat.Artifact(key, url, blob.sha256, blob.size, content_type, now)
-        stale = cat.put_artifact(conn, artifact)
+        freed = cat.put_artifact(conn, artifact)
     finally:
         ingest.close()
-    if stale is not None:
-        store.delete(stale)
+    _delete_unreferenced(conn, store, freed)
     return cat.get_artifact(conn, key) or artifact

@@ -135,13 +135,19 @@ def lookup(
     return found
 
 
-def put_artifact(conn: sqlite3.Connection, artifact: Artifact) -> str | None:
+class NoRoom(Exception):
+    """An artifact that cannot fit under --max-bytes even after evicting what may be evicted."""
+
+
+def put_artifact(conn: sqlite3.Connection, artifact: Artifact, max_bytes: int = 0) -> list[str]:
     """Record a stored artifact. Its pending misses move onto it and the miss row goes.
 
-    Replacing an existing key keeps its counters. Returns the digest the key used to name when
-    no row names it any more (the caller may delete that blob), else None.
+    Replacing an existing key keeps its counters. With max_bytes, the least recently hit unpinned
+    artifacts are evicted to make room (raising NoRoom when that cannot be done). Returns the
+    digests no row names any more, whose blobs the caller may delete.
     """
     with transaction(conn):
+        freed = _make_room(conn, artifact, max_bytes) if max_bytes else []
         old = get_artifact(conn, artifact.key)
         miss = conn.execute("SELECT count FROM misses WHERE key = ?", (artifact.key,)).fetchone()
         pending = miss[0] if miss else 0
@@ -162,23 +168,49 @@ def put_artifact(conn: sqlite3.Connection, artifact: Artifact) -> str | None:
                     int(artifact.pinned),
                 ),
             )
-            return None
-        conn.execute(
-            "UPDATE artifacts SET url = ?, sha256 = ?, size = ?, content_type = ?, fetched_at = ?,"
-            " misses = misses + ? WHERE key = ?",
-            (
-                artifact.url,
-                artifact.sha256,
-                artifact.size,
-                artifact.content_type,
-                artifact.fetched_at,
-                pending,
-                artifact.key,
-            ),
+        else:
+            conn.execute(
+                "UPDATE artifacts SET url = ?, sha256 = ?, size = ?, content_type = ?,"
+                " fetched_at = ?, misses = misses + ? WHERE key = ?",
+                (
+                    artifact.url,
+                    artifact.sha256,
+                    artifact.size,
+                    artifact.content_type,
+                    artifact.fetched_at,
+                    pending,
+                    artifact.key,
+                ),
+            )
+            freed.append(old.sha256)
+        return [d for d in dict.fromkeys(freed) if d != artifact.sha256 and not referenced(conn, d)]
+
+
+def _make_room(conn: sqlite3.Connection, artifact: Artifact, max_bytes: int) -> list[str]:
+    (used,) = conn.execute(
+        "SELECT COALESCE(SUM(size), 0) FROM artifacts WHERE key != ?", (artifact.key,)
+    ).fetchone()
+    excess = used + artifact.size - max_bytes
+    if excess <= 0:
+        return []
+    victims, freed = [], 0
+    candidates = conn.execute(
+        "SELECT key, sha256, size FROM artifacts WHERE pinned = 0 AND key != ?"
+        " ORDER BY COALESCE(last_hit_at, fetched_at), fetched_at, key",
+        (artifact.key,),
+    )
+    for key, sha256, size in candidates:
+        if freed >= excess:
+            break
+        victims.append((key, sha256))
+        freed += size
+    if freed < excess:
+        raise NoRoom(
+            f"{artifact.size} bytes do not fit in --max-bytes {max_bytes}"
+            f" ({used} bytes held, {used - freed} of them pinned)"
         )
-        if old.sha256 != artifact.sha256 and not referenced(conn, old.sha256):
-            return old.sha256
-        return None
+    conn.executemany("DELETE FROM artifacts WHERE key = ?", [(key,) for key, _ in victims])
+    return [sha256 for _, sha256 in victims]
 
 
 def delete_artifact(conn: sqlite3.Connection, key: str) -> str | None:
@@ -198,6 +230,34 @@ def referenced(conn: sqlite3.Connection, sha256: str) -> bool:
     )
 
 
+def totals(conn: sqlite3.Connection) -> dict[str, int]:
+    """Counts for the dashboard: artifacts, bytes held, hits, misses, origin bytes saved."""
+    artifacts, size, hits, saved = conn.execute(
+        "SELECT COUNT(*), COALESCE(SUM(size), 0), COALESCE(SUM(hits), 0),"
+        " COALESCE(SUM(size * hits), 0) FROM artifacts"
+    ).fetchone()
+    (pending,) = conn.execute("SELECT COALESCE(SUM(count), 0) FROM misses").fetchone()
+    (absorbed,) = conn.execute("SELECT COALESCE(SUM(misses), 0) FROM artifacts").fetchone()
+    return {
+        "artifacts": artifacts,
+        "bytes": size,
+        "hits": hits,
+        "misses": pending + absorbed,
+        "bytes_saved": saved,
+    }
+
+
+def delete_miss(conn: sqlite3.Connection, key: str) -> bool:
+    with transaction(conn):
+        return conn.execute("DELETE FROM misses WHERE key = ?", (key,)).rowcount > 0
+
+
+def set_pinned(conn: sqlite3.Connection, key: str, pinned: bool) -> bool:
+    with transaction(conn):
+        cursor = conn.execute("UPDATE artifacts SET pinned = ? WHERE key = ?", (int(pinned), key))
+        return cursor.rowcount > 0
+
+
 def list_artifacts(conn: sqlite3.Connection, limit: int = -1, offset: int = 0) -> list[Artifact]:
     rows = conn.execute(
         f"SELECT {_ARTIFACT_COLUMNS} FROM artifacts ORDER BY fetched_at DESC, key LIMIT ? OFFSET ?",
@@ -213,6 +273,85 @@ def list_misses(conn: sqlite3.Connection, limit: int = -1, offset: int = 0) -> l
         (limit, offset),
     )
     return [Miss(*row) for row in rows]
+
+
+@dataclass
+class JobRow:
+    """A fill as persisted; withcache.downloads keeps the live one."""
+
+    id: int | None
+    key: str
+    url: str
+    source: str
+    state: str
+    bytes_done: int = 0
+    bytes_total: int | None = None
+    error: str | None = None
+    created_at: float = 0.0
+    started_at: float | None = None
+    finished_at: float | None = None
+
+
+_JOB_COLUMNS = (
+    "id, key, url, source, state, bytes_done, bytes_total, error, created_at, started_at,"
+    " finished_at"
+)
+
+
+def insert_job(conn: sqlite3.Connection, job: JobRow) -> int:
+    with transaction(conn):
+        cursor = conn.execute(
+            "INSERT INTO jobs (key, url, source, state, bytes_done, bytes_total, error, created_at,"
+            " started_at, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                job.key,
+                job.url,
+                job.source,
+                job.state,
+                job.bytes_done,
+                job.bytes_total,
+                job.error,
+                job.created_at,
+                job.started_at,
+                job.finished_at,
+            ),
+        )
+        return cursor.lastrowid
+
+
+def update_job(conn: sqlite3.Connection, job: JobRow) -> None:
+    with transaction(conn):
+        conn.execute(
+            "UPDATE jobs SET state = ?, bytes_done = ?, bytes_total = ?, error = ?, started_at = ?,"
+            " finished_at = ? WHERE id = ?",
+            (
+                job.state,
+                job.bytes_done,
+                job.bytes_total,
+                job.error,
+                job.started_at,
+                job.finished_at,
+                job.id,
+            ),
+        )
+
+
+def list_jobs(
+    conn: sqlite3.Connection, states: tuple[str, ...] = (), limit: int = -1
+) -> list[JobRow]:
+    where = f"WHERE state IN ({', '.join('?' * len(states))})" if states else ""
+    rows = conn.execute(
+        f"SELECT {_JOB_COLUMNS} FROM jobs {where} ORDER BY id DESC LIMIT ?", (*states, limit)
+    )
+    return [JobRow(*row) for row in rows]
+
+
+def delete_jobs(conn: sqlite3.Connection, states: tuple[str, ...]) -> int:
+    with transaction(conn):
+        cursor = conn.execute(
+            f"DELETE FROM jobs WHERE state IN ({', '.join('?' * len(states))})", states
+        )
+        return cursor.rowcount
 
 
 class Catalog(service.Service):
@@ -251,8 +390,8 @@ class Catalog(service.Service):
     def lookup(self, key: str, url: str, now: float, count_hit: bool):
         return self.run(lookup, key, url, now, count_hit)
 
-    def put_artifact(self, artifact: Artifact):
-        return self.run(put_artifact, artifact)
+    def put_artifact(self, artifact: Artifact, max_bytes: int = 0):
+        return self.run(put_artifact, artifact, max_bytes)
 
     def delete_artifact(self, key: str):
         return self.run(delete_artifact, key)

@@ -122,29 +122,25 @@ class Store:
         return removed
 
     def sweep_orphans(self, is_referenced: Callable[[str], bool]) -> list[str]:
-        """Delete blobs no catalog row names.
+        """Delete every blob no catalog row names; see delete_unreferenced."""
+        return [d for d in list(self.digests()) if self.delete_unreferenced(d, is_referenced)]
+
+    def delete_unreferenced(self, sha256: str, is_referenced: Callable[[str], bool]) -> bool:
+        """Delete a blob unless a row names it or an ingest still holds it.
 
         is_referenced is asked only once the blob's lock is held, so an ingest that has renamed
         its blob but not yet written the row is never mistaken for an orphan.
         """
-        removed = []
-        for digest in list(self.digests()):
-            if self._unlink_unlocked(self.path_for(digest), is_referenced, digest):
-                removed.append(digest)
-        return removed
+        return self._unlink_unlocked(self.path_for(sha256), lambda: not is_referenced(sha256))
 
     @staticmethod
-    def _unlink_unlocked(
-        path: str, is_referenced: Callable[[str], bool] | None = None, digest: str = ""
-    ) -> bool:
+    def _unlink_unlocked(path: str, still_wanted_gone: Callable[[], bool] = lambda: True) -> bool:
         try:
             fd = os.open(path, os.O_RDONLY)
         except (FileNotFoundError, IsADirectoryError):
             return False
         try:
-            if not _try_lock(fd):
-                return False
-            if is_referenced is not None and is_referenced(digest):
+            if not _try_lock(fd) or not still_wanted_gone():
                 return False
             os.unlink(path)
             return True

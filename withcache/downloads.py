@@ -1,0 +1,198 @@
+"""DownloadManager: background fill jobs, one per cache key, at most `workers` at a time.
+
+A job goes queued -> running -> completed | failed | cancelled and is persisted at each step,
+so a restarted host re-queues what was queued or running. What a fill *does* is the `fill`
+callable given to the manager (withcache.cache supplies it); this module owns the lifecycle:
+single flight per key, the semaphore, waiters, cancellation and persistence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.application import service
+from twisted.internet import defer
+
+from withcache import catalog as cat
+from withcache._log import make_logger
+
+log = make_logger()
+
+QUEUED, RUNNING, COMPLETED, FAILED, CANCELLED = (
+    "queued",
+    "running",
+    "completed",
+    "failed",
+    "cancelled",
+)
+ACTIVE = (QUEUED, RUNNING)
+FINISHED = (COMPLETED, FAILED, CANCELLED)
+
+
+@dataclass
+class Job(cat.JobRow):
+    """A fill job as the manager tracks it (the persisted row plus live state)."""
+
+    committing: bool = False
+
+    def progress(self, done: int, total: int | None) -> None:
+        self.bytes_done, self.bytes_total = done, total
+
+    def row(self) -> cat.JobRow:
+        return cat.JobRow(**{k: getattr(self, k) for k in cat.JobRow.__dataclass_fields__})
+
+
+Fill = Callable[[Job], Coroutine[Any, Any, None]]
+
+
+class DownloadManager(service.Service):
+    def __init__(self, catalog: cat.Catalog, fill: Fill, *, reactor, workers: int, now):
+        self.catalog = catalog
+        self._fill = fill
+        self._reactor = reactor
+        self._now = now
+        self._semaphore = defer.DeferredSemaphore(workers)
+        self._active: dict[str, Job] = {}
+        self._waiters: dict[int, list[defer.Deferred]] = {}
+        self._in_flight: dict[int, defer.Deferred] = {}
+        self._last_failure: dict[str, float] = {}
+        self._runs: set[defer.Deferred] = set()
+        self._stopping = False
+
+    def active(self, key: str) -> Job | None:
+        return self._active.get(key)
+
+    def active_jobs(self) -> list[Job]:
+        return sorted(self._active.values(), key=lambda j: j.id or 0)
+
+    def failed_since(self, key: str, since: float) -> bool:
+        """Whether the last fill of key failed after `since` (so a miss should not retry yet)."""
+        return self._last_failure.get(key, float("-inf")) > since
+
+    async def enqueue(self, url: str, key: str, source: str) -> Job:
+        """Queue a fill of url under key, or return the job already filling that key."""
+        existing = self._active.get(key)
+        if existing is not None:
+            return existing
+        job = Job(None, key, url, source, QUEUED, created_at=self._now())
+        # Claimed before the first await: concurrent misses of one key must find this job.
+        self._active[key] = job
+        try:
+            job.id = await self.catalog.run(cat.insert_job, job.row())
+        except BaseException:
+            del self._active[key]
+            raise
+        log.info("job {id} queued: {url} ({source})", id=job.id, url=url, source=source)
+        self._start(job)
+        return job
+
+    def wait(self, job: Job) -> defer.Deferred:
+        """A Deferred of its own for this caller, fired with the job once it has finished."""
+        if job.state in FINISHED:
+            return defer.succeed(job)
+        waiters = self._waiters.setdefault(job.id, [])
+        d = defer.Deferred(canceller=lambda d: waiters.remove(d) if d in waiters else None)
+        waiters.append(d)
+        return d
+
+    def cancel(self, job: Job) -> bool:
+        """Cancel a queued or running job; False when it has finished or is already committing."""
+        d = self._in_flight.get(job.id)
+        if job.state not in ACTIVE or d is None or job.committing:
+            return False
+        d.cancel()
+        return True
+
+    def _start(self, job: Job) -> None:
+        d = self._semaphore.acquire()
+        self._in_flight[job.id] = d
+        d.addCallback(lambda _: self._run_in_slot(job))
+        d.addErrback(self._not_started, job)
+
+    def _run_in_slot(self, job: Job) -> defer.Deferred:
+        d = defer.ensureDeferred(self._run(job))
+        self._runs.add(d)
+        d.addBoth(self._release, d)
+        return d
+
+    def _release(self, result, d):
+        self._runs.discard(d)
+        self._semaphore.release()
+        return result
+
+    def _not_started(self, failure, job: Job):
+        failure.trap(defer.CancelledError)
+        return defer.ensureDeferred(self._finish(job, CANCELLED, "cancelled while queued"))
+
+    async def _run(self, job: Job) -> None:
+        job.state, job.started_at = RUNNING, self._now()
+        await self.catalog.run(cat.update_job, job.row())
+        log.info("job {id} running: {url}", id=job.id, url=job.url)
+        fill = defer.ensureDeferred(self._fill(job))
+        # Cancelling now cancels the fill itself (dropping its connection), not this bookkeeping.
+        self._in_flight[job.id] = fill
+        try:
+            await fill
+        except defer.CancelledError:
+            await self._finish(job, CANCELLED, "cancelled while running")
+        except Exception as e:
+            await self._finish(job, FAILED, str(e) or type(e).__name__)
+        else:
+            await self._finish(job, COMPLETED, None)
+
+    async def _finish(self, job: Job, state: str, error: str | None) -> None:
+        self._in_flight.pop(job.id, None)
+        if self._active.get(job.key) is job:
+            del self._active[job.key]
+        if self._stopping and state == CANCELLED:
+            # Left queued/running in the catalog on purpose: the next start resumes it.
+            return
+        job.state, job.error, job.finished_at = state, error, self._now()
+        job.committing = False
+        if state == FAILED:
+            self._last_failure[job.key] = job.finished_at
+        elif state == COMPLETED:
+            self._last_failure.pop(job.key, None)
+        log.info(
+            "job {id} {state}: {url}{why}",
+            id=job.id,
+            state=state,
+            url=job.url,
+            why=f" ({error})" if error else "",
+        )
+        try:
+            await self.catalog.run(cat.update_job, job.row())
+        finally:
+            for waiter in self._waiters.pop(job.id, []):
+                waiter.callback(job)
+
+    async def resume(self) -> int:
+        """Re-queue the jobs a previous run left queued or running; returns how many."""
+        rows = await self.catalog.run(cat.list_jobs, ACTIVE)
+        resumed = 0
+        for row in sorted(rows, key=lambda r: r.id):
+            job = Job(**row.__dict__)
+            job.state, job.bytes_done, job.started_at = QUEUED, 0, None
+            if job.key in self._active:
+                await self._finish(job, CANCELLED, "duplicate of a resumed job")
+                continue
+            self._active[job.key] = job
+            await self.catalog.run(cat.update_job, job.row())
+            self._start(job)
+            resumed += 1
+        return resumed
+
+    async def clear_finished(self) -> int:
+        return await self.catalog.run(cat.delete_jobs, FINISHED)
+
+    def stopService(self):
+        super().stopService()
+        self._stopping = True
+        for job in list(self._active.values()):
+            d = self._in_flight.get(job.id)
+            if d is not None and not job.committing:
+                d.cancel()
+        # Wait for fills to unwind (their tmp files removed, commits finished).
+        return defer.DeferredList(list(self._runs), consumeErrors=True)

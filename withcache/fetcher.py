@@ -1,0 +1,382 @@
+"""One origin fill with treq: stream into a store ingest, resume with Range, retry, time out.
+
+The HTTP client is built here (make_http_client) so the origin policy sits where connections are
+made: every connection, including each redirect hop, goes to an address the policy checked
+after resolving the name, never to whatever a second lookup might return.
+
+Stored bytes are exactly the bytes the URL names. treq always asks for gzip and decodes it; a
+`.tar.gz` that an origin labels `Content-Encoding: gzip` would then be stored gunzipped. So the
+agent under treq asks for `identity` and hides any Content-Encoding from treq's decoder: what is
+stored is what `curl -o` (without --compressed) would have written.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import treq
+from twisted.internet import defer, error, protocol, task, threads
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, wrapClientTLS
+from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.internet.ssl import optionsForClientTLS
+from twisted.web import http
+from twisted.web._newclient import ResponseDone, ResponseFailed
+from twisted.web.client import Agent, HTTPConnectionPool, ResponseNeverReceived
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import IAgent, IAgentEndpointFactory
+from zope.interface import implementer
+
+import withcache
+from withcache._log import make_logger
+from withcache.policy import OriginPolicy, RefusedOrigin
+from withcache.store import Ingest
+
+log = make_logger()
+
+USER_AGENT = f"withcache/{withcache.__version__}".encode()
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_CONTENT_RANGE = re.compile(rb"\Abytes (\d+)-(\d+)/(\d+|\*)\Z")
+
+Resolver = Callable[[str, int], Awaitable[list[str]]]
+Credentials = Callable[[str], "tuple[str, str] | None"]
+Progress = Callable[[int, "int | None"], None]
+
+
+class FetchError(Exception):
+    """A fill that failed for good; the message is for the operator."""
+
+
+class _Transient(Exception):
+    """A failure worth another attempt (5xx, 429, a dropped or silent connection)."""
+
+    def __init__(self, message: str, delay: float | None = None):
+        super().__init__(message)
+        self.delay = delay
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    url: str
+    size: int
+    content_type: str | None
+
+
+def system_resolver(host: str, port: int) -> Awaitable[list[str]]:
+    """Addresses for host from the system resolver (getaddrinfo, in a thread)."""
+    try:
+        socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
+        return defer.succeed([host])
+    except OSError:
+        pass
+    d = threads.deferToThread(socket.getaddrinfo, host, port, 0, socket.SOCK_STREAM)
+    return d.addCallback(lambda infos: [info[4][0] for info in infos])
+
+
+@implementer(IStreamClientEndpoint)
+class _CheckedEndpoint:
+    """Resolves, checks each address against the policy, connects to the first allowed one."""
+
+    def __init__(self, factory: PolicyEndpointFactory, scheme: str, host: str, port: int):
+        self._factory, self._scheme, self._host, self._port = factory, scheme, host, port
+
+    def connect(self, protocol_factory):
+        return defer.ensureDeferred(self._connect(protocol_factory))
+
+    async def _connect(self, protocol_factory):
+        f = self._factory
+        f.policy.check_scheme(self._scheme)
+        try:
+            addresses = await f.resolve(self._host, self._port)
+        except socket.gaierror as e:
+            raise FetchError(f"cannot resolve {self._host}: {e.strerror}") from None
+        refusal = None
+        for address in addresses:
+            try:
+                f.policy.check_address(self._host, address)
+            except RefusedOrigin as e:
+                refusal = refusal or e
+                continue
+            endpoint_type = TCP6ClientEndpoint if ":" in address else TCP4ClientEndpoint
+            endpoint = endpoint_type(f.reactor, address, self._port, timeout=f.connect_timeout)
+            if self._scheme == "https":
+                endpoint = wrapClientTLS(optionsForClientTLS(self._host), endpoint)
+            return await endpoint.connect(protocol_factory)
+        raise refusal or FetchError(f"{self._host} has no addresses")
+
+
+@implementer(IAgentEndpointFactory)
+class PolicyEndpointFactory:
+    def __init__(self, reactor, policy: OriginPolicy, resolve: Resolver, connect_timeout: float):
+        self.reactor, self.policy, self.resolve = reactor, policy, resolve
+        self.connect_timeout = connect_timeout
+
+    def endpointForURI(self, uri):
+        host = uri.host.decode("ascii")
+        return _CheckedEndpoint(self, uri.scheme.decode("ascii"), host, uri.port)
+
+
+@implementer(IAgent)
+class RawBodyAgent:
+    """Asks for the identity encoding and hides Content-Encoding from treq's gzip decoder."""
+
+    def __init__(self, agent: IAgent):
+        self._agent = agent
+
+    def request(self, method, uri, headers=None, bodyProducer=None):
+        headers = headers.copy() if headers is not None else Headers()
+        headers.setRawHeaders(b"accept-encoding", [b"identity"])
+        d = self._agent.request(method, uri, headers, bodyProducer)
+        return d.addCallback(self._hide_encoding)
+
+    @staticmethod
+    def _hide_encoding(response):
+        encoding = response.headers.getRawHeaders(b"content-encoding")
+        if encoding:
+            response.headers.removeHeader(b"content-encoding")
+            response.headers.setRawHeaders(b"x-origin-content-encoding", encoding)
+        return response
+
+
+def make_http_client(
+    reactor, policy: OriginPolicy, resolve: Resolver = system_resolver, connect_timeout=30.0
+) -> treq.HTTPClient:
+    """A treq client whose every connection obeys the policy and whose bodies are raw bytes."""
+    pool = HTTPConnectionPool(reactor, persistent=True)
+    pool.maxPersistentPerHost = 4
+    agent = Agent.usingEndpointFactory(
+        reactor, PolicyEndpointFactory(reactor, policy, resolve, connect_timeout), pool=pool
+    )
+    return treq.HTTPClient(RawBodyAgent(agent))
+
+
+class _BodySink(protocol.Protocol):
+    """Receives a body chunk by chunk; gives up when the origin goes quiet for too long.
+
+    treq.collect cannot time out a body that simply stops arriving, so this is its twin with an
+    idle timer that is reset on every chunk and drops the connection when it fires.
+    """
+
+    def __init__(self, write: Callable[[bytes], None], clock, idle_timeout: float):
+        self.done: defer.Deferred[None] = defer.Deferred(canceller=lambda _: self._abort())
+        self._write, self._clock, self._idle = write, clock, idle_timeout
+        self._timer = None
+
+    def connectionMade(self):
+        self._timer = self._clock.callLater(self._idle, self._timed_out)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.done.called:
+            return
+        self._timer.reset(self._idle)
+        try:
+            self._write(data)
+        except BaseException as e:
+            self._fail(e)
+
+    def connectionLost(self, reason=protocol.connectionDone):
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        if self.done.called:
+            return
+        if reason.check(ResponseDone, http.PotentialDataLoss):
+            self.done.callback(None)
+        else:
+            self.done.errback(reason)
+
+    def _timed_out(self) -> None:
+        self._fail(_Transient(f"no data from the origin for {self._idle:g} s"))
+
+    def _fail(self, exc: BaseException) -> None:
+        self._abort()
+        if not self.done.called:
+            self.done.errback(exc)
+
+    def _abort(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        if self.transport is not None:
+            self.transport.stopProducing()
+
+
+def describe(exc: BaseException) -> str:
+    """One line for the operator about why an attempt failed."""
+    if isinstance(exc, ResponseFailed | ResponseNeverReceived):
+        reasons = [r.value for r in exc.reasons]
+        inner = "; ".join(type(r).__name__ + (f": {r}" if str(r) else "") for r in reasons)
+        return f"connection lost ({inner})"
+    if isinstance(exc, defer.TimeoutError):
+        return "timed out waiting for the origin's response headers"
+    if isinstance(exc, error.ConnectError | error.TimeoutError):
+        return f"cannot connect: {exc}"
+    return str(exc) or type(exc).__name__
+
+
+class Fetcher:
+    """Fetches one URL into an ingest; all timing comes from the reactor passed in."""
+
+    def __init__(
+        self,
+        reactor,
+        http_client: Any,
+        policy: OriginPolicy,
+        *,
+        credentials: Credentials | None = None,
+        idle_timeout: float = 60.0,
+        header_timeout: float = 60.0,
+        max_attempts: int = 5,
+        max_redirects: int = 10,
+        backoff: float = 1.0,
+    ):
+        self.reactor, self.http, self.policy = reactor, http_client, policy
+        self.credentials = credentials or (lambda host: None)
+        self.idle_timeout, self.header_timeout = idle_timeout, header_timeout
+        self.max_attempts, self.max_redirects, self.backoff = max_attempts, max_redirects, backoff
+
+    async def fetch(self, url: str, ingest: Ingest, progress: Progress) -> FetchResult:
+        """Fill ingest with the bytes of url; raises FetchError or RefusedOrigin for good."""
+        state: dict[str, Any] = {"validator": None}
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return await self._attempt(url, ingest, progress, state)
+            except (FetchError, RefusedOrigin, defer.CancelledError):
+                raise
+            except (_Transient, ResponseFailed, ResponseNeverReceived, defer.TimeoutError,
+                    error.ConnectError, error.TimeoutError, ConnectionError) as e:  # fmt: skip
+                reason = describe(e)
+                if attempt >= self.max_attempts:
+                    raise FetchError(f"gave up after {attempt} attempts: {reason}") from None
+                delay = getattr(e, "delay", None)
+                if delay is None:
+                    delay = min(self.backoff * 2 ** (attempt - 1), 30.0)
+                log.info(
+                    "fill of {url} attempt {attempt} failed ({reason}); next in {delay:.1f}s"
+                    " from byte {offset}",
+                    url=url,
+                    attempt=attempt,
+                    reason=reason,
+                    delay=delay,
+                    offset=ingest.size,
+                )
+                await task.deferLater(self.reactor, delay, lambda: None)
+
+    async def _attempt(self, url, ingest: Ingest, progress: Progress, state) -> FetchResult:
+        offset = ingest.size
+        extra = {}
+        if offset:
+            extra[b"range"] = f"bytes={offset}-".encode()
+            if state["validator"]:
+                extra[b"if-range"] = state["validator"]
+        response, final_url = await self._get(url, extra)
+        code = response.code
+        total = None
+        if code == 200:
+            if offset:
+                # The origin ignored Range (or If-Range told it the file changed): start over.
+                ingest.truncate()
+            total = response.length if isinstance(response.length, int) else None
+            state["validator"] = _validator(response)
+        elif code == 206 and offset:
+            first, total = _content_range(response)
+            if first != offset or _validator(response) != state["validator"]:
+                _discard(response)
+                ingest.truncate()
+                state["validator"] = None
+                raise _Transient("the origin's file changed during the fill; restarting")
+        elif code == 416 and offset:
+            _discard(response)
+            ingest.truncate()
+            raise _Transient("the origin refused to resume; restarting")
+        elif code == 429 or code >= 500:
+            _discard(response)
+            raise _Transient(f"origin answered {code} {_phrase(response)}", _retry_after(response))
+        else:
+            _discard(response)
+            raise FetchError(f"origin answered {code} {_phrase(response)}")
+        if total is not None:
+            self.policy.check_size(total)
+        progress(ingest.size, total)
+
+        def write(data: bytes) -> None:
+            ingest.write(data)
+            if self.policy.max_size and ingest.size > self.policy.max_size:
+                raise RefusedOrigin(
+                    f"refused: more than --max-size {self.policy.max_size} bytes from the origin"
+                )
+            progress(ingest.size, total)
+
+        sink = _BodySink(write, self.reactor, self.idle_timeout)
+        response.deliverBody(sink)
+        await sink.done
+        if total is not None and ingest.size != total:
+            raise _Transient(f"connection closed after {ingest.size} of {total} bytes")
+        content_type = response.headers.getRawHeaders(b"content-type", [None])[0]
+        return FetchResult(
+            final_url, ingest.size, content_type.decode("latin-1") if content_type else None
+        )
+
+    async def _get(self, url: str, extra: dict[bytes, bytes]):
+        """GET url following up to max_redirects redirects; credentials only for each hop's host."""
+        for _hop in range(self.max_redirects + 1):
+            parts = urlsplit(url)
+            self.policy.check_scheme(parts.scheme)
+            headers = {b"user-agent": [USER_AGENT], **{k: [v] for k, v in extra.items()}}
+            auth = self.credentials(parts.hostname or "")
+            d = self.http.get(
+                url,
+                headers=headers,
+                auth=auth,
+                allow_redirects=False,
+                unbuffered=True,
+                reactor=self.reactor,
+            )
+            response = await d.addTimeout(self.header_timeout, self.reactor)
+            location = response.headers.getRawHeaders(b"location", [None])[0]
+            if response.code not in REDIRECTS or not location:
+                return response, url
+            _discard(response)
+            url = urljoin(url, location.decode("latin-1"))
+        raise FetchError(f"more than {self.max_redirects} redirects")
+
+
+def _validator(response) -> bytes | None:
+    etag = response.headers.getRawHeaders(b"etag", [None])[0]
+    if etag and not etag.startswith(b"W/"):
+        return etag
+    return response.headers.getRawHeaders(b"last-modified", [None])[0]
+
+
+def _content_range(response) -> tuple[int, int | None]:
+    value = response.headers.getRawHeaders(b"content-range", [b""])[0]
+    m = _CONTENT_RANGE.match(value.strip())
+    if not m:
+        raise _Transient(f"unusable Content-Range {value!r}")
+    total = None if m.group(3) == b"*" else int(m.group(3))
+    return int(m.group(1)), total
+
+
+def _retry_after(response) -> float | None:
+    value = response.headers.getRawHeaders(b"retry-after", [None])[0]
+    if value and value.strip().isdigit():
+        return min(float(value), 60.0)
+    return None
+
+
+def _phrase(response) -> str:
+    return (response.phrase or b"").decode("latin-1")
+
+
+def _discard(response) -> None:
+    """Drop a body nobody wants without reading it (a redirect's or an error page's)."""
+    response.deliverBody(_Discard())
+
+
+class _Discard(protocol.Protocol):
+    def connectionMade(self):
+        self.transport.stopProducing()
