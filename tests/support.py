@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import random
 import signal
@@ -188,11 +189,41 @@ def start_origin() -> Origin:
     return origin
 
 
+MIB = 1 << 20
+
+
+def payload(size: int, seed: int = 0, start: int = 0, end: int | None = None) -> bytes:
+    """Bytes [start, end) of a deterministic pseudo-random file (what write_file writes)."""
+    end = size if end is None else min(end, size)
+    block = _block(seed)
+    out = []
+    for n in range(start // MIB, (end + MIB - 1) // MIB if end > start else start // MIB):
+        # A block counter in front, so no two MiB of the file are alike.
+        chunk = n.to_bytes(8, "big") + block[8:]
+        lo, hi = max(start, n * MIB), min(end, (n + 1) * MIB)
+        out.append(chunk[lo - n * MIB : hi - n * MIB])
+    return b"".join(out)
+
+
+_blocks: dict[int, bytes] = {}
+
+
+def _block(seed: int) -> bytes:
+    if seed not in _blocks:
+        _blocks[seed] = random.Random(seed).randbytes(MIB)
+    return _blocks[seed]
+
+
+def payload_sha256(size: int, seed: int = 0) -> str:
+    h = hashlib.sha256()
+    for offset in range(0, size, 16 * MIB):
+        h.update(payload(size, seed, offset, offset + 16 * MIB))
+    return h.hexdigest()
+
+
 def write_file(path: Path, size: int, seed: int = 0) -> Path:
-    """A file of `size` pseudo-random bytes (distinct per seed), written in 1 MiB blocks."""
-    block = random.Random(seed).randbytes(1 << 20)
+    """A file of `size` pseudo-random bytes (distinct per seed), written in 16 MiB pieces."""
     with open(path, "wb") as f:
-        for n, offset in enumerate(range(0, size, len(block))):
-            # A block counter in front, so no two MiB of the file are alike.
-            f.write((n.to_bytes(8, "big") + block[8:])[: size - offset])
+        for offset in range(0, size, 16 * MIB):
+            f.write(payload(size, seed, offset, offset + 16 * MIB))
     return path

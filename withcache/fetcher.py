@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
-import treq
+from treq.client import HTTPClient
 from twisted.internet import defer, error, protocol, task, threads
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IStreamClientEndpoint
@@ -66,13 +66,18 @@ class FetchResult:
     content_type: str | None
 
 
-def system_resolver(host: str, port: int) -> Awaitable[list[str]]:
-    """Addresses for host from the system resolver (getaddrinfo, in a thread)."""
+def _is_address(host: str) -> bool:
     try:
         socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
-        return defer.succeed([host])
     except OSError:
-        pass
+        return False
+    return True
+
+
+def system_resolver(host: str, port: int) -> Awaitable[list[str]]:
+    """Addresses for host from the system resolver (getaddrinfo, in a thread)."""
+    if _is_address(host):
+        return defer.succeed([host])
     d = threads.deferToThread(socket.getaddrinfo, host, port, 0, socket.SOCK_STREAM)
     return d.addCallback(lambda infos: [info[4][0] for info in infos])
 
@@ -144,14 +149,14 @@ class RawBodyAgent:
 
 def make_http_client(
     reactor, policy: OriginPolicy, resolve: Resolver = system_resolver, connect_timeout=30.0
-) -> treq.HTTPClient:
+) -> HTTPClient:
     """A treq client whose every connection obeys the policy and whose bodies are raw bytes."""
     pool = HTTPConnectionPool(reactor, persistent=True)
     pool.maxPersistentPerHost = 4
     agent = Agent.usingEndpointFactory(
         reactor, PolicyEndpointFactory(reactor, policy, resolve, connect_timeout), pool=pool
     )
-    return treq.HTTPClient(RawBodyAgent(agent))
+    return HTTPClient(RawBodyAgent(agent))
 
 
 class _BodySink(protocol.Protocol):
@@ -326,16 +331,23 @@ class Fetcher:
         for _hop in range(self.max_redirects + 1):
             parts = urlsplit(url)
             self.policy.check_scheme(parts.scheme)
+            host = parts.hostname or ""
+            if _is_address(host):
+                # Refused before treq sees it (its URL handling cannot encode IPv6 literals).
+                self.policy.check_address(host, host)
             headers = {b"user-agent": [USER_AGENT], **{k: [v] for k, v in extra.items()}}
-            auth = self.credentials(parts.hostname or "")
-            d = self.http.get(
-                url,
-                headers=headers,
-                auth=auth,
-                allow_redirects=False,
-                unbuffered=True,
-                reactor=self.reactor,
-            )
+            auth = self.credentials(host)
+            try:
+                d = self.http.get(
+                    url,
+                    headers=headers,
+                    auth=auth,
+                    allow_redirects=False,
+                    unbuffered=True,
+                    reactor=self.reactor,
+                )
+            except ValueError as e:  # idna and hyperlink errors are ValueErrors
+                raise FetchError(f"cannot request {url}: {e}") from None
             response = await d.addTimeout(self.header_timeout, self.reactor)
             location = response.headers.getRawHeaders(b"location", [None])[0]
             if response.code not in REDIRECTS or not location:

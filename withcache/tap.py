@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import netrc
 import os
 
 from twisted.application import service, strports
@@ -12,6 +13,8 @@ from twisted.python import usage
 from withcache._log import make_logger
 from withcache.cache import Cache, Settings
 from withcache.catalog import Catalog
+from withcache.fetcher import Fetcher, make_http_client
+from withcache.policy import OriginPolicy
 from withcache.sizes import parse_size
 from withcache.store import Store
 
@@ -25,17 +28,31 @@ class Options(usage.Options):
     optFlags = [
         ["curate", None, "Record misses only; an operator approves each fill."],
         ["keep-query", None, "Keep the query string in cache keys (dropped by default)."],
+        ["allow-private", None, "Let fills reach loopback/private/link-local origins."],
     ]
     optParameters = [
         ["data-dir", "d", "./data", "Directory for cache.db, blobs/ and tmp/ (created)."],
         ["listen", "l", "tcp:3000", "Twisted endpoint string to serve HTTP on."],
+        ["netrc", None, None, "Origin credentials (netrc format); default <data-dir>/netrc."],
     ]
 
     def __init__(self):
         super().__init__()
         self["workers"] = 2
         self["max-bytes"] = 0
+        self["max-size"] = 0
         self["port"] = None
+        self["allow-host"] = []
+
+    def opt_allow_host(self, glob: str) -> None:
+        """Only auto-fetch misses for hosts matching GLOB (repeatable; e.g. '*.nvidia.com')."""
+        if not glob.strip():
+            raise usage.UsageError("--allow-host: must not be empty")
+        self["allow-host"].append(glob.strip().lower())
+
+    def opt_max_size(self, value: str) -> None:
+        """Largest single artifact a fill may fetch (K/M/G/T); 0 means no cap (default)."""
+        self["max-size"] = _size("--max-size", value)
 
     def opt_port(self, value: str) -> None:
         """Shorthand for --listen tcp:N."""
@@ -47,10 +64,7 @@ class Options(usage.Options):
 
     def opt_max_bytes(self, value: str) -> None:
         """Cache capacity, with K/M/G/T suffixes; 0 means unlimited (default)."""
-        try:
-            self["max-bytes"] = parse_size(value)
-        except ValueError as e:
-            raise usage.UsageError(f"--max-bytes: {e}") from None
+        self["max-bytes"] = _size("--max-bytes", value)
 
     opt_p = opt_port
     opt_w = opt_workers
@@ -67,6 +81,7 @@ class Options(usage.Options):
             raise usage.UsageError(f"--listen: not a valid endpoint {self['listen']!r}: {e}") from e
         if not self["data-dir"]:
             raise usage.UsageError("--data-dir: must not be empty")
+        self["credentials"] = _load_netrc(self["netrc"], self["data-dir"])
 
     def settings(self) -> Settings:
         return Settings(
@@ -74,7 +89,38 @@ class Options(usage.Options):
             curate=bool(self["curate"]),
             workers=self["workers"],
             max_bytes=self["max-bytes"],
+            policy=OriginPolicy.of(
+                bool(self["allow-private"]), self["allow-host"], self["max-size"]
+            ),
         )
+
+
+def _size(name: str, value: str) -> int:
+    try:
+        return parse_size(value)
+    except ValueError as e:
+        raise usage.UsageError(f"{name}: {e}") from None
+
+
+def _load_netrc(path: str | None, data_dir: str):
+    """Origin credentials by host from a netrc file; its `default` entry is ignored on purpose.
+
+    A default login would be sent to every origin a miss names, and anyone can name one.
+    """
+    if path is None:
+        path = os.path.join(data_dir, "netrc")
+        if not os.path.exists(path):
+            return None
+    try:
+        parsed = netrc.netrc(path)
+    except (OSError, netrc.NetrcParseError) as e:
+        raise usage.UsageError(f"--netrc: cannot read {path}: {e}") from None
+    logins = {
+        host.lower(): (login, password or "")
+        for host, (login, _account, password) in parsed.hosts.items()
+        if login
+    }
+    return logins.get if logins else None
 
 
 def _positive(name: str, value: str, upper: int | None = None) -> int:
@@ -119,7 +165,13 @@ def makeService(options: Options) -> service.MultiService:
     store = Store(data_dir)
     catalog = Catalog(os.path.join(data_dir, "cache.db"), reactor)
     catalog.setServiceParent(top)
-    cache = Cache(store, catalog, settings, reactor=reactor, now=reactor.seconds)
+    fetcher = Fetcher(
+        reactor,
+        make_http_client(reactor, settings.policy),
+        settings.policy,
+        credentials=options["credentials"],
+    )
+    cache = Cache(store, catalog, settings, reactor=reactor, now=reactor.seconds, fetcher=fetcher)
     cache.setServiceParent(top)
     web = ListeningService(
         endpoints.serverFromString(reactor, options["listen"]), build_site(cache)
@@ -127,11 +179,15 @@ def makeService(options: Options) -> service.MultiService:
     web._raiseSynchronously = True
     web.setServiceParent(top)
     log.info(
-        "withcache data dir {data_dir}"
-        " (curate={curate}, keep_query={keep_query}, workers={workers})",
+        "withcache data dir {data_dir} (curate={curate}, keep_query={keep_query},"
+        " workers={workers}, allow_private={allow_private}, allow_hosts={allow_hosts},"
+        " origin credentials for {logins} hosts)",
         data_dir=data_dir,
         curate=settings.curate,
         keep_query=settings.keep_query,
         workers=settings.workers,
+        allow_private=settings.policy.allow_private,
+        allow_hosts=",".join(settings.policy.allow_hosts) or "any",
+        logins=len(options["credentials"].__self__) if options["credentials"] else 0,
     )
     return top

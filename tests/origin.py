@@ -1,0 +1,205 @@
+"""A misbehaving origin for the fill tests, on Twisted: in-process or `python -m tests.origin`.
+
+`GET|HEAD /f/<size>/<seed>/<name>` serves `tests.support.payload(size, seed)` with an ETag and
+Range support. Query parameters make it misbehave:
+
+  rate=N        send at most N bytes/s
+  drop=F        on the first request for the path, close the connection after fraction F
+  stall=F       on the first request for the path, stop sending after fraction F (stays open)
+  norange=1     ignore Range (always 200 with the whole body)
+  fail=C&times=N  answer status C to the first N requests for this path
+  redirect=URL  302 to URL
+  gzip=1        serve gzip(payload) with Content-Encoding: gzip
+  lie=N         declare N bytes more than are sent, then close
+  nolength=1    no Content-Length (chunked)
+  changing=1    a new ETag on every request (so a resume must restart)
+  ignoreifrange=1  answer Range even when If-Range names an old ETag (a broken cache in between)
+
+Every request is recorded (method, path, Range, Authorization, User-Agent); `GET /_requests`
+returns them as JSON, which is how tests count origin traffic when this runs as a subprocess.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import sys
+from collections import Counter
+from dataclasses import asdict, dataclass
+
+from twisted.internet import reactor as default_reactor
+from twisted.web import resource, server
+
+from tests.support import payload
+
+CHUNK = 64 * 1024
+
+
+@dataclass
+class Seen:
+    method: str
+    path: str
+    query: str
+    range: str | None
+    authorization: str | None
+    user_agent: str | None
+
+
+class OriginResource(resource.Resource):
+    isLeaf = True
+
+    def __init__(self, clock=default_reactor):
+        super().__init__()
+        self.clock = clock
+        self.seen: list[Seen] = []
+        self._served = Counter()
+        self.connections_lost = 0
+
+    def gets(self, path: str) -> int:
+        return sum(1 for s in self.seen if s.method == "GET" and s.path == path)
+
+    def render(self, request):
+        path = request.path.decode()
+        args = {k.decode(): v[0].decode() for k, v in request.args.items()}
+        header = request.getHeader
+        self.seen.append(
+            Seen(
+                request.method.decode(),
+                path,
+                request.uri.decode().partition("?")[2],
+                header("range"),
+                header("authorization"),
+                header("user-agent"),
+            )
+        )
+        request.notifyFinish().addErrback(self._lost)
+        if path == "/_requests":
+            request.setHeader(b"content-type", b"application/json")
+            return json.dumps([asdict(s) for s in self.seen[:-1]]).encode()
+        parts = path.split("/")
+        if len(parts) < 4 or parts[1] != "f":
+            request.setResponseCode(404)
+            return b"no such file\n"
+        size, seed = int(parts[2]), int(parts[3])
+        self._served[path] += 1
+        if "fail" in args and self._served[path] <= int(args.get("times", "1")):
+            request.setResponseCode(int(args["fail"]))
+            return b"origin trouble\n"
+        if "redirect" in args:
+            request.redirect(args["redirect"].encode())
+            return b""
+        return self._serve(request, args, size, seed)
+
+    def _lost(self, failure):
+        self.connections_lost += 1
+
+    def _serve(self, request, args, size, seed):
+        etag = f'"{size}-{seed}"'
+        if args.get("changing"):
+            etag = f'"{size}-{seed}-{self._served[request.path.decode()]}"'
+        request.setHeader(b"etag", etag.encode())
+        request.setHeader(b"last-modified", b"Mon, 01 Jan 2024 00:00:00 GMT")
+        request.setHeader(b"content-type", b"application/octet-stream")
+        data = None
+        if args.get("gzip"):
+            data = gzip.compress(payload(size, seed), mtime=0)
+            size = len(data)
+            request.setHeader(b"content-encoding", b"gzip")
+        start, end = 0, size
+        range_header = request.getHeader("range")
+        if_range = request.getHeader("if-range")
+        if args.get("ignoreifrange"):
+            if_range = None
+        if range_header and not args.get("norange") and if_range in (None, etag):
+            first = int(range_header.removeprefix("bytes=").split("-")[0])
+            if first >= size:
+                request.setResponseCode(416)
+                request.setHeader(b"content-range", f"bytes */{size}".encode())
+                return b""
+            start = first
+            request.setResponseCode(206)
+            request.setHeader(b"content-range", f"bytes {start}-{size - 1}/{size}".encode())
+        declared = end - start + int(args.get("lie", "0"))
+        if not args.get("nolength"):
+            request.setHeader(b"content-length", str(declared).encode())
+        if request.method == b"HEAD":
+            return b""
+        cut = stall = None
+        if self._served[request.path.decode()] == 1:
+            if "drop" in args:
+                cut = int(size * float(args["drop"]))
+            if "stall" in args:
+                stall = int(size * float(args["stall"]))
+        if args.get("lie"):
+            cut = end
+
+        def body(lo, hi):
+            return data[lo:hi] if data is not None else payload(size, seed, lo, hi)
+
+        _Sender(self.clock, request, body, start, end, float(args.get("rate", 0)), cut, stall)
+        return server.NOT_DONE_YET
+
+
+class _Sender:
+    """A pull producer that can be throttled, cut off or stalled part-way."""
+
+    def __init__(self, clock, request, body, start, end, rate, cut, stall):
+        self.clock, self.request, self.body = clock, request, body
+        self.pos, self.end, self.rate, self.cut, self.stall = start, end, rate, cut, stall
+        self.started, self.sent, self.stopped, self.pending = clock.seconds(), 0, False, None
+        request.registerProducer(self, False)
+
+    def resumeProducing(self):
+        if self.stopped or self.pending is not None:
+            return
+        if self.cut is not None and self.pos >= self.cut:
+            self.stopped = True
+            self.request.channel.transport.loseConnection()
+            return
+        if self.stall is not None and self.pos >= self.stall:
+            return
+        limit = min(p for p in (self.end, self.cut, self.stall) if p is not None)
+        n = min(CHUNK, limit - self.pos)
+        delay = (
+            (self.sent + n) / self.rate - (self.clock.seconds() - self.started) if self.rate else 0
+        )
+        if delay > 0:
+            self.pending = self.clock.callLater(delay, self._write, n)
+        else:
+            self._write(n)
+
+    def _write(self, n):
+        self.pending = None
+        if self.stopped:
+            return
+        self.request.write(self.body(self.pos, self.pos + n))
+        self.pos += n
+        self.sent += n
+        if self.pos >= self.end and (self.cut is None or self.cut > self.end):
+            self.stopped = True
+            self.request.unregisterProducer()
+            self.request.finish()
+        elif self.pos >= self.end:
+            self.resumeProducing()
+
+    def pauseProducing(self):
+        pass
+
+    def stopProducing(self):
+        self.stopped = True
+        if self.pending is not None and self.pending.active():
+            self.pending.cancel()
+
+
+def main() -> None:
+    """Serve on 127.0.0.1 (port from argv, default ephemeral) and print the port."""
+    from twisted.internet import reactor
+
+    port = reactor.listenTCP(int(sys.argv[1]) if len(sys.argv) > 1 else 0,
+                             server.Site(OriginResource()), interface="127.0.0.1")  # fmt: skip
+    print(port.getHost().port, flush=True)
+    reactor.run()
+
+
+if __name__ == "__main__":
+    main()
