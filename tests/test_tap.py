@@ -16,6 +16,11 @@ DEFAULTS = {
     "curate": 0,
     "keep-query": 0,
     "max-bytes": 0,
+    "max-size": 0,
+    "allow-private": 0,
+    "allow-host": [],
+    "netrc": None,
+    "credentials": None,
 }
 
 
@@ -30,18 +35,11 @@ def test_defaults():
 
 
 def test_every_option_parsed():
-    assert parse(
-        "--data-dir",
-        "/srv/wc",
-        "--port",
-        "8080",
-        "--workers",
-        "5",
-        "--curate",
-        "--keep-query",
-        "--max-bytes",
-        "1.5G",
-    ) == {
+    argv = (
+        "--data-dir /srv/wc --port 8080 --workers 5 --curate --keep-query --max-bytes 1.5G"
+        " --max-size 20G --allow-private --allow-host *.NVIDIA.com --allow-host repo.radeon.com"
+    )
+    assert parse(*argv.split()) == {
         "data-dir": "/srv/wc",
         "listen": "tcp:8080",
         "port": 8080,
@@ -49,6 +47,11 @@ def test_every_option_parsed():
         "curate": 1,
         "keep-query": 1,
         "max-bytes": 3 << 29,
+        "max-size": 20 << 30,
+        "allow-private": 1,
+        "allow-host": ["*.nvidia.com", "repo.radeon.com"],
+        "netrc": None,
+        "credentials": None,
     }
 
 
@@ -83,11 +86,26 @@ def test_listen_takes_an_endpoint_string():
         (["--listen", "tcp:notaport"], "--listen: not a valid endpoint"),
         (["--port", "80", "--listen", "tcp:81"], "--port and --listen"),
         (["--data-dir", ""], "--data-dir: must not be empty"),
+        (["--max-size", "big"], "--max-size: not a size"),
+        (["--allow-host", " "], "--allow-host: must not be empty"),
+        (["--netrc", "/nonexistent/netrc"], "--netrc: cannot read /nonexistent/netrc"),
     ],
 )
 def test_bad_values_are_usage_errors_naming_the_option(argv, message):
     with pytest.raises(usage.UsageError, match=message.replace("(", r"\(")):
         parse(*argv)
+
+
+def test_netrc_supplies_credentials_by_host_but_never_its_default(tmp_path):
+    (tmp_path / "netrc").write_text(
+        "machine developer.nvidia.com login lab password s3cret\n"
+        "default login anyone password leaked\n"
+    )
+    options = Options()
+    options.parseOptions(["--data-dir", str(tmp_path)])
+    credentials = options["credentials"]
+    assert credentials("developer.nvidia.com") == ("lab", "s3cret")
+    assert credentials("evil.example") is None
 
 
 def test_twistd_lists_the_plugin():

@@ -126,6 +126,7 @@ class Cache(service.MultiService):
             try:
                 freed = await self.catalog.put_artifact(artifact, self.settings.max_bytes)
             except cat.NoRoom:
+                ingest.close()  # unlock the blob so it can go
                 await self._delete_blobs([blob.sha256])
                 raise
             await self._delete_blobs(freed)
@@ -183,8 +184,9 @@ class Cache(service.MultiService):
 
     def startService(self) -> None:
         super().startService()
-        d = defer.ensureDeferred(self.recover())
-        d.addErrback(lambda f: log.failure("start-up recovery failed", failure=f))
+        # Fires once the data dir is swept and interrupted fills are queued again.
+        self.recovery = defer.ensureDeferred(self.recover())
+        self.recovery.addErrback(lambda f: log.failure("start-up recovery failed", failure=f))
 
     async def recover(self) -> None:
         """Sweep what a crash can leave behind, then resume the fills it interrupted."""

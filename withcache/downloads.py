@@ -9,7 +9,7 @@ single flight per key, the semaphore, waiters, cancellation and persistence.
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from twisted.application import service
@@ -36,6 +36,9 @@ class Job(cat.JobRow):
     """A fill job as the manager tracks it (the persisted row plus live state)."""
 
     committing: bool = False
+    # What cancel() cancels: the wait for a worker slot, then the fill itself.
+    in_flight: defer.Deferred | None = field(default=None, repr=False, compare=False)
+    waiters: list[defer.Deferred] = field(default_factory=list, repr=False, compare=False)
 
     def progress(self, done: int, total: int | None) -> None:
         self.bytes_done, self.bytes_total = done, total
@@ -55,10 +58,11 @@ class DownloadManager(service.Service):
         self._now = now
         self._semaphore = defer.DeferredSemaphore(workers)
         self._active: dict[str, Job] = {}
-        self._waiters: dict[int, list[defer.Deferred]] = {}
-        self._in_flight: dict[int, defer.Deferred] = {}
         self._last_failure: dict[str, float] = {}
         self._runs: set[defer.Deferred] = set()
+        # Jobs this process created; resume() runs concurrently with new requests and must not
+        # mistake them for leftovers of the previous run.
+        self._ours: set[int] = set()
         self._stopping = False
 
     def active(self, key: str) -> Job | None:
@@ -81,6 +85,7 @@ class DownloadManager(service.Service):
         self._active[key] = job
         try:
             job.id = await self.catalog.run(cat.insert_job, job.row())
+            self._ours.add(job.id)
         except BaseException:
             del self._active[key]
             raise
@@ -92,22 +97,20 @@ class DownloadManager(service.Service):
         """A Deferred of its own for this caller, fired with the job once it has finished."""
         if job.state in FINISHED:
             return defer.succeed(job)
-        waiters = self._waiters.setdefault(job.id, [])
+        waiters = job.waiters
         d = defer.Deferred(canceller=lambda d: waiters.remove(d) if d in waiters else None)
         waiters.append(d)
         return d
 
     def cancel(self, job: Job) -> bool:
         """Cancel a queued or running job; False when it has finished or is already committing."""
-        d = self._in_flight.get(job.id)
-        if job.state not in ACTIVE or d is None or job.committing:
+        if job.state not in ACTIVE or job.in_flight is None or job.committing:
             return False
-        d.cancel()
+        job.in_flight.cancel()
         return True
 
     def _start(self, job: Job) -> None:
-        d = self._semaphore.acquire()
-        self._in_flight[job.id] = d
+        d = job.in_flight = self._semaphore.acquire()
         d.addCallback(lambda _: self._run_in_slot(job))
         d.addErrback(self._not_started, job)
 
@@ -132,7 +135,7 @@ class DownloadManager(service.Service):
         log.info("job {id} running: {url}", id=job.id, url=job.url)
         fill = defer.ensureDeferred(self._fill(job))
         # Cancelling now cancels the fill itself (dropping its connection), not this bookkeeping.
-        self._in_flight[job.id] = fill
+        job.in_flight = fill
         try:
             await fill
         except defer.CancelledError:
@@ -143,7 +146,7 @@ class DownloadManager(service.Service):
             await self._finish(job, COMPLETED, None)
 
     async def _finish(self, job: Job, state: str, error: str | None) -> None:
-        self._in_flight.pop(job.id, None)
+        job.in_flight = None
         if self._active.get(job.key) is job:
             del self._active[job.key]
         if self._stopping and state == CANCELLED:
@@ -165,7 +168,8 @@ class DownloadManager(service.Service):
         try:
             await self.catalog.run(cat.update_job, job.row())
         finally:
-            for waiter in self._waiters.pop(job.id, []):
+            waiters, job.waiters = job.waiters, []
+            for waiter in waiters:
                 waiter.callback(job)
 
     async def resume(self) -> int:
@@ -173,12 +177,15 @@ class DownloadManager(service.Service):
         rows = await self.catalog.run(cat.list_jobs, ACTIVE)
         resumed = 0
         for row in sorted(rows, key=lambda r: r.id):
-            job = Job(**row.__dict__)
+            if row.id in self._ours:
+                continue
+            job = Job(**vars(row))
             job.state, job.bytes_done, job.started_at = QUEUED, 0, None
             if job.key in self._active:
                 await self._finish(job, CANCELLED, "duplicate of a resumed job")
                 continue
             self._active[job.key] = job
+            self._ours.add(job.id)
             await self.catalog.run(cat.update_job, job.row())
             self._start(job)
             resumed += 1
@@ -191,8 +198,7 @@ class DownloadManager(service.Service):
         super().stopService()
         self._stopping = True
         for job in list(self._active.values()):
-            d = self._in_flight.get(job.id)
-            if d is not None and not job.committing:
-                d.cancel()
+            if job.in_flight is not None and not job.committing:
+                job.in_flight.cancel()
         # Wait for fills to unwind (their tmp files removed, commits finished).
         return defer.DeferredList(list(self._runs), consumeErrors=True)

@@ -1,0 +1,267 @@
+"""The cache facade and its download manager, in-process with a real origin on 127.0.0.1."""
+
+from __future__ import annotations
+
+import errno
+import os
+
+import pytest
+import pytest_twisted
+from twisted.internet import defer
+from twisted.web import server
+
+from tests.origin import OriginResource
+from tests.support import payload_sha256
+from withcache.cache import Cache, Settings
+from withcache.catalog import Catalog
+from withcache.fetcher import Fetcher, make_http_client
+from withcache.policy import OriginPolicy
+from withcache.store import Ingest, Store
+
+TIMEOUT = 60
+
+
+@pytest.fixture
+def origin():
+    from twisted.internet import reactor
+
+    res = OriginResource(reactor)
+    port = reactor.listenTCP(0, server.Site(res), interface="127.0.0.1")
+    res.base = f"http://127.0.0.1:{port.getHost().port}"
+    yield res
+    port.stopListening()
+
+
+class Host:
+    """A Cache over a temporary data dir, started like makeService starts it."""
+
+    def __init__(self, data_dir, **settings):
+        from twisted.internet import reactor
+
+        settings.setdefault("policy", OriginPolicy(allow_private=True))
+        self.settings = Settings(**settings)
+        self.store = Store(str(data_dir))
+        self.catalog = Catalog(str(data_dir / "cache.db"), reactor)
+        client = make_http_client(reactor, self.settings.policy)
+        self.pool = client._agent._agent._pool
+        fetcher = Fetcher(reactor, client, self.settings.policy, backoff=0.01, idle_timeout=5)
+        self.cache = Cache(
+            self.store, self.catalog, self.settings, reactor=reactor, now=reactor.seconds,
+            fetcher=fetcher,
+        )  # fmt: skip
+
+    async def start(self):
+        self.catalog.startService()
+        self.cache.privilegedStartService()
+        self.cache.startService()
+        await self.cache.recovery
+        return self
+
+    async def stop(self):
+        await self.cache.stopService()
+        await self.pool.closeCachedConnections()
+        await self.catalog.stopService()
+
+    async def finished(self, job):
+        from twisted.internet import reactor
+
+        return await self.cache.downloads.wait(job).addTimeout(TIMEOUT, reactor)
+
+
+@pytest.fixture
+def host_factory(tmp_path):
+    """Hosts started in the test and stopped by it (pytest-twisted has no async fixtures)."""
+    return lambda name="data", **settings: Host(tmp_path / name, **settings)
+
+
+async def stopped_after(host, body):
+    await host.start()
+    try:
+        return await body(host)
+    finally:
+        await host.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_miss_queues_one_fill_and_the_next_request_hits(origin, host_factory):
+    async def body(host):
+        url = f"{origin.base}/f/500000/1/cuda.run?sig=abc"
+        assert await host.cache.lookup(url, count_hit=False) is None
+        job = host.cache.downloads.active(host.cache.key_for(url))
+        assert job is not None and job.source == "auto"
+        done = await host.finished(job)
+        assert done.state == "completed", done.error
+        hit = await host.cache.lookup(url.replace("abc", "def"), count_hit=True)
+        assert hit.artifact.sha256 == payload_sha256(500000, 1)
+        assert hit.artifact.misses == 1
+        # The fill used the full URL, query and all (presigned URLs need it).
+        assert origin.seen[0].query == "sig=abc"
+
+    await stopped_after(host_factory(), body)
+
+
+@pytest_twisted.ensureDeferred
+async def test_fifty_concurrent_probes_and_gets_make_one_origin_get(origin, host_factory):
+    async def body(host):
+        url = f"{origin.base}/f/2000000/2/big.bin?rate=4000000"
+        lookups = [host.cache.lookup(url, count_hit=i % 2 == 0) for i in range(100)]
+        results = await defer.gatherResults([defer.ensureDeferred(c) for c in lookups])
+        assert results == [None] * 100
+        job = host.cache.downloads.active(host.cache.key_for(url))
+        assert (await host.finished(job)).state == "completed"
+        hits = [await host.cache.lookup(url, count_hit=True) for _ in range(10)]
+        assert all(h is not None for h in hits)
+        assert origin.gets("/f/2000000/2/big.bin") == 1
+        (artifact,) = await host.cache.artifacts()
+        assert (artifact.misses, artifact.hits) == (100, 10)
+
+    await stopped_after(host_factory(), body)
+
+
+@pytest_twisted.ensureDeferred
+async def test_curate_records_misses_without_fetching_and_add_fetches(origin, host_factory):
+    async def body(host):
+        url = f"{origin.base}/f/1000/3/fw.bin"
+        assert await host.cache.lookup(url, count_hit=True) is None
+        assert host.cache.downloads.active_jobs() == []
+        (miss,) = await host.cache.misses()
+        assert miss.count == 1 and origin.seen == []
+        job = await host.cache.add(url)
+        assert job.source == "operator"
+        assert (await host.finished(job)).state == "completed"
+        assert await host.cache.misses() == []
+        assert (await host.cache.lookup(url, count_hit=True)).artifact.misses == 1
+
+    await stopped_after(host_factory(curate=True), body)
+
+
+@pytest_twisted.ensureDeferred
+async def test_allow_host_limits_auto_fetch_but_not_operator_adds(origin, host_factory):
+    policy = OriginPolicy(allow_private=True, allow_hosts=("*.nvidia.com",))
+
+    async def body(host):
+        url = f"{origin.base}/f/1000/4/x"
+        await host.cache.lookup(url, count_hit=False)
+        assert host.cache.downloads.active_jobs() == []
+        job = await host.cache.add(url)
+        assert (await host.finished(job)).state == "completed"
+
+    await stopped_after(host_factory(policy=policy), body)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_refused_origin_is_a_failed_job_with_a_reason_and_still_a_404(host_factory):
+    async def body(host):
+        url = "http://127.0.0.1:9/f/10/1/x"
+        assert await host.cache.lookup(url, count_hit=False) is None
+        job = host.cache.downloads.active(host.cache.key_for(url))
+        done = await host.finished(job)
+        assert done.state == "failed"
+        assert "127.0.0.1 is not a public address" in done.error
+        # A failed key is not refetched on every probe.
+        assert await host.cache.lookup(url, count_hit=False) is None
+        assert host.cache.downloads.active_jobs() == []
+        (listed, *_) = await host.cache.jobs()
+        assert listed.state == "failed" and listed.error == done.error
+
+    await stopped_after(host_factory(policy=OriginPolicy()), body)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_write_error_fails_the_job_cleans_tmp_and_serving_goes_on(
+    origin, host_factory, monkeypatch
+):
+    async def body(host):
+        good = f"{origin.base}/f/1000/5/good"
+        assert (await host.finished(await host.cache.add(good))).state == "completed"
+        real_write = Ingest.write
+
+        def full_disk(self, data):
+            if self.size > 100_000:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            real_write(self, data)
+
+        monkeypatch.setattr(Ingest, "write", full_disk)
+        done = await host.finished(await host.cache.add(f"{origin.base}/f/1000000/6/big"))
+        assert done.state == "failed" and "No space left on device" in done.error
+        assert os.listdir(host.store.tmp_dir) == []
+        assert (await host.cache.lookup(good, count_hit=True)) is not None
+
+    await stopped_after(host_factory(), body)
+
+
+@pytest_twisted.ensureDeferred
+async def test_cancel_queued_at_once_and_running_drops_the_connection(origin, host_factory):
+    async def body(host):
+        slow = await host.cache.add(f"{origin.base}/f/5000000/7/slow?rate=500000")
+        queued = await host.cache.add(f"{origin.base}/f/1000/8/queued")
+        assert queued.state == "queued"
+        waiter_a, waiter_b = host.cache.downloads.wait(queued), host.cache.downloads.wait(queued)
+        waiter_a.cancel()  # one waiter giving up does not cancel the job for the other
+        waiter_a.addErrback(lambda f: f.trap(defer.CancelledError))
+        assert host.cache.cancel(queued)
+        assert (await waiter_b).state == "cancelled"
+        while slow.bytes_done == 0:
+            await deferLater(0.01)
+        assert host.cache.cancel(slow)
+        done = await host.finished(slow)
+        assert done.state == "cancelled"
+        assert os.listdir(host.store.tmp_dir) == []
+        for _ in range(500):  # the origin hears of the dropped connection a moment later
+            if origin.connections_lost:
+                break
+            await deferLater(0.01)
+        assert origin.connections_lost == 1
+        assert not host.cache.cancel(slow)
+        assert await host.cache.clear_finished() == 2
+        assert await host.cache.jobs() == []
+
+    await stopped_after(host_factory(workers=1), body)
+
+
+@pytest_twisted.ensureDeferred
+async def test_interrupted_jobs_resume_on_the_next_start(origin, host_factory):
+    url = f"{origin.base}/f/3000000/9/resume?rate=1000000"
+    first = host_factory()
+    await first.start()
+    job = await first.cache.add(url)
+    while job.bytes_done == 0:
+        await deferLater(0.01)
+    await first.stop()  # a shutdown mid-fill leaves the job to the next start
+    assert os.listdir(first.store.tmp_dir) == []
+
+    async def body(host):
+        (resumed,) = host.cache.downloads.active_jobs()
+        assert resumed.id == job.id
+        assert (await host.finished(resumed)).state == "completed"
+        assert (await host.cache.lookup(url, count_hit=True)) is not None
+
+    await stopped_after(host_factory(), body)
+
+
+@pytest_twisted.ensureDeferred
+async def test_max_bytes_evicts_to_fit_and_a_fill_too_big_fails_clearly(origin, host_factory):
+    async def body(host):
+        a = await host.cache.add(f"{origin.base}/f/40000/10/a")
+        assert (await host.finished(a)).state == "completed"
+        assert await host.cache.pin(a.key)
+        b = await host.cache.add(f"{origin.base}/f/40000/11/b")
+        assert (await host.finished(b)).state == "completed"
+        c = await host.cache.add(f"{origin.base}/f/40000/12/c")
+        assert (await host.finished(c)).state == "completed"
+        assert {x.key for x in await host.cache.artifacts()} == {a.key, c.key}
+        assert len(list(host.store.digests())) == 2
+        too_big = await host.cache.add(f"{origin.base}/f/70000/13/d")
+        done = await host.finished(too_big)
+        assert done.state == "failed" and "do not fit in --max-bytes 100000" in done.error
+        assert len(list(host.store.digests())) == 2
+        stats = await host.cache.stats()
+        assert (stats.artifacts, stats.bytes, stats.capacity) == (2, 80000, 100000)
+
+    await stopped_after(host_factory(max_bytes=100_000), body)
+
+
+def deferLater(seconds):
+    from twisted.internet import reactor, task
+
+    return task.deferLater(reactor, seconds, lambda: None)
