@@ -39,6 +39,7 @@ class Host:
     proc: subprocess.Popen
     log_path: Path
     url: str = ""
+    log_offset: int = 0  # where this process's lines start in a log shared with earlier runs
 
     @property
     def pid(self) -> int:
@@ -73,7 +74,9 @@ class Host:
         return json.loads(body)
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        with open(self.log_path, "rb") as f:
+            f.seek(self.log_offset)
+            return f.read().decode(errors="replace")
 
     def wait_for_log(self, text: str, timeout: float = 30.0) -> str:
         """The log once it contains text (the host announces each step it completes)."""
@@ -107,6 +110,7 @@ class Host:
 def start_host(data_dir: Path, *args: str, timeout: float = 30.0) -> Host:
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir.parent / f"{data_dir.name}-twistd.log"
+    offset = log_path.stat().st_size if log_path.exists() else 0
     with open(log_path, "ab") as log_file:
         proc = subprocess.Popen(
             [tool("twistd"), "-n", "--pidfile=", "withcache", "--data-dir", str(data_dir)]
@@ -115,7 +119,7 @@ def start_host(data_dir: Path, *args: str, timeout: float = 30.0) -> Host:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
         )
-    host = Host(data_dir, proc, log_path)
+    host = Host(data_dir, proc, log_path, log_offset=offset)
     marker = "withcache listening on 127.0.0.1:"
     try:
         log = host.wait_for_log(marker, timeout)

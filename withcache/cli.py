@@ -74,6 +74,25 @@ def _cmd_ls(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_jobs(args: argparse.Namespace) -> int:
+    _store, conn = _open(args.data_dir)
+    try:
+        jobs = cat.list_jobs(conn, limit=args.limit)
+    finally:
+        conn.close()
+    if args.json:
+        for job in jobs:
+            print(json.dumps(asdict(job), sort_keys=True))
+        return 0
+    print(f"{'ID':>5}  {'STATE':<9}  {'DONE':>10}  URL / ERROR")
+    for job in jobs:
+        done = format_size(job.bytes_done)
+        print(f"{job.id:>5}  {job.state:<9}  {done:>10}  {job.url}")
+        if job.error:
+            print(f"{'':>30}{job.error}")
+    return 0
+
+
 def admin_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="withcache-admin", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -91,7 +110,12 @@ def admin_parser() -> argparse.ArgumentParser:
     ls.add_argument("--json", action="store_true", help="one JSON object per line")
     ls.set_defaults(func=_cmd_ls)
 
-    for sub in (imp, ls):
+    jobs = commands.add_parser("jobs", help="list fill jobs, newest first")
+    jobs.add_argument("--json", action="store_true", help="one JSON object per line")
+    jobs.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
+    jobs.set_defaults(func=_cmd_jobs)
+
+    for sub in (imp, ls, jobs):
         sub.add_argument("--data-dir", "-d", default="./data", help="the host's data dir")
     return parser
 

@@ -1,0 +1,160 @@
+"""End to end fills: the real host under twistd, the real curl, the Twisted origin as a process."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from tests.support import Host, assert_clean_log, payload_sha256, start_host, tool
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class OriginProcess:
+    def __init__(self):
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.origin"],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.base = f"http://127.0.0.1:{int(self.proc.stdout.readline())}"
+
+    def seen(self) -> list[dict]:
+        with urllib.request.urlopen(f"{self.base}/_requests", timeout=10) as r:
+            return json.loads(r.read())
+
+    def gets(self, path: str) -> int:
+        return sum(1 for s in self.seen() if s["method"] == "GET" and s["path"] == path)
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+        self.proc.stdout.close()
+
+
+@pytest.fixture
+def origin():
+    running = OriginProcess()
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def open_host(tmp_path):
+    """A host that may fetch from 127.0.0.1 (tests have no public origin to use)."""
+    running = start_host(tmp_path / "data", "--allow-private")
+    yield running
+    running.stop()
+    assert_clean_log(running)
+
+
+def curl(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["curl", "-sS", *args], capture_output=True, timeout=120)
+
+
+def status(url: str, *extra: str) -> int:
+    return int(curl("-o", "/dev/null", "-w", "%{http_code}", *extra, url).stdout)
+
+
+def wait_for_hit(host: Host, url: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if status(host.blob_url(url), "-I") == 200:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{url} not cached within {timeout}s:\n{jobs(host)}")
+
+
+def jobs(host: Host) -> list[dict]:
+    out = subprocess.run(
+        [tool("withcache-admin"), "jobs", "--json", "--data-dir", str(host.data_dir)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    return [json.loads(line) for line in out.stdout.splitlines()]
+
+
+def db(host: Host, sql: str) -> list[tuple]:
+    conn = sqlite3.connect(host.data_dir / "cache.db")
+    try:
+        return conn.execute(sql).fetchall()
+    finally:
+        conn.close()
+
+
+def test_concurrent_probes_and_gets_of_a_miss_make_one_origin_get_then_all_hit(origin, open_host):
+    url = f"{origin.base}/f/3000000/1/cuda.run?rate=3000000"
+    blob = open_host.blob_url(url, "cuda.run")
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        codes = list(pool.map(lambda i: status(blob, *(["-I"] if i % 2 else [])), range(100)))
+    assert set(codes) == {404}
+    wait_for_hit(open_host, url)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        bodies = list(pool.map(lambda _: curl("-f", blob).stdout, range(8)))
+    assert {hashlib.sha256(b).hexdigest() for b in bodies} == {payload_sha256(3000000, 1)}
+    assert origin.gets("/f/3000000/1/cuda.run") == 1
+    ((misses, hits),) = db(open_host, "SELECT misses, hits FROM artifacts")
+    assert hits == 8 and misses >= 100
+
+
+def test_default_policy_refuses_a_loopback_origin_and_the_read_path_stays_404(origin, tmp_path):
+    host = start_host(tmp_path / "data")
+    try:
+        url = f"{origin.base}/f/1000/2/x"
+        assert status(host.blob_url(url), "-I") == 404
+        deadline = time.monotonic() + 60
+        while not [j for j in jobs(host) if j["state"] == "failed"]:
+            assert time.monotonic() < deadline, jobs(host)
+            time.sleep(0.1)
+        (job,) = jobs(host)
+        assert "127.0.0.1 is not a public address" in job["error"]
+        assert status(host.blob_url(url)) == 404
+        assert origin.seen() == []
+    finally:
+        host.stop()
+    assert_clean_log(host)
+
+
+def test_kill_9_mid_fill_then_restart_completes_the_job_with_nothing_bad_kept(origin, tmp_path):
+    size = 256 * 1024 * 1024
+    url = f"{origin.base}/f/{size}/3/rocm.tar?rate=60000000"
+    host = start_host(tmp_path / "data", "--allow-private")
+    assert status(host.blob_url(url), "-I") == 404
+    tmp = host.data_dir / "tmp"
+    deadline = time.monotonic() + 60
+    while not any(f.stat().st_size > size * 0.3 for f in tmp.iterdir()):
+        assert time.monotonic() < deadline, "the fill never got going"
+        time.sleep(0.05)
+    partial = {f.name for f in tmp.iterdir()}
+    assert host.stop(signal.SIGKILL) == -signal.SIGKILL
+    assert db(host, "SELECT COUNT(*) FROM artifacts") == [(0,)]
+    assert [(j["state"], j["url"]) for j in jobs(host)] == [("running", url)]
+
+    again = start_host(host.data_dir, "--allow-private")
+    try:
+        again.wait_for_log("1 fills resumed")
+        assert not partial & {f.name for f in tmp.iterdir()}
+        wait_for_hit(again, url)
+        out = subprocess.run(
+            ["curl", "-sSf", again.blob_url(url)], capture_output=True, timeout=120
+        )
+        assert hashlib.sha256(out.stdout).hexdigest() == payload_sha256(size, 3)
+        assert [j["state"] for j in jobs(again)] == ["completed"]
+        assert db(again, "PRAGMA integrity_check") == [("ok",)]
+        assert list(tmp.iterdir()) == []
+    finally:
+        again.stop()
+    assert_clean_log(again)
