@@ -114,7 +114,11 @@ class DownloadManager(service.Service):
         d.addCallback(lambda _: self._run_in_slot(job))
         d.addErrback(self._not_started, job)
 
-    def _run_in_slot(self, job: Job) -> defer.Deferred:
+    def _run_in_slot(self, job: Job) -> defer.Deferred | None:
+        if self._stopping:
+            # Not started; its row stays queued for the next start to resume.
+            self._semaphore.release()
+            return None
         d = defer.ensureDeferred(self._run(job))
         self._runs.add(d)
         d.addBoth(self._release, d)

@@ -1,0 +1,93 @@
+"""Origin URL facts the rules need, and the cache URL a hit is rewritten to.
+
+`cache_url(server, url)` is `<server>/b/<token>/<basename>`: the token is the whole origin URL
+as written, in unpadded URL-safe base64; the basename is the last path segment, percent-quoted
+where it is not already URL-safe, or `download` when there is none. Only `binascii` is imported
+(not `base64` or `urllib.parse`, which pull in `re`) to keep the shim's start-up short.
+"""
+
+import binascii
+
+_B64_TO_URLSAFE = bytes.maketrans(b"+/", b"-_")
+_HEX = "0123456789abcdefABCDEF"
+# RFC 3986 pchar without '%' (handled separately so existing escapes are kept as they are).
+_SEGMENT_SAFE = frozenset(
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~!$&'()*+,;=:@"
+)
+
+
+def scheme(url: str) -> str:
+    """The lower-cased scheme, or '' when the string has none."""
+    head, sep, _ = url.partition("://")
+    return head.lower() if sep and head.isalnum() else ""
+
+
+def is_http(url: str) -> bool:
+    return scheme(url) in ("http", "https") and authority(url) != ""
+
+
+def authority(url: str) -> str:
+    rest = url.partition("://")[2]
+    for stop in "/?#":
+        rest = rest.partition(stop)[0]
+    return rest
+
+
+def has_userinfo(url: str) -> bool:
+    return "@" in authority(url)
+
+
+def _path(url: str) -> str:
+    rest = url.partition("://")[2].partition("#")[0]
+    cut = min((p for p in (rest.find("/"), rest.find("?")) if p >= 0), default=len(rest))
+    return rest[cut:].partition("?")[0]
+
+
+def last_segment(url: str) -> str:
+    """The raw last path segment ('' for none, for a trailing slash, and for '.'/'..')."""
+    segment = _path(url).rpartition("/")[2]
+    return "" if segment in (".", "..") else segment
+
+
+def has_query(url: str) -> bool:
+    return "?" in url.partition("#")[0]
+
+
+def token(url: str) -> str:
+    raw = binascii.b2a_base64(url.encode("utf-8", "surrogateescape"), newline=False)
+    return raw.translate(_B64_TO_URLSAFE).rstrip(b"=").decode("ascii")
+
+
+def quote_segment(segment: str) -> str:
+    out = []
+    data = segment.encode("utf-8", "surrogateescape")
+    i = 0
+    while i < len(data):
+        ch = chr(data[i])
+        if ch in _SEGMENT_SAFE:
+            out.append(ch)
+        elif ch == "%" and _is_hex_pair(data, i + 1):
+            out.append(data[i : i + 3].decode("ascii"))
+            i += 2
+        else:
+            out.append(f"%{data[i]:02X}")
+        i += 1
+    return "".join(out)
+
+
+def _is_hex_pair(data: bytes, at: int) -> bool:
+    return at + 1 < len(data) and chr(data[at]) in _HEX and chr(data[at + 1]) in _HEX
+
+
+def basename(url: str) -> str:
+    return quote_segment(last_segment(url)) or "download"
+
+
+def cache_url(server: str, url: str) -> str:
+    return f"{server}/b/{token(url)}/{basename(url)}"
+
+
+def on_server(url: str, server: str) -> bool:
+    """True when the URL already points at the cache (the shim must not wrap it twice)."""
+    same_scheme = scheme(url) == server.partition("://")[0].lower()
+    return same_scheme and authority(url).lower() == authority(server).lower()

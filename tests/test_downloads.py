@@ -1,0 +1,143 @@
+"""DownloadManager lifecycle with fills the test controls (no network)."""
+
+from __future__ import annotations
+
+import pytest_twisted
+from twisted.internet import defer
+
+from withcache import catalog as cat
+from withcache.downloads import DownloadManager
+
+
+class Fills:
+    """A fill function whose every call waits for the test to finish it."""
+
+    def __init__(self):
+        self.started: dict[str, defer.Deferred] = {}
+        self.cancelled: list[str] = []
+
+    async def __call__(self, job):
+        d = defer.Deferred(lambda _: self.cancelled.append(job.url))
+        self.started[job.url] = d
+        await d
+
+
+async def manager(tmp_path, workers=1):
+    from twisted.internet import reactor
+
+    catalog = cat.Catalog(str(tmp_path / "cache.db"), reactor)
+    catalog.startService()
+    fills = Fills()
+    clock = iter(range(1000))
+    m = DownloadManager(catalog, fills, reactor=reactor, workers=workers, now=lambda: next(clock))
+    m.startService()
+    return m, fills, catalog
+
+
+def within(d, seconds=10):
+    """Every wait on the manager is bounded: a hang must fail this test, not the session."""
+    from twisted.internet import reactor
+
+    return d.addTimeout(seconds, reactor)
+
+
+async def settle():
+    """Let the database thread and callbacks run."""
+    from twisted.internet import reactor, task
+
+    for _ in range(5):
+        await task.deferLater(reactor, 0.01, lambda: None)
+
+
+@pytest_twisted.ensureDeferred
+async def test_single_flight_per_key_and_the_semaphore_bounds_running_jobs(tmp_path):
+    m, fills, catalog = await manager(tmp_path, workers=1)
+    try:
+        a1, a2 = await defer.gatherResults(
+            [defer.ensureDeferred(m.enqueue(f"u?{i}", "k", "auto")) for i in range(2)]
+        )
+        b = await m.enqueue("v", "k2", "auto")
+        assert a1 is a2
+        await settle()
+        assert (a1.state, b.state) == ("running", "queued")
+        assert list(fills.started) == ["u?0"]
+        fills.started["u?0"].callback(None)
+        assert (await within(m.wait(a1))).state == "completed"
+        await settle()
+        assert b.state == "running"
+        fills.started["v"].errback(RuntimeError("origin answered 503 Service Unavailable"))
+        done = await within(m.wait(b))
+        assert (done.state, done.error) == ("failed", "origin answered 503 Service Unavailable")
+        assert m.failed_since("k2", -1) and not m.failed_since("k", -1)
+        rows = {r.key: r for r in await catalog.run(cat.list_jobs)}
+        assert (rows["k"].state, rows["k2"].state) == ("completed", "failed")
+        assert rows["k2"].error == done.error
+    finally:
+        await within(m.stopService())
+        await catalog.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_each_waiter_has_its_own_deferred(tmp_path):
+    m, fills, catalog = await manager(tmp_path)
+    try:
+        job = await m.enqueue("u", "k", "auto")
+        first, second = m.wait(job), m.wait(job)
+        first.cancel()
+        first.addErrback(lambda f: f.trap(defer.CancelledError))
+        await settle()
+        assert fills.cancelled == [] and job.state == "running"
+        fills.started["u"].callback(None)
+        assert (await within(second)).state == "completed"
+        assert (await within(m.wait(job))).state == "completed"
+    finally:
+        await within(m.stopService())
+        await catalog.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_committing_job_cannot_be_cancelled(tmp_path):
+    m, fills, catalog = await manager(tmp_path)
+    try:
+        job = await m.enqueue("u", "k", "auto")
+        await settle()
+        job.committing = True
+        assert not m.cancel(job)
+        job.committing = False
+        assert m.cancel(job)
+        assert (await within(m.wait(job))).state == "cancelled"
+        assert fills.cancelled == ["u"]
+        assert not m.cancel(job)
+    finally:
+        await within(m.stopService())
+        await catalog.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_stopping_leaves_unfinished_jobs_for_the_next_start(tmp_path):
+    m, fills, catalog = await manager(tmp_path, workers=1)
+    running = await m.enqueue("u", "k", "auto")
+    queued = await m.enqueue("v", "k2", "auto")
+    await settle()
+    await within(m.stopService())
+    rows = {r.key: r.state for r in await catalog.run(cat.list_jobs)}
+    assert rows == {"k": "running", "k2": "queued"}
+    assert fills.cancelled == ["u"]
+
+    from twisted.internet import reactor
+
+    fills2 = Fills()
+    again = DownloadManager(catalog, fills2, reactor=reactor, workers=2, now=lambda: 0)
+    again.startService()
+    try:
+        assert await again.resume() == 2
+        await settle()
+        assert sorted(fills2.started) == ["u", "v"]
+        assert {j.id for j in again.active_jobs()} == {running.id, queued.id}
+        for d in fills2.started.values():
+            d.callback(None)
+        await settle()
+        assert again.active_jobs() == []
+    finally:
+        await within(again.stopService())
+        await catalog.stopService()
