@@ -265,3 +265,30 @@ def deferLater(seconds):
     from twisted.internet import reactor, task
 
     return task.deferLater(reactor, seconds, lambda: None)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_long_fill_is_written_back_in_the_background_as_it_goes(
+    origin, host_factory, monkeypatch
+):
+    from withcache import cache as cache_module
+
+    monkeypatch.setattr(cache_module._BackgroundSync, "SYNC_EVERY", 200_000)
+    synced = []
+    real_sync = Ingest.sync
+
+    def counting_sync(self):
+        synced.append(self.size)
+        real_sync(self)
+
+    monkeypatch.setattr(Ingest, "sync", counting_sync)
+
+    async def body(host):
+        job = await host.cache.add(f"{origin.base}/f/2000000/14/big?rate=4000000")
+        assert (await host.finished(job)).state == "completed"
+        hit = await host.cache.lookup(job.url, count_hit=True)
+        assert hit.artifact.sha256 == payload_sha256(2000000, 14)
+        # Written back part-way, several times, before the commit's own fsync.
+        assert len(synced) >= 3 and all(0 < n < 2000000 for n in synced)
+
+    await stopped_after(host_factory(), body)

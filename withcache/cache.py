@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 from twisted.application import service
 from twisted.internet import defer, threads
+from twisted.python.failure import Failure
 
 from withcache import catalog as cat
 from withcache._log import make_logger
@@ -24,7 +25,7 @@ from withcache.downloads import DownloadManager, Job
 from withcache.fetcher import Fetcher
 from withcache.keys import cache_key
 from withcache.policy import OriginPolicy
-from withcache.store import Store
+from withcache.store import Ingest, Store
 
 log = make_logger()
 
@@ -116,9 +117,16 @@ class Cache(service.MultiService):
         if self.fetcher is None:
             raise RuntimeError("this host has no fetcher")
         ingest = self.store.ingest()
+        syncing = _BackgroundSync(ingest)
+
+        def progress(done: int, total: int | None) -> None:
+            job.progress(done, total)
+            syncing.maybe_start()
+
         try:
-            result = await self.fetcher.fetch(job.url, ingest, job.progress)
+            result = await self.fetcher.fetch(job.url, ingest, progress)
             job.committing = True
+            await syncing.idle()
             blob = await threads.deferToThread(ingest.commit, result.size)
             artifact = cat.Artifact(
                 job.key, job.url, blob.sha256, blob.size, result.content_type, self._now()
@@ -132,7 +140,10 @@ class Cache(service.MultiService):
             await self._delete_blobs(freed)
         finally:
             # Uncommitted bytes are deleted; a committed blob is unlocked now its row exists.
-            ingest.close()
+            try:
+                await syncing.idle()
+            finally:
+                ingest.close()
 
     async def _delete_blobs(self, digests: list[str]) -> None:
         if digests:
@@ -205,6 +216,44 @@ class Cache(service.MultiService):
             orphans=len(orphans),
             resumed=resumed,
         )
+
+
+class _BackgroundSync:
+    """Writes a fill back to disk every SYNC_EVERY bytes, in a thread, while it downloads.
+
+    Without it the whole artifact is flushed by the commit's fsync, after the last byte, which
+    for a GiB takes seconds during which the fill is neither downloading nor done.
+    """
+
+    SYNC_EVERY = 64 << 20
+
+    def __init__(self, ingest: Ingest):
+        self._ingest = ingest
+        self._running: defer.Deferred | None = None
+
+    def maybe_start(self) -> None:
+        if self._running is None and self._ingest.unsynced >= self.SYNC_EVERY:
+            self._running = threads.deferToThread(self._ingest.sync)
+            self._running.addBoth(self._done)
+
+    def _done(self, result):
+        self._running = None
+        if isinstance(result, Failure):
+            log.failure("background sync of a fill failed", result)
+        return None
+
+    async def idle(self) -> None:
+        """Wait for a sync in flight: the ingest must not be committed or closed under it."""
+        while self._running is not None:
+            # A fresh Deferred: cancelling this wait must not cancel the thread's bookkeeping.
+            waiter: defer.Deferred = defer.Deferred()
+            self._running.addBoth(_fire, waiter)
+            await waiter
+
+
+def _fire(result, waiter: defer.Deferred):
+    waiter.callback(None)
+    return result
 
 
 def _delete_unreferenced(conn, store: Store, digests: list[str]) -> None:

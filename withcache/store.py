@@ -160,21 +160,35 @@ class Ingest:
         self._store = store
         fd, self.tmp_path = tempfile.mkstemp(dir=store.tmp_dir, prefix="ingest-")
         fcntl.flock(fd, fcntl.LOCK_EX)
-        self._file = os.fdopen(fd, "wb", buffering=CHUNK)
+        # Unbuffered: a fill's chunks are already large, and a buffer would copy every byte again.
+        self._file = os.fdopen(fd, "wb", buffering=0)
         self._hash = hashlib.sha256()
         self.size = 0
+        self.unsynced = 0
         self.blob: Blob | None = None
         self.path: str | None = None
 
     def write(self, data: bytes) -> None:
-        self._file.write(data)
+        view = memoryview(data)
+        while view:
+            view = view[self._file.write(view) :]
         self._hash.update(data)
         self.size += len(data)
+        self.unsynced += len(data)
+
+    def sync(self) -> None:
+        """Flush what is written so far to disk, so commit's fsync has little left to do.
+
+        Safe to run in a thread while write() goes on in another; not after commit or close.
+        """
+        self.unsynced = 0
+        os.fdatasync(self._file.fileno())
 
     def truncate(self) -> None:
         """Throw away what was written (an origin that ignored Range must restart from 0)."""
         self._file.seek(0)
         self._file.truncate()
+        self.unsynced = 0
         self._hash = hashlib.sha256()
         self.size = 0
 
@@ -186,7 +200,6 @@ class Ingest:
                 raise IntegrityError(f"got {self.size} bytes, expected {expected_size}")
             if expected_sha256 is not None and digest != expected_sha256.lower():
                 raise IntegrityError(f"sha256 {digest} does not match expected {expected_sha256}")
-            self._file.flush()
             os.fsync(self._file.fileno())
             final = self._store.path_for(digest)
             fan_dir = os.path.dirname(final)
