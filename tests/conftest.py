@@ -28,8 +28,12 @@ def no_logged_errors():
 
 @pytest.fixture
 def host(tmp_path) -> Host:
-    """A fresh cache-host (twistd -n withcache) on its own data dir."""
-    running = start_host(tmp_path / "data")
+    """A fresh cache-host (twistd -n withcache) on its own data dir.
+
+    Curating, so a miss is recorded and nothing is fetched: tests name made-up vendor hosts, and
+    a fill would resolve them. Fill tests start hosts of their own.
+    """
+    running = start_host(tmp_path / "data", "--curate")
     try:
         yield running
     finally:
