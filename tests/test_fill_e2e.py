@@ -158,3 +158,34 @@ def test_kill_9_mid_fill_then_restart_completes_the_job_with_nothing_bad_kept(or
     finally:
         again.stop()
     assert_clean_log(again)
+
+
+def metrics(host: Host) -> dict[str, float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    _status, body = host.get("/metrics")
+    values = {}
+    for family in text_string_to_metric_families(body.decode()):
+        for sample in family.samples:
+            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+            values[sample.name + (f"{{{labels}}}" if labels else "")] = sample.value
+    return values
+
+
+def test_metrics_move_with_misses_fills_and_hits(origin, open_host):
+    before = metrics(open_host)
+    assert before["withcache_hits_total"] == 0 and before["withcache_artifacts"] == 0
+    url = f"{origin.base}/f/100000/4/fw.bin"
+    assert status(open_host.blob_url(url), "-I") == 404
+    wait_for_hit(open_host, url)
+    assert curl("-f", "-o", "/dev/null", open_host.blob_url(url)).returncode == 0
+    assert curl("-f", "-r", "0-999", "-o", "/dev/null", open_host.blob_url(url)).returncode == 0
+    after = metrics(open_host)
+    assert after["withcache_misses_total"] >= 1
+    assert after["withcache_fills_total{outcome=completed}"] == 1
+    assert after["withcache_fill_duration_seconds_count{outcome=completed}"] == 1
+    assert after["withcache_origin_fetched_bytes_total"] == 100000
+    assert after["withcache_hits_total"] == 2
+    assert after["withcache_served_bytes_total"] == 100000 + 1000
+    assert (after["withcache_artifacts"], after["withcache_cache_bytes"]) == (1, 100000)
+    assert after["withcache_fill_jobs{state=running}"] == 0

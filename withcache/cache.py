@@ -24,6 +24,7 @@ from withcache._log import make_logger
 from withcache.downloads import DownloadManager, Job
 from withcache.fetcher import Fetcher
 from withcache.keys import cache_key
+from withcache.metrics import Metrics
 from withcache.policy import OriginPolicy
 from withcache.store import Ingest, Store
 
@@ -74,8 +75,10 @@ class Cache(service.MultiService):
         reactor: Any,
         now: Callable[[], float],
         fetcher: Fetcher | None = None,
+        metrics: Metrics | None = None,
     ):
         super().__init__()
+        self.metrics = metrics or Metrics()
         self.store = store
         self.catalog = catalog
         self.settings = settings
@@ -83,9 +86,20 @@ class Cache(service.MultiService):
         self._reactor = reactor
         self._now = now
         self.downloads = DownloadManager(
-            catalog, self._fill, reactor=reactor, workers=settings.workers, now=now
+            catalog,
+            self._fill,
+            reactor=reactor,
+            workers=settings.workers,
+            now=now,
+            metrics=self.metrics,
         )
         self.downloads.setServiceParent(self)
+        self.metrics.capacity.set(settings.max_bytes)
+        for state in ("queued", "running"):
+            self.metrics.count_jobs(state, partial(self._count_jobs, state))
+
+    def _count_jobs(self, state: str) -> int:
+        return sum(1 for job in self.downloads.active_jobs() if job.state == state)
 
     def key_for(self, url: str) -> str:
         """The cache key of an origin URL under this host's settings (raises InvalidURL)."""
@@ -96,7 +110,10 @@ class Cache(service.MultiService):
         key = self.key_for(url)
         found = await self.catalog.lookup(key, url, self._now(), count_hit)
         if found is not None:
+            if count_hit:
+                self.metrics.hits.inc()
             return Hit(found, self.store.path_for(found.sha256))
+        self.metrics.misses.inc()
         if self._should_auto_fill(url, key):
             d = defer.ensureDeferred(self.downloads.enqueue(url, key, "auto"))
             d.addErrback(lambda f: log.failure("could not queue a fill of {url}", f, url=url))
@@ -118,8 +135,11 @@ class Cache(service.MultiService):
             raise RuntimeError("this host has no fetcher")
         ingest = self.store.ingest()
         syncing = _BackgroundSync(ingest)
+        fetched = self.metrics.fetched_bytes
 
         def progress(done: int, total: int | None) -> None:
+            if done > job.bytes_done:
+                fetched.inc(done - job.bytes_done)
             job.progress(done, total)
             syncing.maybe_start()
 
@@ -138,6 +158,7 @@ class Cache(service.MultiService):
                 await self._delete_blobs([blob.sha256])
                 raise
             await self._delete_blobs(freed)
+            await self.refresh_totals()
         finally:
             # Uncommitted bytes are deleted; a committed blob is unlocked now its row exists.
             try:
@@ -164,6 +185,7 @@ class Cache(service.MultiService):
         existed = await self.catalog.run(cat.get_artifact, key)
         freed = await self.catalog.delete_artifact(key)
         await self._delete_blobs([freed] if freed else [])
+        await self.refresh_totals()
         return existed is not None
 
     async def pin(self, key: str, pinned: bool = True) -> bool:
@@ -182,6 +204,12 @@ class Cache(service.MultiService):
         ids = {j.id for j in live}
         stored = await self.catalog.run(cat.list_jobs, (), limit)
         return [*live, *(row for row in stored if row.id not in ids)][:limit]
+
+    async def refresh_totals(self) -> None:
+        """Bring the held-bytes and artifact gauges up to date with the catalog."""
+        totals = await self.catalog.run(cat.totals)
+        self.metrics.cache_bytes.set(totals["bytes"])
+        self.metrics.artifacts.set(totals["artifacts"])
 
     async def stats(self) -> Stats:
         totals = await self.catalog.run(cat.totals)
@@ -209,6 +237,7 @@ class Cache(service.MultiService):
             lambda conn: self.store.sweep_orphans(partial(cat.referenced, conn))
         )
         resumed = await self.downloads.resume() if self.fetcher is not None else 0
+        await self.refresh_totals()
         log.info(
             "recovered data dir: {tmp} tmp files and {orphans} orphan blobs removed,"
             " {resumed} fills resumed",

@@ -51,8 +51,11 @@ Fill = Callable[[Job], Coroutine[Any, Any, None]]
 
 
 class DownloadManager(service.Service):
-    def __init__(self, catalog: cat.Catalog, fill: Fill, *, reactor, workers: int, now):
+    def __init__(
+        self, catalog: cat.Catalog, fill: Fill, *, reactor, workers: int, now, metrics=None
+    ):
         self.catalog = catalog
+        self.metrics = metrics
         self._fill = fill
         self._reactor = reactor
         self._now = now
@@ -158,6 +161,11 @@ class DownloadManager(service.Service):
             return
         job.state, job.error, job.finished_at = state, error, self._now()
         job.committing = False
+        if self.metrics is not None:
+            self.metrics.fills.labels(state).inc()
+            if job.started_at is not None:
+                elapsed = max(0.0, job.finished_at - job.started_at)
+                self.metrics.fill_seconds.labels(state).observe(elapsed)
         if state == FAILED:
             self._last_failure[job.key] = job.finished_at
         elif state == COMPLETED:

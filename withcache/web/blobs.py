@@ -1,4 +1,4 @@
-"""The open read path: GET|HEAD /b/<token>/<name>, /blob?url=<origin>, and /healthz.
+"""The open read path: GET|HEAD /b/<token>/<name>, /blob?url=<origin>, /healthz, /metrics.
 
 Hits are served by twisted.web.static.File on the blob path, which already streams with a pull
 producer and handles HEAD, single and multiple byte ranges, 416 and Last-Modified; this module
@@ -42,6 +42,7 @@ class ReadPath:
 
     def __init__(self, cache: Cache):
         self.cache = cache
+        self._metrics = None
 
     @app.handle_errors(InvalidURL)
     def invalid(self, request, failure):
@@ -52,6 +53,16 @@ class ReadPath:
         request.setHeader(b"Content-Type", b"application/json")
         request.setHeader(b"Cache-Control", b"no-store")
         return json.dumps({"status": "ok", "version": withcache.__version__}).encode()
+
+    @app.route("/metrics", methods=["GET"])
+    def metrics(self, request):
+        if self._metrics is None:
+            # prometheus_client's own Twisted resource; it renders in the reactor's threadpool.
+            from prometheus_client.twisted import MetricsResource
+
+            self._metrics = MetricsResource(self.cache.metrics.registry)
+        request.postpath = []
+        return self._metrics
 
     @app.route("/b/<token>", methods=["GET"])
     @app.route("/b/<token>/<path:name>", methods=["GET"])
@@ -85,6 +96,8 @@ class ReadPath:
         if _etag_matches(request.getHeader(b"If-None-Match"), etag):
             request.setResponseCode(http.NOT_MODIFIED)
             return b""
+        served = self.cache.metrics.served_bytes
+        request.notifyFinish().addBoth(lambda _: served.inc(request.sentLength))
         content_type = artifact.content_type or "application/octet-stream"
         blob = static.File(hit.path, defaultType=content_type)
         blob.type, blob.encoding = content_type, None
