@@ -21,6 +21,7 @@ DEFAULTS = {
     "allow-host": [],
     "netrc": None,
     "credentials": None,
+    "scrub-interval": 60.0,
 }
 
 
@@ -38,6 +39,7 @@ def test_every_option_parsed():
     argv = (
         "--data-dir /srv/wc --port 8080 --workers 5 --curate --keep-query --max-bytes 1.5G"
         " --max-size 20G --allow-private --allow-host *.NVIDIA.com --allow-host repo.radeon.com"
+        " --scrub-interval 0.5"
     )
     assert parse(*argv.split()) == {
         "data-dir": "/srv/wc",
@@ -52,6 +54,7 @@ def test_every_option_parsed():
         "allow-host": ["*.nvidia.com", "repo.radeon.com"],
         "netrc": None,
         "credentials": None,
+        "scrub-interval": 0.5,
     }
 
 
@@ -87,6 +90,8 @@ def test_listen_takes_an_endpoint_string():
         (["--port", "80", "--listen", "tcp:81"], "--port and --listen"),
         (["--data-dir", ""], "--data-dir: must not be empty"),
         (["--max-size", "big"], "--max-size: not a size"),
+        (["--scrub-interval", "-1"], "--scrub-interval: must be 0 or more"),
+        (["--scrub-interval", "often"], "--scrub-interval: not a number"),
         (["--allow-host", " "], "--allow-host: must not be empty"),
         (["--netrc", "/nonexistent/netrc"], "--netrc: cannot read /nonexistent/netrc"),
     ],

@@ -110,9 +110,14 @@ class Cache(service.MultiService):
         key = self.key_for(url)
         found = await self.catalog.lookup(key, url, self._now(), count_hit)
         if found is not None:
-            if count_hit:
-                self.metrics.hits.inc()
-            return Hit(found, self.store.path_for(found.sha256))
+            path = self.store.path_for(found.sha256)
+            if _size_on_disk(path) == found.size:
+                if count_hit:
+                    self.metrics.hits.inc()
+                return Hit(found, path)
+            # A cheap check on every hit: a truncated or missing blob is never served as good.
+            d = defer.ensureDeferred(self.quarantine(found.sha256, "blob size on disk is wrong"))
+            d.addErrback(lambda f: log.failure("could not quarantine {sha}", f, sha=found.sha256))
         self.metrics.misses.inc()
         if self._should_auto_fill(url, key):
             d = defer.ensureDeferred(self.downloads.enqueue(url, key, "auto"))
@@ -168,7 +173,33 @@ class Cache(service.MultiService):
 
     async def _delete_blobs(self, digests: list[str]) -> None:
         if digests:
-            await self.catalog.run(_delete_unreferenced, self.store, digests)
+            await self.catalog.run(delete_unreferenced, self.store, digests)
+
+    async def quarantine(self, sha256: str, reason: str) -> list[cat.Artifact]:
+        """Take a bad blob out of service: move it aside, drop its rows, fetch it again."""
+        moved = await threads.deferToThreadPool(
+            self._reactor, self._reactor.getThreadPool(), self.store.quarantine, sha256
+        )
+        dropped = await self.catalog.run(cat.drop_blob, sha256)
+        log.warn(
+            "quarantined blob {sha256} ({reason}) to {moved}; dropped {keys}",
+            sha256=sha256,
+            reason=reason,
+            moved=moved,
+            keys=[a.key for a in dropped],
+        )
+        await self.refresh_totals()
+        if not self.settings.curate and self.fetcher is not None:
+            for artifact in dropped:
+                await self.downloads.enqueue(artifact.url, artifact.key, "refill")
+        return dropped
+
+    @property
+    def reactor(self):
+        return self._reactor
+
+    def now(self) -> float:
+        return self._now()
 
     def cancel(self, job: Job) -> bool:
         return self.downloads.cancel(job)
@@ -280,12 +311,19 @@ class _BackgroundSync:
             await waiter
 
 
+def _size_on_disk(path: str) -> int:
+    try:
+        return os.stat(path).st_size
+    except FileNotFoundError:
+        return -1
+
+
 def _fire(result, waiter: defer.Deferred):
     waiter.callback(None)
     return result
 
 
-def _delete_unreferenced(conn, store: Store, digests: list[str]) -> None:
+def delete_unreferenced(conn, store: Store, digests: list[str]) -> None:
     """Blocking, on the database thread: drop blobs that no row names any more."""
     for digest in digests:
         store.delete_unreferenced(digest, partial(cat.referenced, conn))
@@ -313,5 +351,5 @@ def import_file(
         freed = cat.put_artifact(conn, artifact)
     finally:
         ingest.close()
-    _delete_unreferenced(conn, store, freed)
+    delete_unreferenced(conn, store, freed)
     return cat.get_artifact(conn, key) or artifact

@@ -67,8 +67,10 @@ def connect(path: str) -> sqlite3.Connection:
     """Open (creating and migrating) the catalog database. Blocking."""
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10.0)
     conn.execute("PRAGMA journal_mode=WAL")
-    # FULL: a committed artifact row must survive power loss, or its blob looks orphaned.
-    conn.execute("PRAGMA synchronous=FULL")
+    # NORMAL is durable in WAL mode except for the last commits before a power loss. Losing
+    # one of those loses a hit count or leaves a blob without its row (swept at start), never a
+    # row naming bad bytes; FULL would fsync on every hit counted.
+    conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA foreign_keys=ON")
     migrate(conn)
     return conn
@@ -245,6 +247,29 @@ def totals(conn: sqlite3.Connection) -> dict[str, int]:
         "misses": pending + absorbed,
         "bytes_saved": saved,
     }
+
+
+def next_to_verify(conn: sqlite3.Connection) -> tuple[str, int] | None:
+    """The blob (digest, size) re-hashed longest ago, never-verified ones first."""
+    return conn.execute(
+        "SELECT sha256, size FROM artifacts ORDER BY verified_at IS NOT NULL, verified_at,"
+        " fetched_at LIMIT 1"
+    ).fetchone()
+
+
+def set_verified(conn: sqlite3.Connection, sha256: str, now: float) -> None:
+    with transaction(conn):
+        conn.execute("UPDATE artifacts SET verified_at = ? WHERE sha256 = ?", (now, sha256))
+
+
+def drop_blob(conn: sqlite3.Connection, sha256: str) -> list[Artifact]:
+    """Remove every artifact row naming a blob (found bad); returns what was removed."""
+    with transaction(conn):
+        rows = conn.execute(
+            f"SELECT {_ARTIFACT_COLUMNS} FROM artifacts WHERE sha256 = ?", (sha256,)
+        ).fetchall()
+        conn.execute("DELETE FROM artifacts WHERE sha256 = ?", (sha256,))
+    return [_artifact(row) for row in rows]
 
 
 def delete_miss(conn: sqlite3.Connection, key: str) -> bool:

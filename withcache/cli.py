@@ -14,8 +14,8 @@ import time
 from dataclasses import asdict
 
 from withcache import catalog as cat
-from withcache.cache import import_file
-from withcache.keys import InvalidURL
+from withcache.cache import delete_unreferenced, import_file
+from withcache.keys import InvalidURL, cache_key
 from withcache.sizes import format_size
 from withcache.store import Store
 
@@ -93,6 +93,105 @@ def _cmd_jobs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _key(url: str, keep_query: bool) -> str:
+    try:
+        return cache_key(url, keep_query=keep_query)
+    except InvalidURL as e:
+        raise SystemExit(f"withcache-admin: {e}") from None
+
+
+def _cmd_rm(args: argparse.Namespace) -> int:
+    store, conn = _open(args.data_dir)
+    try:
+        key = _key(args.url, args.keep_query)
+        existed = cat.get_artifact(conn, key) is not None
+        freed = cat.delete_artifact(conn, key)
+        if freed:
+            delete_unreferenced(conn, store, [freed])
+    finally:
+        conn.close()
+    print(f"{'removed' if existed else 'not cached'}: {key}")
+    return 0 if existed else 1
+
+
+def _cmd_pin(args: argparse.Namespace) -> int:
+    _store, conn = _open(args.data_dir)
+    try:
+        key = _key(args.url, args.keep_query)
+        changed = cat.set_pinned(conn, key, args.command == "pin")
+    finally:
+        conn.close()
+    print(f"{args.command}ned: {key}" if changed else f"not cached: {key}")
+    return 0 if changed else 1
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    """Re-hash every blob the catalog names; quarantine the bad ones and drop their rows."""
+    store, conn = _open(args.data_dir)
+    bad = 0
+    try:
+        blobs = dict(conn.execute("SELECT sha256, size FROM artifacts GROUP BY sha256"))
+        for sha256, size in sorted(blobs.items()):
+            if store.verify(sha256, size):
+                cat.set_verified(conn, sha256, time.time())
+                continue
+            bad += 1
+            moved = store.quarantine(sha256)
+            for artifact in cat.drop_blob(conn, sha256):
+                print(f"BAD  {sha256[:12]}  {artifact.key}  -> {moved or 'missing'}")
+    finally:
+        conn.close()
+    print(f"{len(blobs) - bad} blobs ok, {bad} bad")
+    return 1 if bad else 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    _store, conn = _open(args.data_dir)
+    try:
+        artifacts = cat.list_artifacts(conn)
+    finally:
+        conn.close()
+    with open(args.out, "w", encoding="utf-8") as out:
+        for artifact in artifacts:
+            out.write(json.dumps(asdict(artifact), sort_keys=True) + "\n")
+    print(f"exported {len(artifacts)} artifacts to {args.out}")
+    return 0
+
+
+def _cmd_import_catalog(args: argparse.Namespace) -> int:
+    """Rows from an export, for blobs present here or copied (and re-hashed) from another dir."""
+    os.makedirs(args.data_dir, exist_ok=True)
+    store, conn = _open(args.data_dir)
+    source = Store(args.blobs_from) if args.blobs_from else None
+    imported = skipped = 0
+    try:
+        with open(args.file, encoding="utf-8") as f:
+            rows = [cat.Artifact(**json.loads(line)) for line in f if line.strip()]
+        for artifact in rows:
+            ingest = None
+            if not store.verify(artifact.sha256, artifact.size):
+                if source is None or not source.exists(artifact.sha256):
+                    print(f"skipped (no blob): {artifact.key}")
+                    skipped += 1
+                    continue
+                ingest = store.import_file(source.path_for(artifact.sha256))
+                if ingest.blob.sha256 != artifact.sha256:
+                    ingest.close()
+                    print(f"skipped (blob does not match its digest): {artifact.key}")
+                    skipped += 1
+                    continue
+            try:
+                cat.put_artifact(conn, artifact)
+            finally:
+                if ingest is not None:
+                    ingest.close()
+            imported += 1
+    finally:
+        conn.close()
+    print(f"imported {imported} artifacts, skipped {skipped}")
+    return 1 if skipped else 0
+
+
 def admin_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="withcache-admin", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -115,7 +214,29 @@ def admin_parser() -> argparse.ArgumentParser:
     jobs.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
     jobs.set_defaults(func=_cmd_jobs)
 
-    for sub in (imp, ls, jobs):
+    rm = commands.add_parser("rm", help="remove an artifact (by its origin URL or key)")
+    pin = commands.add_parser("pin", help="never evict this artifact to make room")
+    unpin = commands.add_parser("unpin", help="let this artifact be evicted again")
+    for sub, func in ((rm, _cmd_rm), (pin, _cmd_pin), (unpin, _cmd_pin)):
+        sub.add_argument("url", help="the origin URL (or the cache key)")
+        sub.add_argument("--keep-query", action="store_true", help="key with the query")
+        sub.set_defaults(func=func)
+
+    verify = commands.add_parser("verify", help="re-hash every blob; quarantine mismatches")
+    verify.set_defaults(func=_cmd_verify)
+
+    export = commands.add_parser("export", help="write the artifact catalog as JSON lines")
+    export.add_argument("out", help="the file to write")
+    export.set_defaults(func=_cmd_export)
+
+    imp_cat = commands.add_parser(
+        "import-catalog", help="add the artifacts of an export (blobs copied with --blobs-from)"
+    )
+    imp_cat.add_argument("file", help="a file written by export")
+    imp_cat.add_argument("--blobs-from", help="the exporting host's data dir, to copy blobs from")
+    imp_cat.set_defaults(func=_cmd_import_catalog)
+
+    for sub in (imp, ls, jobs, rm, pin, unpin, verify, export, imp_cat):
         sub.add_argument("--data-dir", "-d", default="./data", help="the host's data dir")
     return parser
 

@@ -15,6 +15,7 @@ import hashlib
 import os
 import re
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -56,6 +57,7 @@ class Store:
     def __init__(self, data_dir: str):
         self.blobs_dir = os.path.join(data_dir, "blobs")
         self.tmp_dir = os.path.join(data_dir, "tmp")
+        self.quarantine_dir = os.path.join(data_dir, "quarantine")
         os.makedirs(self.blobs_dir, exist_ok=True)
         os.makedirs(self.tmp_dir, exist_ok=True)
 
@@ -92,16 +94,35 @@ class Store:
             return False
         return True
 
-    def verify(self, sha256: str) -> bool:
-        """Re-hash a blob; True when its bytes still match its name."""
+    def verify(
+        self, sha256: str, size: int | None = None, pace: Callable[[int], None] | None = None
+    ) -> bool:
+        """Re-hash a blob; True when its bytes (and size, if given) still match.
+
+        pace(n) is called after each chunk read, so a background scrub can slow itself down.
+        """
         h = hashlib.sha256()
         try:
             with open(self.path_for(sha256), "rb") as f:
+                if size is not None and os.fstat(f.fileno()).st_size != size:
+                    return False
                 while chunk := f.read(CHUNK):
                     h.update(chunk)
+                    if pace is not None:
+                        pace(len(chunk))
         except FileNotFoundError:
             return False
         return h.hexdigest() == sha256
+
+    def quarantine(self, sha256: str) -> str | None:
+        """Move a bad blob out of blobs/ (kept for a post-mortem); None if it was not there."""
+        os.makedirs(self.quarantine_dir, exist_ok=True)
+        target = os.path.join(self.quarantine_dir, f"{sha256}-{time.time_ns()}")
+        try:
+            os.rename(self.path_for(sha256), target)
+        except FileNotFoundError:
+            return None
+        return target
 
     def digests(self) -> Iterator[str]:
         """Every blob digest on disk."""

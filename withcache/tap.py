@@ -15,6 +15,7 @@ from withcache.cache import Cache, Settings
 from withcache.catalog import Catalog
 from withcache.fetcher import Fetcher, make_http_client
 from withcache.policy import OriginPolicy
+from withcache.scrub import Scrubber
 from withcache.sizes import parse_size
 from withcache.store import Store
 
@@ -43,6 +44,17 @@ class Options(usage.Options):
         self["max-size"] = 0
         self["port"] = None
         self["allow-host"] = []
+        self["scrub-interval"] = 60.0
+
+    def opt_scrub_interval(self, value: str) -> None:
+        """Seconds between background re-hashes of one blob (default 60; 0 turns it off)."""
+        try:
+            seconds = float(value)
+        except ValueError:
+            raise usage.UsageError(f"--scrub-interval: not a number: {value!r}") from None
+        if not seconds >= 0:
+            raise usage.UsageError(f"--scrub-interval: must be 0 or more, got {value}")
+        self["scrub-interval"] = seconds
 
     def opt_allow_host(self, glob: str) -> None:
         """Only auto-fetch misses for hosts matching GLOB (repeatable; e.g. '*.nvidia.com')."""
@@ -173,6 +185,8 @@ def makeService(options: Options) -> service.MultiService:
     )
     cache = Cache(store, catalog, settings, reactor=reactor, now=reactor.seconds, fetcher=fetcher)
     cache.setServiceParent(top)
+    if options["scrub-interval"]:
+        Scrubber(cache, options["scrub-interval"]).setServiceParent(top)
     web = ListeningService(
         endpoints.serverFromString(reactor, options["listen"]), build_site(cache)
     )

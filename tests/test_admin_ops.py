@@ -1,0 +1,132 @@
+"""withcache-admin rm, pin, verify, export/import-catalog; scrub and the read path's size check."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+from tests.support import start_host, tool, write_file
+
+
+def admin(*args):
+    return subprocess.run(
+        [tool("withcache-admin"), *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def seed(data: Path, tmp: Path, url: str, size: int, seed: int) -> str:
+    out = admin("import", "-d", str(data), url, str(write_file(tmp / f"src{seed}", size, seed)))
+    assert out.returncode == 0, out.stderr
+    return out.stdout.split()[0]
+
+
+def blob(data: Path, digest: str) -> Path:
+    return data / "blobs" / digest[:2] / digest[2:]
+
+
+def listed(data: Path) -> dict[str, dict]:
+    out = admin("ls", "--json", "-d", str(data))
+    return {row["key"]: row for row in map(json.loads, out.stdout.splitlines())}
+
+
+def flip_byte(path: Path, offset: int = 100) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0xFF
+    path.write_bytes(data)
+
+
+def test_rm_pin_and_unpin_by_origin_url(tmp_path):
+    data = tmp_path / "data"
+    digest = seed(data, tmp_path, "https://e.example.com/a.run", 1000, 1)
+    assert admin("pin", "-d", str(data), "HTTPS://E.example.com/a.run?x=1").returncode == 0
+    assert listed(data)["https://e.example.com/a.run"]["pinned"] is True
+    assert admin("unpin", "-d", str(data), "https://e.example.com/a.run").returncode == 0
+    assert listed(data)["https://e.example.com/a.run"]["pinned"] is False
+    out = admin("rm", "-d", str(data), "https://e.example.com/a.run")
+    assert out.returncode == 0 and "removed" in out.stdout
+    assert listed(data) == {} and not blob(data, digest).exists()
+    missing = admin("rm", "-d", str(data), "https://e.example.com/a.run")
+    assert missing.returncode == 1 and "not cached" in missing.stdout
+
+
+def test_verify_quarantines_a_flipped_byte_and_a_truncated_blob(tmp_path):
+    data = tmp_path / "data"
+    good = seed(data, tmp_path, "https://e.example.com/good", 5000, 1)
+    flipped = seed(data, tmp_path, "https://e.example.com/flipped", 5000, 2)
+    short = seed(data, tmp_path, "https://e.example.com/short", 5000, 3)
+    flip_byte(blob(data, flipped))
+    with open(blob(data, short), "r+b") as f:
+        f.truncate(4000)
+    out = admin("verify", "-d", str(data))
+    assert out.returncode == 1
+    assert "1 blobs ok, 2 bad" in out.stdout
+    assert set(listed(data)) == {"https://e.example.com/good"}
+    quarantined = {p.name.split("-")[0] for p in (data / "quarantine").iterdir()}
+    assert quarantined == {flipped, short}
+    assert blob(data, good).exists()
+    assert admin("verify", "-d", str(data)).returncode == 0
+
+
+def test_export_and_import_catalog_move_a_cache_between_hosts(tmp_path):
+    old, new = tmp_path / "old", tmp_path / "new"
+    digest = seed(old, tmp_path, "https://e.example.com/a", 3000, 1)
+    assert admin("pin", "-d", str(old), "https://e.example.com/a").returncode == 0
+    export = tmp_path / "catalog.jsonl"
+    assert admin("export", "-d", str(old), str(export)).returncode == 0
+    out = admin("import-catalog", "-d", str(new), str(export), "--blobs-from", str(old))
+    assert out.returncode == 0, out.stdout + out.stderr
+    row = listed(new)["https://e.example.com/a"]
+    assert (row["sha256"], row["pinned"]) == (digest, True)
+    assert blob(new, digest).read_bytes() == blob(old, digest).read_bytes()
+    without_blobs = admin("import-catalog", "-d", str(tmp_path / "empty"), str(export))
+    assert without_blobs.returncode == 1 and "skipped (no blob)" in without_blobs.stdout
+
+
+def test_a_running_host_never_serves_a_truncated_blob_and_scrub_catches_a_flip(tmp_path):
+    data = tmp_path / "data"
+    flipped = seed(data, tmp_path, "https://e.example.com/flipped", 200_000, 1)
+    short = seed(data, tmp_path, "https://e.example.com/short", 200_000, 2)
+    host = start_host(data, "--curate", "--scrub-interval", "3600")
+    try:
+        # The size check on the read path: a truncated blob is a miss at once.
+        with open(blob(data, short), "r+b") as f:
+            f.truncate(1000)
+        status, _ = host.get("/blob?url=https://e.example.com/short")
+        assert status == 404
+        host.wait_for_log(f"quarantined blob {short}")
+    finally:
+        host.stop()
+    flip_byte(blob(data, flipped))
+    host = start_host(data, "--curate", "--scrub-interval", "0.1")
+    try:
+        host.wait_for_log(f"quarantined blob {flipped}")
+        status, _ = host.get("/blob?url=https://e.example.com/flipped")
+        assert status == 404
+        assert listed(data) == {}
+        assert len(list((data / "quarantine").iterdir())) == 2
+    finally:
+        host.stop()
+
+
+def test_scrub_marks_good_blobs_verified(tmp_path):
+    import sqlite3
+
+    data = tmp_path / "data"
+    seed(data, tmp_path, "https://e.example.com/a", 10_000, 1)
+    host = start_host(data, "--curate", "--scrub-interval", "0.05")
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            conn = sqlite3.connect(data / "cache.db")
+            (verified,) = conn.execute("SELECT verified_at FROM artifacts").fetchone()
+            conn.close()
+            if verified is not None:
+                break
+            assert time.monotonic() < deadline, "the scrub never verified the blob"
+            time.sleep(0.05)
+        status, _ = host.get("/blob?url=https://e.example.com/a")
+        assert status == 200
+    finally:
+        host.stop()
