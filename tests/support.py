@@ -6,6 +6,7 @@ import base64
 import hashlib
 import json
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -126,7 +127,8 @@ def start_host(data_dir: Path, *args: str, timeout: float = 30.0) -> Host:
     except BaseException:
         host.stop(signal.SIGKILL)
         raise
-    host.url = f"http://127.0.0.1:{int(log.split(marker, 1)[1].split()[0])}"
+    port = re.search(re.escape(marker) + r"(\d+)", log).group(1)
+    host.url = f"http://127.0.0.1:{port}"
     return host
 
 
@@ -231,3 +233,28 @@ def write_file(path: Path, size: int, seed: int = 0) -> Path:
         for offset in range(0, size, 16 * MIB):
             f.write(payload(size, seed, offset, offset + 16 * MIB))
     return path
+
+
+class OriginProcess:
+    """tests/origin.py (the misbehaving Twisted origin) in a process of its own."""
+
+    def __init__(self):
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.origin"],
+            cwd=Path(__file__).resolve().parent.parent,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.base = f"http://127.0.0.1:{int(self.proc.stdout.readline())}"
+
+    def seen(self) -> list[dict]:
+        with urllib.request.urlopen(f"{self.base}/_requests", timeout=10) as r:
+            return json.loads(r.read())
+
+    def gets(self, path: str) -> int:
+        return sum(1 for s in self.seen() if s["method"] == "GET" and s["path"] == path)
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+        self.proc.stdout.close()

@@ -7,40 +7,19 @@ import json
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 
-from tests.support import Host, assert_clean_log, payload_sha256, start_host, tool
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-class OriginProcess:
-    def __init__(self):
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.origin"],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        self.base = f"http://127.0.0.1:{int(self.proc.stdout.readline())}"
-
-    def seen(self) -> list[dict]:
-        with urllib.request.urlopen(f"{self.base}/_requests", timeout=10) as r:
-            return json.loads(r.read())
-
-    def gets(self, path: str) -> int:
-        return sum(1 for s in self.seen() if s["method"] == "GET" and s["path"] == path)
-
-    def stop(self):
-        self.proc.terminate()
-        self.proc.wait(timeout=10)
-        self.proc.stdout.close()
+from tests.support import (
+    Host,
+    OriginProcess,
+    assert_clean_log,
+    payload_sha256,
+    start_host,
+    tool,
+)
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from twisted.internet import defer
 
 from withcache import catalog as cat
 from withcache._log import make_logger
+from withcache.logs import redact_url
 
 log = make_logger()
 
@@ -92,7 +93,7 @@ class DownloadManager(service.Service):
         except BaseException:
             del self._active[key]
             raise
-        log.info("job {id} queued: {url} ({source})", id=job.id, url=url, source=source)
+        log.info("job {id} queued: {url} ({source})", id=job.id, url=redact_url(url), source=source)
         self._start(job)
         return job
 
@@ -139,7 +140,7 @@ class DownloadManager(service.Service):
     async def _run(self, job: Job) -> None:
         job.state, job.started_at = RUNNING, self._now()
         await self.catalog.run(cat.update_job, job.row())
-        log.info("job {id} running: {url}", id=job.id, url=job.url)
+        log.info("job {id} running: {url}", id=job.id, url=redact_url(job.url), state=RUNNING)
         fill = defer.ensureDeferred(self._fill(job))
         # Cancelling now cancels the fill itself (dropping its connection), not this bookkeeping.
         job.in_flight = fill
@@ -174,7 +175,7 @@ class DownloadManager(service.Service):
             "job {id} {state}: {url}{why}",
             id=job.id,
             state=state,
-            url=job.url,
+            url=redact_url(job.url),
             why=f" ({error})" if error else "",
         )
         try:

@@ -33,6 +33,7 @@ from zope.interface import implementer
 
 import withcache
 from withcache._log import make_logger
+from withcache.logs import redact_url
 from withcache.policy import OriginPolicy, RefusedOrigin
 from withcache.store import Ingest
 
@@ -263,7 +264,7 @@ class Fetcher:
                 log.info(
                     "fill of {url} attempt {attempt} failed ({reason}); next in {delay:.1f}s"
                     " from byte {offset}",
-                    url=url,
+                    url=redact_url(url),
                     attempt=attempt,
                     reason=reason,
                     delay=delay,

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import netrc
 import os
+import sys
 
 from twisted.application import service, strports
 from twisted.internet import endpoints
 from twisted.internet.testing import MemoryReactor
+from twisted.logger import ILogObserver
 from twisted.python import usage
 
 from withcache._log import make_logger
 from withcache.cache import Cache, Settings
 from withcache.catalog import Catalog
 from withcache.fetcher import Fetcher, make_http_client
+from withcache.logs import json_observer
 from withcache.policy import OriginPolicy
 from withcache.scrub import Scrubber
 from withcache.sizes import parse_size
@@ -35,6 +38,7 @@ class Options(usage.Options):
         ["data-dir", "d", "./data", "Directory for cache.db, blobs/ and tmp/ (created)."],
         ["listen", "l", "tcp:3000", "Twisted endpoint string to serve HTTP on."],
         ["netrc", None, None, "Origin credentials (netrc format); default <data-dir>/netrc."],
+        ["log-format", None, "text", "text (twistd's own) or json (one object per line)."],
     ]
 
     def __init__(self):
@@ -94,6 +98,8 @@ class Options(usage.Options):
         if not self["data-dir"]:
             raise usage.UsageError("--data-dir: must not be empty")
         self["credentials"] = _load_netrc(self["netrc"], self["data-dir"])
+        if self["log-format"] not in ("text", "json"):
+            raise usage.UsageError(f"--log-format: text or json, not {self['log-format']!r}")
 
     def settings(self) -> Settings:
         return Settings(
@@ -164,6 +170,21 @@ class ListeningService(strports.StreamServerEndpointService):
         return port
 
 
+class WithcacheService(service.MultiService):
+    """The host's services; in JSON mode it gives twistd's application a JSON log observer.
+
+    twistd starts logging after makeService, using the application's ILogObserver component
+    when there is one; this is the hook that lets a plugin choose its log format.
+    """
+
+    log_observer = None
+
+    def setServiceParent(self, parent):
+        super().setServiceParent(parent)
+        if self.log_observer is not None and hasattr(parent, "setComponent"):
+            parent.setComponent(ILogObserver, self.log_observer)
+
+
 def makeService(options: Options) -> service.MultiService:
     from twisted.internet import reactor
 
@@ -173,7 +194,9 @@ def makeService(options: Options) -> service.MultiService:
     os.makedirs(data_dir, exist_ok=True)
     settings = options.settings()
 
-    top = service.MultiService()
+    top = WithcacheService()
+    if options["log-format"] == "json":
+        top.log_observer = json_observer(sys.stdout)
     store = Store(data_dir)
     catalog = Catalog(os.path.join(data_dir, "cache.db"), reactor)
     catalog.setServiceParent(top)

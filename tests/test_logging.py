@@ -1,0 +1,42 @@
+"""--log-format json: every line parses, requests and job transitions are events, no secrets."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+from tests.support import OriginProcess, start_host
+
+
+def test_json_logs_parse_and_never_contain_secrets(tmp_path):
+    origin = OriginProcess()
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "netrc").write_text("machine 127.0.0.1 login lab password s3cretpw\n")
+    host = start_host(data, "--allow-private", "--log-format", "json")
+    try:
+        url = f"{origin.base}/f/5000/1/driver.run?X-Amz-Signature=SIGSECRET"
+        subprocess.run(
+            ["curl", "-sS", "-o", "/dev/null", "-H", "Authorization: Bearer TOPSECRET",
+             "-b", "session=COOKIESECRET", host.blob_url(url)],
+            check=True, timeout=60,
+        )  # fmt: skip
+        host.wait_for_log("completed")
+        status, _ = host.get(f"/blob?url={url}")
+        assert status == 200
+        # The fill sent the host's own credentials to the origin (and only those).
+        (seen,) = [s for s in origin.seen() if s["path"] == "/f/5000/1/driver.run"]
+        assert seen["authorization"] == "Basic bGFiOnMzY3JldHB3"
+    finally:
+        host.stop()
+        origin.stop()
+    lines = host.log().splitlines()
+    events = [json.loads(line) for line in lines]
+    assert all({"time", "level", "namespace", "message"} <= e.keys() for e in events)
+    requests = [e for e in events if e.get("method") in ("GET", "HEAD")]
+    assert {(e["path"], e["status"]) for e in requests} >= {("/b/…/file", 404), ("/blob", 200)}
+    states = [e["state"] for e in events if "state" in e and "id" in e]
+    assert states == ["running", "completed"]
+    text = "\n".join(lines)
+    for secret in ("SIGSECRET", "TOPSECRET", "COOKIESECRET", "s3cretpw", "bGFiOnMzY3JldHB3"):
+        assert secret not in text
