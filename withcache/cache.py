@@ -139,7 +139,7 @@ class Cache(service.MultiService):
         if self.fetcher is None:
             raise RuntimeError("this host has no fetcher")
         ingest = self.store.ingest()
-        syncing = _BackgroundSync(ingest)
+        syncing = _BackgroundSync(ingest, self._in_thread)
         fetched = self.metrics.fetched_bytes
 
         def progress(done: int, total: int | None) -> None:
@@ -152,7 +152,7 @@ class Cache(service.MultiService):
             result = await self.fetcher.fetch(job.url, ingest, progress)
             job.committing = True
             await syncing.idle()
-            blob = await threads.deferToThread(ingest.commit, result.size)
+            blob = await self._in_thread(ingest.commit, result.size)
             artifact = cat.Artifact(
                 job.key, job.url, blob.sha256, blob.size, result.content_type, self._now()
             )
@@ -171,15 +171,17 @@ class Cache(service.MultiService):
             finally:
                 ingest.close()
 
+    def _in_thread(self, fn: Callable[..., Any], *args: Any) -> defer.Deferred:
+        """Blocking file work (fsync, rename, sweeps) on the given reactor's thread pool."""
+        return threads.deferToThreadPool(self._reactor, self._reactor.getThreadPool(), fn, *args)
+
     async def _delete_blobs(self, digests: list[str]) -> None:
         if digests:
             await self.catalog.run(delete_unreferenced, self.store, digests)
 
     async def quarantine(self, sha256: str, reason: str) -> list[cat.Artifact]:
         """Take a bad blob out of service: move it aside, drop its rows, fetch it again."""
-        moved = await threads.deferToThreadPool(
-            self._reactor, self._reactor.getThreadPool(), self.store.quarantine, sha256
-        )
+        moved = await self._in_thread(self.store.quarantine, sha256)
         dropped = await self.catalog.run(cat.drop_blob, sha256)
         log.warn(
             "quarantined blob {sha256} ({reason}) to {moved}; dropped {keys}",
@@ -260,9 +262,7 @@ class Cache(service.MultiService):
 
     async def recover(self) -> None:
         """Sweep what a crash can leave behind, then resume the fills it interrupted."""
-        swept = await threads.deferToThreadPool(
-            self._reactor, self._reactor.getThreadPool(), self.store.sweep_tmp
-        )
+        swept = await self._in_thread(self.store.sweep_tmp)
         # On the database thread, so each blob is checked against the catalog under its lock.
         orphans = await self.catalog.run(
             lambda conn: self.store.sweep_orphans(partial(cat.referenced, conn))
@@ -287,13 +287,14 @@ class _BackgroundSync:
 
     SYNC_EVERY = 64 << 20
 
-    def __init__(self, ingest: Ingest):
+    def __init__(self, ingest: Ingest, in_thread: Callable[..., defer.Deferred]):
         self._ingest = ingest
+        self._in_thread = in_thread
         self._running: defer.Deferred | None = None
 
     def maybe_start(self) -> None:
         if self._running is None and self._ingest.unsynced >= self.SYNC_EVERY:
-            self._running = threads.deferToThread(self._ingest.sync)
+            self._running = self._in_thread(self._ingest.sync)
             self._running.addBoth(self._done)
 
     def _done(self, result):
