@@ -1,0 +1,696 @@
+//! withcache-shim: the native curl/wget shim. Same contract as the Python shim's plan()
+//! (shimsrc/withcache_shim): decide from the arguments whether the command line is a plain
+//! download, probe the cache-host with the real tool for each URL, rewrite the hits to their
+//! cache URLs, then execve the real tool. The basename of argv[0] picks the tool.
+//!
+//! Only raw Linux syscalls are used (no libc, no std.Io), so the binary is small, static,
+//! and starts in well under a millisecond.
+const std = @import("std");
+const linux = std.os.linux;
+const mem = std.mem;
+const T = @import("tables.zig");
+const u = @import("text.zig");
+
+const Tool = enum { curl, wget };
+const Str = []const u8;
+const Alloc = mem.Allocator;
+
+var arena_state: std.heap.ArenaAllocator = undefined;
+var envp: [*:null]const ?[*:0]const u8 = undefined;
+
+pub fn main(init: std.process.Init.Minimal) u8 {
+    arena_state = std.heap.ArenaAllocator.init(std.heap.page_allocator);
+    const gpa = arena_state.allocator();
+    const argv = init.args.vector;
+    envp = init.environ.block.slice.ptr;
+    run(gpa, argv) catch die(1, "withcache-shim: out of memory", "", "");
+    return 1;
+}
+
+fn run(gpa: Alloc, argv: []const [*:0]const u8) !void {
+    if (argv.len == 0) die(2, usage, "", "");
+    const argv0 = mem.span(argv[0]);
+    var first: usize = 1;
+    const tool = toolOf(basename(argv0)) orelse blk: {
+        // `withcache-shim curl ARGS...` works too, as `python -m withcache_shim curl` does.
+        if (argv.len > 1) if (toolOf(mem.span(argv[1]))) |t| {
+            if (mem.eql(u8, mem.span(argv[1]), @tagName(t))) {
+                first = 2;
+                break :blk t;
+            }
+        };
+        die(2, usage, "", "");
+    };
+    const args = try gpa.alloc(Str, argv.len - first);
+    for (args, argv[first..]) |*a, p| a.* = mem.span(p);
+
+    const real = findRealTool(gpa, tool, argv0) catch |err| switch (err) {
+        error.NotFound => {
+            const name = if (tool == .curl) "curlwithcache: " else "wgetwithcache: ";
+            const override = getenv(if (tool == .curl) "REAL_CURL" else "REAL_WGET") orelse "";
+            if (override.len > 0) {
+                const v = if (tool == .curl) "REAL_CURL=" else "REAL_WGET=";
+                const what = try mem.concat(gpa, u8, &.{ v, override, " is not a runnable ", @tagName(tool) });
+                die(127, name, what, "");
+            }
+            die(127, name, "no real ", if (tool == .curl) "curl found on PATH" else "wget found on PATH");
+        },
+        else => |e| return e,
+    };
+
+    // The final argv: the real tool's path, then the user's arguments (hits rewritten below).
+    const out = try gpa.allocSentinel(?[*:0]const u8, args.len + 1, null);
+    out[0] = real.ptr;
+    for (argv[first..], 1..) |p, i| out[i] = p;
+
+    if (pickServer(gpa, tool)) |server| {
+        const urls = try findUrls(gpa, tool, args, server);
+        for (urls) |index| {
+            const target = try cacheUrl(gpa, server, args[index]);
+            const answer = probe(gpa, tool, real, target);
+            if (answer == .hit) {
+                out[index + 1] = target.ptr;
+            } else if (answer != .miss) {
+                break; // an unreachable host will not answer the next probe either
+            }
+        }
+    } else |err| switch (err) {
+        error.NoServer => {},
+        else => |e| return e,
+    }
+
+    const rc = linux.execve(real.ptr, out.ptr, envp);
+    const name = if (tool == .curl) "curlwithcache: cannot run " else "wgetwithcache: cannot run ";
+    const why = try mem.concat(gpa, u8, &.{ ": ", strerror(linux.errno(rc)) });
+    die(126, name, real, why);
+}
+
+const usage = "usage: withcache-shim curl|wget [ARGS...] (or run it as curl, curlwithcache, wget or wgetwithcache)";
+
+fn toolOf(name: Str) ?Tool {
+    if (mem.eql(u8, name, "curl") or mem.eql(u8, name, "curlwithcache")) return .curl;
+    if (mem.eql(u8, name, "wget") or mem.eql(u8, name, "wgetwithcache")) return .wget;
+    return null;
+}
+
+fn die(code: u8, a: Str, b: Str, c: Str) noreturn {
+    if (a.len > 0) {
+        for ([_]Str{ a, b, c, "\n" }) |part| writeAll(2, part);
+    }
+    linux.exit_group(code);
+}
+
+fn writeAll(fd: i32, data: Str) void {
+    var rest = data;
+    while (rest.len > 0) {
+        const rc = linux.write(fd, rest.ptr, rest.len);
+        switch (linux.errno(rc)) {
+            .SUCCESS => rest = rest[rc..],
+            .INTR => {},
+            else => return,
+        }
+    }
+}
+
+fn strerror(e: linux.E) Str {
+    return switch (e) {
+        .ACCES => "Permission denied",
+        .NOENT => "No such file or directory",
+        .NOEXEC => "Exec format error",
+        .@"2BIG" => "Argument list too long",
+        .NOMEM => "Cannot allocate memory",
+        .TXTBSY => "Text file busy",
+        .LOOP => "Too many levels of symbolic links",
+        .NOTDIR => "Not a directory",
+        .ISDIR => "Is a directory",
+        .NAMETOOLONG => "File name too long",
+        .PERM => "Operation not permitted",
+        else => "Unknown error",
+    };
+}
+
+// --- environment -------------------------------------------------------------------------
+
+/// The first `NAME=` entry, as os.environ keeps it.
+fn getenv(name: Str) ?Str {
+    var i: usize = 0;
+    while (envp[i]) |entry| : (i += 1) {
+        const e = mem.span(entry);
+        if (e.len > name.len and e[name.len] == '=' and mem.eql(u8, e[0..name.len], name))
+            return e[name.len + 1 ..];
+    }
+    return null;
+}
+
+/// realtool.pick_server: `$<TOOL>WITHCACHE_SERVER` beats `$WITHCACHE_SERVER`, empty is unset,
+/// `host:port` means http, a scheme other than http(s) counts as unset.
+fn pickServer(gpa: Alloc, tool: Tool) !Str {
+    const names = [2]Str{ if (tool == .curl) "CURLWITHCACHE_SERVER" else "WGETWITHCACHE_SERVER", "WITHCACHE_SERVER" };
+    var value: Str = "";
+    for (names) |name| {
+        value = u.strip(getenv(name) orelse "");
+        if (value.len > 0) break;
+    }
+    if (value.len == 0) return error.NoServer;
+    if (mem.find(u8, value, "://") == null) value = try mem.concat(gpa, u8, &.{ "http://", value });
+    const head = value[0..mem.find(u8, value, "://").?];
+    if (!u.eqlLower(head, "http") and !u.eqlLower(head, "https")) return error.NoServer;
+    return mem.trimEnd(u8, value, "/");
+}
+
+// --- the real tool -------------------------------------------------------------------------
+
+/// realtool.find_real_tool: `$REAL_<TOOL>` or the first `<tool>` on PATH that is not this
+/// shim (by real path, compared with /proc/self/exe) nor a file named like a shim.
+fn findRealTool(gpa: Alloc, tool: Tool, argv0: Str) ![:0]const u8 {
+    const path = getenv("PATH") orelse "/bin:/usr/bin";
+    const me = try selfExe(gpa, argv0, path);
+    const override = getenv(if (tool == .curl) "REAL_CURL" else "REAL_WGET") orelse "";
+    const name = if (override.len > 0) override else @tagName(tool);
+    if (mem.indexOfScalar(u8, name, '/') != null) {
+        const c = try gpa.dupeSentinel(u8, name, 0);
+        if (try acceptable(gpa, c, me)) return c;
+        return error.NotFound;
+    }
+    var dirs = mem.splitScalar(u8, path, ':');
+    while (dirs.next()) |d| {
+        const c = try join(gpa, if (d.len == 0) "." else d, name);
+        if (try acceptable(gpa, c, me)) return c;
+    }
+    return error.NotFound;
+}
+
+fn acceptable(gpa: Alloc, candidate: [:0]const u8, me: Str) !bool {
+    if (!isExecutableFile(candidate)) return false;
+    const target = try realpath(gpa, candidate);
+    if (mem.eql(u8, target, me)) return false;
+    for (T.shim_names) |shim| if (mem.eql(u8, basename(target), shim)) return false;
+    return true;
+}
+
+fn selfExe(gpa: Alloc, argv0: Str, path: Str) !Str {
+    var buf: [4096]u8 = undefined;
+    const rc = linux.readlink("/proc/self/exe", &buf, buf.len);
+    if (linux.errno(rc) == .SUCCESS and rc < buf.len and rc > 0 and buf[0] == '/')
+        return try gpa.dupe(u8, buf[0..rc]);
+    // No /proc: resolve argv[0] as the Python shim does (a bare name was found on PATH).
+    if (mem.indexOfScalar(u8, argv0, '/') != null) return realpath(gpa, try gpa.dupeSentinel(u8, argv0, 0));
+    var dirs = mem.splitScalar(u8, path, ':');
+    while (dirs.next()) |d| {
+        const c = try join(gpa, if (d.len == 0) "." else d, argv0);
+        if (isExecutableFile(c)) return realpath(gpa, c);
+    }
+    return "";
+}
+
+fn isExecutableFile(p: [:0]const u8) bool {
+    var st: linux.Statx = undefined;
+    const rc = linux.statx(linux.AT.FDCWD, p.ptr, 0, .{ .TYPE = true }, &st);
+    if (linux.errno(rc) != .SUCCESS) return false;
+    if (st.mode & linux.S.IFMT != linux.S.IFREG) return false;
+    return linux.errno(linux.access(p.ptr, linux.X_OK)) == .SUCCESS;
+}
+
+/// os.path.join for a name without a slash.
+fn join(gpa: Alloc, dir: Str, name: Str) ![:0]const u8 {
+    const sep: Str = if (dir.len > 0 and dir[dir.len - 1] == '/') "" else "/";
+    return mem.concatWithSentinel(gpa, u8, &.{ dir, sep, name }, 0);
+}
+
+fn basename(p: Str) Str {
+    const cut = mem.lastIndexOfScalar(u8, p, '/') orelse return p;
+    return p[cut + 1 ..];
+}
+
+/// os.path.realpath (non-strict): resolve every symlink, component by component.
+fn realpath(gpa: Alloc, p: Str) !Str {
+    var out: std.ArrayList(u8) = .empty; // the resolved prefix, "" for "/"
+    var pending: Str = p;
+    if (p.len == 0 or p[0] != '/') {
+        var cwd: [4096]u8 = undefined;
+        const rc = linux.getcwd(&cwd, cwd.len);
+        if (linux.errno(rc) != .SUCCESS) return p;
+        const n = mem.indexOfScalar(u8, &cwd, 0) orelse return p;
+        pending = try mem.concat(gpa, u8, &.{ cwd[0..n], "/", p });
+    }
+    var hops: usize = 0;
+    while (pending.len > 0) {
+        const slash = mem.indexOfScalar(u8, pending, '/') orelse pending.len;
+        const part = pending[0..slash];
+        pending = if (slash < pending.len) pending[slash + 1 ..] else "";
+        if (part.len == 0 or mem.eql(u8, part, ".")) continue;
+        if (mem.eql(u8, part, "..")) {
+            const cut = mem.lastIndexOfScalar(u8, out.items, '/') orelse 0;
+            out.shrinkRetainingCapacity(cut);
+            continue;
+        }
+        const before = out.items.len;
+        try out.append(gpa, '/');
+        try out.appendSlice(gpa, part);
+        const z = try gpa.dupeSentinel(u8, out.items, 0);
+        var buf: [4096]u8 = undefined;
+        const rc = linux.readlink(z.ptr, &buf, buf.len);
+        if (linux.errno(rc) != .SUCCESS) continue; // not a link (or missing): keep the name
+        hops += 1;
+        if (hops > 40) {
+            try out.append(gpa, '/');
+            try out.appendSlice(gpa, pending);
+            break;
+        }
+        const link = buf[0..rc];
+        if (link.len > 0 and link[0] == '/') {
+            out.shrinkRetainingCapacity(0);
+        } else {
+            out.shrinkRetainingCapacity(before);
+        }
+        pending = try mem.concat(gpa, u8, &.{ link, "/", pending });
+    }
+    if (out.items.len == 0) return "/";
+    return out.items;
+}
+
+// --- probing -------------------------------------------------------------------------------
+
+const Answer = enum { hit, miss, unreachable_host };
+
+/// probe.probe: a HEAD request with the real tool, stdio on /dev/null; its exit code is the
+/// answer (0 hit, curl 22 / wget 8 miss, anything else unreachable).
+fn probe(gpa: Alloc, tool: Tool, real: [:0]const u8, target: [:0]const u8) Answer {
+    const extra: []const Str = if (tool == .curl) &T.curl_probe_args else &T.wget_probe_args;
+    const av = gpa.allocSentinel(?[*:0]const u8, extra.len + 2, null) catch return .unreachable_host;
+    av[0] = real.ptr;
+    for (extra, 1..) |a, i| av[i] = (gpa.dupeSentinel(u8, a, 0) catch return .unreachable_host).ptr;
+    av[extra.len + 1] = target.ptr;
+
+    const pid = linux.fork();
+    if (linux.errno(pid) != .SUCCESS) return .unreachable_host;
+    if (pid == 0) {
+        const rd = linux.open("/dev/null", .{ .ACCMODE = .RDONLY }, 0);
+        const wr = linux.open("/dev/null", .{ .ACCMODE = .WRONLY }, 0);
+        if (linux.errno(rd) != .SUCCESS or linux.errno(wr) != .SUCCESS) linux.exit_group(127);
+        _ = linux.dup2(@intCast(rd), 0);
+        _ = linux.dup2(@intCast(wr), 1);
+        _ = linux.dup2(@intCast(wr), 2);
+        _ = linux.execve(real.ptr, av.ptr, envp);
+        linux.exit_group(127);
+    }
+    var status: i32 = 0;
+    while (true) {
+        const rc = linux.wait4(@intCast(pid), &status, 0, null);
+        switch (linux.errno(rc)) {
+            .SUCCESS => break,
+            .INTR => continue,
+            else => return .unreachable_host,
+        }
+    }
+    const s: u32 = @bitCast(status);
+    if (!linux.W.IFEXITED(s)) return .unreachable_host;
+    const code = linux.W.EXITSTATUS(s);
+    if (code == 0) return .hit;
+    const miss: u8 = if (tool == .curl) T.curl_miss_code else T.wget_miss_code;
+    if (code == miss) return .miss;
+    return .unreachable_host;
+}
+
+// --- rules.find_urls ---------------------------------------------------------------------
+
+const Opt = struct { name: Str, value: ?Str, on: bool, segment: usize };
+const Url = struct { index: usize, segment: usize };
+const Scan = struct {
+    opts: std.ArrayList(Opt) = .empty,
+    urls: std.ArrayList(Url) = .empty,
+};
+
+/// The argument indexes to probe, or none when the command line must pass through.
+fn findUrls(gpa: Alloc, tool: Tool, args: []const Str, server: Str) ![]const usize {
+    var scan: Scan = .{};
+    const ok = switch (tool) {
+        .curl => try scanCurl(gpa, args, &scan),
+        .wget => try scanWget(gpa, args, getenv("POSIXLY_CORRECT") != null, &scan),
+    };
+    if (!ok) return &.{};
+    const pass = switch (tool) {
+        .curl => curlPass(scan, args, server),
+        .wget => wgetPass(scan, args),
+    };
+    if (pass) return &.{};
+    var out: std.ArrayList(usize) = .empty;
+    for (scan.urls.items) |url| {
+        const skip = switch (tool) {
+            .curl => curlSkip(scan, args[url.index], server),
+            .wget => wgetSkip(scan, args[url.index], server),
+        };
+        if (!skip) try out.append(gpa, url.index);
+    }
+    return out.items;
+}
+
+fn inList(list: []const Str, word: Str) bool {
+    for (list) |w| if (mem.eql(u8, w, word)) return true;
+    return false;
+}
+
+fn curlKind(name: Str) ?T.CurlKind {
+    for (T.curl_long) |e| if (mem.eql(u8, e.name, name)) return e.kind;
+    return null;
+}
+
+fn wgetKind(name: Str) ?T.WgetKind {
+    for (T.wget_long) |e| if (mem.eql(u8, e.name, name)) return e.kind;
+    return null;
+}
+
+/// argscan.scan_curl; false when the scan fails (the command line passes through).
+fn scanCurl(gpa: Alloc, args: []const Str, scan: *Scan) !bool {
+    var segment: usize = 0;
+    var options_end = false;
+    var i: usize = 0;
+    const n = args.len;
+    while (i < n) {
+        const arg = args[i];
+        i += 1;
+        if (options_end or arg.len == 0 or arg[0] != '-') {
+            try scan.urls.append(gpa, .{ .index = i - 1, .segment = segment });
+            continue;
+        }
+        if (mem.eql(u8, arg, "--")) {
+            options_end = true;
+            continue;
+        }
+        if (mem.startsWith(u8, arg, "--")) {
+            const word = arg[2..];
+            var name = word;
+            var kind: T.CurlKind = undefined;
+            var on = true;
+            if (curlKind(word)) |k| {
+                kind = k;
+            } else if (mem.startsWith(u8, word, "no-") and curlKind(word[3..]) == .bool) {
+                name = word[3..];
+                kind = .bool;
+                on = false;
+            } else if (mem.startsWith(u8, word, T.curl_expand_prefix) and
+                curlKind(word[T.curl_expand_prefix.len..]) == .value)
+            {
+                kind = .value;
+            } else return false;
+            var value: ?Str = null;
+            if (kind == .value) {
+                if (i >= n) return false;
+                value = args[i];
+                if (mem.eql(u8, name, "url")) try scan.urls.append(gpa, .{ .index = i, .segment = segment });
+                i += 1;
+            }
+            try scan.opts.append(gpa, .{ .name = name, .value = value, .on = on, .segment = segment });
+            if (mem.eql(u8, name, "next")) segment += 1;
+            continue;
+        }
+        if (mem.eql(u8, arg, "-")) return false;
+        var j: usize = 1;
+        while (j < arg.len) : (j += 1) {
+            const name = curlShort(arg[j]) orelse return false;
+            if (curlKind(name) == .value) {
+                var value = arg[j + 1 ..];
+                if (value.len == 0) {
+                    if (i >= n) return false;
+                    value = args[i];
+                    i += 1;
+                }
+                try scan.opts.append(gpa, .{ .name = name, .value = value, .on = true, .segment = segment });
+                break;
+            }
+            try scan.opts.append(gpa, .{ .name = name, .value = null, .on = true, .segment = segment });
+            if (mem.eql(u8, name, "next")) segment += 1;
+        }
+    }
+    return true;
+}
+
+fn curlShort(letter: u8) ?Str {
+    for (T.curl_short) |e| if (e.letter == letter) return e.name;
+    return null;
+}
+
+/// argscan.scan_wget: GNU getopt_long, permuting unless POSIXLY_CORRECT is set.
+fn scanWget(gpa: Alloc, args: []const Str, posixly_correct: bool, scan: *Scan) !bool {
+    var options_end = false;
+    var i: usize = 0;
+    const n = args.len;
+    while (i < n) {
+        const arg = args[i];
+        i += 1;
+        if (options_end or arg.len == 0 or arg[0] != '-' or mem.eql(u8, arg, "-")) {
+            try scan.urls.append(gpa, .{ .index = i - 1, .segment = 0 });
+            options_end = options_end or posixly_correct;
+            continue;
+        }
+        if (mem.eql(u8, arg, "--")) {
+            options_end = true;
+            continue;
+        }
+        if (mem.startsWith(u8, arg, "--")) {
+            const rest = arg[2..];
+            const eq = mem.indexOfScalar(u8, rest, '=');
+            const name = if (eq) |e| rest[0..e] else rest;
+            var attached: ?Str = if (eq) |e| rest[e + 1 ..] else null;
+            const kind = wgetKind(name) orelse return false;
+            switch (kind) {
+                .flag => {
+                    if (eq != null) return false;
+                    try scan.opts.append(gpa, .{ .name = name, .value = null, .on = true, .segment = 0 });
+                },
+                .optional => try scan.opts.append(gpa, .{ .name = name, .value = attached, .on = wgetOn(attached), .segment = 0 }),
+                .value => {
+                    if (attached == null) {
+                        if (i >= n) return false;
+                        attached = args[i];
+                        i += 1;
+                    }
+                    try scan.opts.append(gpa, .{ .name = name, .value = attached, .on = true, .segment = 0 });
+                },
+            }
+            continue;
+        }
+        var j: usize = 1;
+        while (j < arg.len) : (j += 1) {
+            const entry = wgetShort(arg[j]) orelse return false;
+            if (entry.value) {
+                var value = arg[j + 1 ..];
+                if (value.len == 0) {
+                    if (i >= n) return false;
+                    value = args[i];
+                    i += 1;
+                }
+                try scan.opts.append(gpa, .{ .name = entry.name, .value = value, .on = true, .segment = 0 });
+                break;
+            }
+            try scan.opts.append(gpa, .{ .name = entry.name, .value = null, .on = true, .segment = 0 });
+        }
+    }
+    return true;
+}
+
+fn wgetShort(letter: u8) ?T.WgetShort {
+    for (T.wget_short) |e| if (e.letter == letter) return e;
+    return null;
+}
+
+fn wgetOn(value: ?Str) bool {
+    const v = value orelse return true;
+    return !(u.eqlLower(v, "off") or u.eqlLower(v, "no") or mem.eql(u8, v, "0"));
+}
+
+fn commonUrlPass(scan: Scan, args: []const Str) bool {
+    if (scan.urls.items.len == 0) return true;
+    for (scan.urls.items) |url| {
+        const s = args[url.index];
+        if (!isHttp(s) or mem.indexOfScalar(u8, authority(s), '@') != null) return true;
+    }
+    return false;
+}
+
+fn curlPass(scan: Scan, args: []const Str, server: Str) bool {
+    for (scan.opts.items) |opt| {
+        if (opt.on and inList(&T.curl_pass, opt.name)) return true;
+        if (mem.startsWith(u8, opt.name, "expand-")) return true;
+        if (mem.eql(u8, opt.name, "request") and !inList(&T.plain_methods, opt.value orelse "\x00"))
+            return true;
+        if (mem.eql(u8, opt.name, "header") and secretHeader(opt.value)) return true;
+    }
+    if (!curlProtoAllows(scan.opts.items, scheme(server))) return true;
+    if (commonUrlPass(scan, args)) return true;
+    for (scan.urls.items) |url| {
+        if (mem.indexOfAny(u8, args[url.index], "[]{}") == null) continue;
+        var globoff = false;
+        for (scan.opts.items) |opt| {
+            if (opt.segment == url.segment and mem.eql(u8, opt.name, "globoff")) globoff = opt.on;
+        }
+        if (!globoff) return true;
+    }
+    return false;
+}
+
+fn curlSkip(scan: Scan, url: Str, server: Str) bool {
+    if (onServer(url, server)) return true;
+    for (scan.opts.items) |opt| {
+        if (opt.on and (mem.eql(u8, opt.name, "remote-name") or mem.eql(u8, opt.name, "remote-name-all")))
+            return lastSegment(url).len == 0;
+    }
+    return false;
+}
+
+fn wgetPass(scan: Scan, args: []const Str) bool {
+    for (scan.opts.items) |opt| {
+        if (opt.on and inList(&T.wget_pass, opt.name)) return true;
+        if (mem.eql(u8, opt.name, "method")) {
+            const v = opt.value orelse "";
+            var plain = false;
+            for (T.plain_methods) |m| plain = plain or u.eqlUpper(v, m);
+            if (!plain) return true;
+        }
+        if (mem.eql(u8, opt.name, "header") and secretHeader(opt.value)) return true;
+    }
+    return commonUrlPass(scan, args);
+}
+
+fn wgetSkip(scan: Scan, url: Str, server: Str) bool {
+    if (onServer(url, server)) return true;
+    for (scan.opts.items) |opt| if (mem.eql(u8, opt.name, "output-document")) return false;
+    return hasQuery(url) or lastSegment(url).len == 0;
+}
+
+/// rules._secret_header: read from a file (@), or any line names a credential/cookie/Host.
+fn secretHeader(value: ?Str) bool {
+    const v = value orelse return false;
+    if (v.len == 0) return false;
+    if (v[0] == '@') return true;
+    var lines = u.Lines{ .rest = v };
+    while (lines.next()) |line| {
+        var name = line;
+        if (mem.indexOfScalar(u8, name, ':')) |c| name = name[0..c];
+        if (mem.indexOfScalar(u8, name, ';')) |c| name = name[0..c];
+        name = u.strip(name);
+        for (T.secret_headers) |h| if (u.eqlLowerUnicode(name, h)) return true;
+    }
+    return false;
+}
+
+/// rules._curl_proto_allows: both readings of repeated --proto must allow the scheme.
+fn curlProtoAllows(opts: []const Opt, s: Str) bool {
+    var fresh = true;
+    var cumulative = true;
+    for (opts) |opt| {
+        if (!mem.eql(u8, opt.name, "proto")) continue;
+        const spec = opt.value orelse continue;
+        fresh = applyProto(true, spec, s) orelse return false;
+        cumulative = applyProto(cumulative, spec, s) orelse return false;
+    }
+    return fresh and cumulative;
+}
+
+fn applyProto(start: bool, spec: Str, s: Str) ?bool {
+    var allowed = start;
+    var tokens = mem.splitScalar(u8, spec, ',');
+    while (tokens.next()) |tok| {
+        if (tok.len == 0) continue;
+        var token = tok;
+        var action: u8 = '+';
+        while (token.len > 0) {
+            const first = u.firstChar(token);
+            if (u.isAlnum(first.cp)) break;
+            if (token[0] != '+' and token[0] != '-' and token[0] != '=') return null;
+            action = token[0];
+            token = token[1..];
+        }
+        if (token.len == 0) return null;
+        if (u.eqlLower(token, "all") or (s.len > 0 and u.eqlLower(token, s))) {
+            allowed = action != '-';
+        } else if (action == '=') {
+            allowed = false;
+        }
+    }
+    return allowed;
+}
+
+// --- urls ----------------------------------------------------------------------------------
+
+fn afterScheme(url: Str) ?Str {
+    const i = mem.find(u8, url, "://") orelse return null;
+    return url[i + 3 ..];
+}
+
+/// urls.scheme: the scheme as written ('' for none); compare it case-insensitively.
+fn scheme(url: Str) Str {
+    const i = mem.find(u8, url, "://") orelse return "";
+    const head = url[0..i];
+    if (!u.allAlnum(head)) return "";
+    return head;
+}
+
+fn authority(url: Str) Str {
+    const rest = afterScheme(url) orelse return "";
+    const cut = mem.indexOfAny(u8, rest, "/?#") orelse rest.len;
+    return rest[0..cut];
+}
+
+fn isHttp(url: Str) bool {
+    const s = scheme(url);
+    return (u.eqlLower(s, "http") or u.eqlLower(s, "https")) and authority(url).len > 0;
+}
+
+fn lastSegment(url: Str) Str {
+    var rest = afterScheme(url) orelse "";
+    if (mem.indexOfScalar(u8, rest, '#')) |h| rest = rest[0..h];
+    const cut = mem.indexOfAny(u8, rest, "/?") orelse rest.len;
+    var path = rest[cut..];
+    if (mem.indexOfScalar(u8, path, '?')) |q| path = path[0..q];
+    const seg = path[(if (mem.lastIndexOfScalar(u8, path, '/')) |s| s + 1 else 0)..];
+    if (mem.eql(u8, seg, ".") or mem.eql(u8, seg, "..")) return "";
+    return seg;
+}
+
+fn hasQuery(url: Str) bool {
+    const end = mem.indexOfScalar(u8, url, '#') orelse url.len;
+    return mem.indexOfScalar(u8, url[0..end], '?') != null;
+}
+
+fn onServer(url: Str, server: Str) bool {
+    const server_scheme = server[0 .. mem.find(u8, server, "://") orelse server.len];
+    const s = scheme(url);
+    // Python compares the url's lower-cased scheme with the server's.
+    if (!u.eqlLowerBoth(s, server_scheme)) return false;
+    return u.eqlLowerBoth(authority(url), authority(server));
+}
+
+const segment_safe = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~!$&'()*+,;=:@";
+
+/// urls.cache_url: <server>/b/<unpadded url-safe base64 of the URL>/<quoted basename>.
+fn cacheUrl(gpa: Alloc, server: Str, url: Str) ![:0]const u8 {
+    var out: std.ArrayList(u8) = .empty;
+    try out.appendSlice(gpa, server);
+    try out.appendSlice(gpa, "/b/");
+    const enc = std.base64.url_safe_no_pad.Encoder;
+    const start = out.items.len;
+    try out.resize(gpa, start + enc.calcSize(url.len));
+    _ = enc.encode(out.items[start..], url);
+    try out.append(gpa, '/');
+    const seg = lastSegment(url);
+    if (seg.len == 0) try out.appendSlice(gpa, "download");
+    var i: usize = 0;
+    while (i < seg.len) : (i += 1) {
+        const c = seg[i];
+        if (mem.indexOfScalar(u8, segment_safe, c) != null) {
+            try out.append(gpa, c);
+        } else if (c == '%' and i + 2 < seg.len and isHex(seg[i + 1]) and isHex(seg[i + 2])) {
+            try out.appendSlice(gpa, seg[i .. i + 3]);
+            i += 2;
+        } else {
+            const hex = "0123456789ABCDEF";
+            try out.appendSlice(gpa, &.{ '%', hex[c >> 4], hex[c & 15] });
+        }
+    }
+    return out.toOwnedSliceSentinel(gpa, 0);
+}
+
+fn isHex(c: u8) bool {
+    return std.ascii.isHex(c);
+}

@@ -1,0 +1,219 @@
+"""Differential: the native shim picks the same real tool and execs the same argv as plan().
+
+The native binary runs for real, as `curl`/`wget` (a symlink) first on PATH, with fake real
+tools behind it. A fake tool called as a probe (recognised by probe_command()'s exact
+arguments) logs the cache URL and exits with the scripted code: 0 for a hit, curl 22 / wget 8
+for a miss, curl 7 / wget 4 for unreachable. Called any other way it prints its path and
+arguments, NUL-separated: that is the final exec. plan() (explain()) runs in this process on
+the same argv, environment and answers; the real tool, the final argv and the probed URLs, in
+order, must all be equal.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from native_support import (
+    MISS_CODE,
+    UNREACHABLE_CODE,
+    link_shim,
+    make_fake_tool,
+    make_tool,
+    native_bin,  # noqa: F401 - a fixture
+)
+from test_plan_cases import ROWS
+from test_plan_properties import tools_and_args
+from withcache_shim.plan import RealToolNotFound, explain
+
+ANSWERS = ("hit", "miss", "unreachable")
+SERVER = "cache.lab:3000"
+
+
+@dataclass
+class Rig:
+    root: Path
+    shim_dir: Path
+    fake_dir: Path
+    log: Path
+
+
+@pytest.fixture(scope="module")
+def rig(tmp_path_factory, native_bin) -> Rig:  # noqa: F811
+    root = tmp_path_factory.mktemp("native-diff")
+    rig = Rig(root, root / "shim", root / "fake", root / "probes.log")
+    for tool in ("curl", "wget"):
+        link_shim(rig.shim_dir, tool, native_bin)
+        link_shim(rig.shim_dir, f"{tool}withcache", native_bin)
+        make_fake_tool(rig.fake_dir, tool)
+    return rig
+
+
+def code_for(tool: str, answer: str) -> int:
+    return {"hit": 0, "miss": MISS_CODE[tool], "unreachable": UNREACHABLE_CODE[tool]}[answer]
+
+
+def compare(
+    rig: Rig,
+    tool: str,
+    args: list[str],
+    answer: str,
+    env: dict[str, str] | None = None,
+    shim: Path | None = None,
+    lead: list[str] | None = None,
+) -> None:
+    """Run the native shim and plan() on the same inputs; assert the same outcome."""
+    rig.log.write_text("")
+    if env is None:
+        env = {"PATH": f"{rig.shim_dir}:{rig.fake_dir}", "WITHCACHE_SERVER": SERVER}
+    env = {**env, "FAKE_LOG": str(rig.log), "FAKE_PROBE_CODE": str(code_for(tool, answer))}
+    shim = shim or rig.shim_dir / tool
+    lead = lead or []
+    done = subprocess.run(
+        [str(shim), *lead, *args],
+        env=env,
+        cwd=rig.root,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=30,
+    )
+    asked: list[str] = []
+
+    def probe(real: str, probed_tool: str, target: str) -> str:
+        asked.append(target)
+        return answer
+
+    try:
+        want = explain(tool, [str(shim), *args], env, probe)
+    except RealToolNotFound as exc:
+        assert (done.returncode, done.stdout) == (127, b""), done
+        assert done.stderr.decode() == f"{tool}withcache: {exc}\n"
+        return
+    assert done.returncode == 0, done.stderr
+    got = done.stdout.split(b"\0")[:-1]
+    assert got == [os.fsencode(word) for word in want.argv], want.reason
+    assert rig.log.read_text().splitlines() == asked
+
+
+# --- the plan() table ----------------------------------------------------------------------
+
+CASES = [(tool, line) for tool, line, _probes in ROWS]
+
+
+def test_the_differential_table_is_large() -> None:
+    assert len(CASES) >= 150
+
+
+@pytest.mark.parametrize("answer", ANSWERS)
+@pytest.mark.parametrize(("tool", "line"), CASES, ids=[f"{t}:{c}" for t, c in CASES])
+def test_table(rig, tool, line, answer) -> None:
+    args = [w[1:] if w.startswith("^") else w for w in shlex.split(line)]
+    compare(rig, tool, args, answer)
+
+
+# --- hypothesis: command lines drawn from the option tables --------------------------------
+
+
+def _passable(case) -> bool:
+    _tool, args = case
+    return all("\x00" not in a for a in args)
+
+
+@settings(
+    max_examples=250,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.filter_too_much],
+)
+@given(tools_and_args.filter(_passable), st.booleans())
+def test_generated(rig, case, posixly_correct) -> None:
+    tool, args = case
+    env = {"PATH": f"{rig.shim_dir}:{rig.fake_dir}", "WITHCACHE_SERVER": SERVER}
+    if posixly_correct:
+        env["POSIXLY_CORRECT"] = "1"
+    for answer in ANSWERS:
+        compare(rig, tool, args, answer, env)
+
+
+# --- environment: servers, real-tool selection, invocation names ----------------------------
+
+LINES = {
+    "curl": ["-fsSLO https://v.example/a.tar", "-o x http://CACHE.lab:3000/a https://v.example/b"],
+    "wget": ["-q https://v.example/a.tar", "-qO- https://v.example/a.tar?x=1 http://v.example/b"],
+}
+SERVERS = [
+    {"WITHCACHE_SERVER": "cache.lab:3000"},
+    {"WITHCACHE_SERVER": "http://cache.lab:3000/"},
+    {"WITHCACHE_SERVER": " \thttps://Cache.Lab:3000// \n"},
+    {"WITHCACHE_SERVER": "\u00a0http://cache.lab:3000\u3000"},
+    {"WITHCACHE_SERVER": "ftp://cache.lab"},
+    {"WITHCACHE_SERVER": ""},
+    {"WITHCACHE_SERVER": "   "},
+    {"WITHCACHE_SERVER": "HTTP://cache.lab:3000"},
+    {"WITHCACHE_SERVER": "other:1", "CURLWITHCACHE_SERVER": "curl-cache:2"},
+    {"WITHCACHE_SERVER": "other:1", "WGETWITHCACHE_SERVER": "wget-cache:2"},
+    {"WITHCACHE_SERVER": "other:1", "CURLWITHCACHE_SERVER": " ", "WGETWITHCACHE_SERVER": ""},
+    {"CURLWITHCACHE_SERVER": "ftp://x", "WITHCACHE_SERVER": "other:1"},
+    {},
+]
+
+
+@pytest.mark.parametrize("answer", ANSWERS)
+@pytest.mark.parametrize("servers", SERVERS, ids=[repr(s) for s in SERVERS])
+@pytest.mark.parametrize("tool", ["curl", "wget"])
+def test_servers(rig, tool, servers, answer) -> None:
+    env = {"PATH": f"{rig.shim_dir}:{rig.fake_dir}", **servers}
+    for line in LINES[tool]:
+        compare(rig, tool, shlex.split(line), answer, env)
+
+
+@pytest.mark.parametrize("tool", ["curl", "wget"])
+def test_real_tool_selection(rig, tool, tmp_path) -> None:
+    fake = rig.fake_dir / tool
+    line = shlex.split(LINES[tool][0])
+    base = {"PATH": f"{rig.shim_dir}:{rig.fake_dir}", "WITHCACHE_SERVER": SERVER}
+    override = f"REAL_{tool.upper()}"
+    # A file resolving to a shim's name is skipped, as is this binary itself.
+    named = make_tool(tmp_path / "named", f"{tool}withcache")
+    link_shim(tmp_path / "decoy", tool, named)
+    for env in [
+        {**base, override: str(fake)},
+        {**base, override: tool},  # a bare name is searched on PATH
+        {**base, override: str(tmp_path / "missing")},
+        {**base, "PATH": str(rig.shim_dir)},  # only the shim itself: exit 127
+        {**base, "PATH": f"{tmp_path / 'decoy'}:{rig.shim_dir}:{rig.fake_dir}"},
+        {**base, "PATH": f":{rig.shim_dir}::{rig.fake_dir}"},  # empty entries mean "."
+        {**base, "PATH": f"/nonexistent:{rig.fake_dir}/"},
+    ]:
+        for answer in ANSWERS:
+            compare(rig, tool, line, answer, env)
+
+
+@pytest.mark.parametrize("tool", ["curl", "wget"])
+def test_invocation_names(rig, tool, native_bin) -> None:  # noqa: F811
+    line = shlex.split(LINES[tool][0])
+    for answer in ANSWERS:
+        compare(rig, tool, line, answer, shim=rig.shim_dir / f"{tool}withcache")
+        # The binary under its own name takes the tool as its first argument.
+        compare(rig, tool, line, answer, shim=native_bin, lead=[tool])
+
+
+def test_an_unknown_name_is_a_usage_error(native_bin) -> None:  # noqa: F811
+    done = subprocess.run([str(native_bin), "ls"], capture_output=True, timeout=30)
+    assert done.returncode == 2
+    assert done.stderr.startswith(b"usage: withcache-shim curl|wget")
+
+
+def test_an_unrunnable_real_tool_exits_126(tmp_path, native_bin) -> None:  # noqa: F811
+    bad = tmp_path / "curl"
+    bad.write_bytes(b"\x7fELF not really")
+    bad.chmod(0o755)
+    env = {"PATH": "/nonexistent", "REAL_CURL": str(bad)}
+    done = subprocess.run([str(native_bin), "curl", "-V"], env=env, capture_output=True)
+    assert done.returncode == 126
+    assert done.stderr.decode() == f"curlwithcache: cannot run {bad}: Exec format error\n"

@@ -1,0 +1,177 @@
+"""End to end: the native shim in front of the real curl and wget, the real cache-host, a local
+origin. The same scenarios as tests/shim/test_shim_e2e.py; nothing leaves 127.0.0.1.
+
+The cache holds different bytes from the origin for the same URL, so every download shows
+where it came from; the origin counts the requests it gets.
+"""
+
+from __future__ import annotations
+
+import socket
+import sqlite3
+from pathlib import Path
+
+import pytest
+from native_support import clean_env, link_shim, make_tool, run_native
+from native_support import native_bin as native_bin  # a fixture
+
+pytestmark = pytest.mark.e2e
+
+REAL = {"curl": "/usr/bin/curl", "wget": "/usr/bin/wget"}
+CACHED = b"cached bytes " * 80
+FRESH = b"origin bytes " * 80
+
+
+@pytest.fixture
+def work(tmp_path) -> Path:
+    directory = tmp_path / "work"
+    directory.mkdir()
+    return directory
+
+
+@pytest.fixture
+def shim(tmp_path, native_bin):
+    """`shim("curl")`: the native binary installed as curlwithcache (not on PATH)."""
+    directory = tmp_path / "shimbin"
+    return lambda tool: link_shim(directory, f"{tool}withcache", native_bin)
+
+
+def env_for(work: Path, server: str | None, **extra: str) -> dict[str, str]:
+    env = clean_env(PATH="/usr/bin:/bin", HOME=str(work), **extra)
+    if server is not None:
+        env["WITHCACHE_SERVER"] = server
+    return env
+
+
+def seeded(host, origin, name: str) -> str:
+    url = origin.put(name, FRESH)
+    blob = host.data_dir.parent / "seed.bin"
+    blob.write_bytes(CACHED)
+    host.seed(url, blob)
+    return url
+
+
+def misses(host) -> dict[str, int]:
+    db = sqlite3.connect(f"file:{host.data_dir / 'cache.db'}?mode=ro", uri=True)
+    try:
+        return dict(db.execute("SELECT url, count FROM misses"))
+    finally:
+        db.close()
+
+
+def path_of(url: str) -> str:
+    return "/" + url.split("/", 3)[3]
+
+
+def test_curl_hit_is_served_by_the_cache(host, origin, work, shim):
+    url = seeded(host, origin, "pkg/tool-1.0.tar.gz")
+    done = run_native(shim("curl"), ["-fsS", "-O", url], env_for(work, host.url), cwd=work)
+    assert done.returncode == 0, done.stderr
+    assert (done.stdout, done.stderr) == (b"", b"")
+    assert (work / "tool-1.0.tar.gz").read_bytes() == CACHED
+    assert origin.requests == []
+
+
+def test_wget_hit_is_served_by_the_cache(host, origin, work, shim):
+    url = seeded(host, origin, "pkg/driver-2.run")
+    done = run_native(shim("wget"), ["-q", url], env_for(work, host.url), cwd=work)
+    assert done.returncode == 0, done.stderr
+    assert (work / "driver-2.run").read_bytes() == CACHED
+    assert origin.requests == []
+
+
+def test_vendor_style_lines_hit(host, origin, work, shim):
+    url = seeded(host, origin, "rocm/amdgpu-install_6.0.60002-1_all.deb")
+    env = env_for(work, host.url)
+    assert run_native(shim("curl"), ["-fsSLo", "a.deb", url], env, cwd=work).returncode == 0
+    out = run_native(shim("wget"), ["-qO-", url], env, cwd=work)
+    assert (work / "a.deb").read_bytes() == out.stdout == CACHED
+    assert origin.requests == []
+
+
+@pytest.mark.parametrize("tool", ["curl", "wget"])
+def test_a_miss_goes_to_the_origin_and_the_host_records_it(host, origin, work, shim, tool):
+    url = origin.put(f"pkg/new-{tool}.tar.gz", FRESH)
+    args = ["-fsS", "-O", url] if tool == "curl" else ["-q", url]
+    done = run_native(shim(tool), args, env_for(work, host.url), cwd=work)
+    assert done.returncode == 0, done.stderr
+    assert (work / f"new-{tool}.tar.gz").read_bytes() == FRESH
+    assert origin.count(path_of(url), "GET") >= 1
+    assert misses(host) == {url: 1}
+
+
+def test_one_curl_command_mixes_a_hit_and_a_miss(host, origin, work, shim):
+    hit = seeded(host, origin, "pkg/a.bin")
+    miss = origin.put("pkg/b.bin", FRESH)
+    args = ["-fsS", "-o", "a", hit, "-o", "b", miss]
+    assert run_native(shim("curl"), args, env_for(work, host.url), cwd=work).returncode == 0
+    assert (work / "a").read_bytes() == CACHED
+    assert (work / "b").read_bytes() == FRESH
+    assert origin.count("/pkg/a.bin") == 0
+
+
+def test_a_failing_origin_keeps_the_tools_own_exit_status(host, origin, work, shim):
+    gone = origin.url + "/pkg/missing.tar"
+    env = env_for(work, host.url)
+    assert run_native(shim("curl"), ["-fsS", "-o", "x", gone], env, cwd=work).returncode == 22
+    assert run_native(shim("wget"), ["-q", gone], env, cwd=work).returncode == 8
+
+
+def test_pass_through_commands_never_reach_the_host(host, origin, work, shim):
+    url = seeded(host, origin, "pkg/c.bin")
+    env = env_for(work, host.url)
+    curl_args = ["-fsS", "-o", "c", "-H", "Cookie: a=b", url]
+    assert run_native(shim("curl"), curl_args, env, cwd=work).returncode == 0
+    wget_args = ["-q", "--user=u", "--password=p", url]
+    assert run_native(shim("wget"), wget_args, env, cwd=work).returncode == 0
+    assert (work / "c").read_bytes() == (work / "c.bin").read_bytes() == FRESH
+    assert origin.count("/pkg/c.bin", "GET") == 2
+    assert misses(host) == {}
+
+
+@pytest.mark.parametrize("tool", ["curl", "wget"])
+def test_a_host_that_refuses_connections_means_plain_behaviour(origin, work, shim, tool):
+    url = origin.put("pkg/d.bin", FRESH)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    with sock:
+        server = f"127.0.0.1:{sock.getsockname()[1]}"
+        args = ["-fsS", "-O", url] if tool == "curl" else ["-q", url]
+        done = run_native(shim(tool), args, env_for(work, server), cwd=work)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == b""
+    assert (work / "d.bin").read_bytes() == FRESH
+
+
+@pytest.mark.parametrize("tool", ["curl", "wget"])
+def test_without_a_server_there_is_no_probe_at_all(host, origin, work, shim, tool):
+    url = seeded(host, origin, f"pkg/e-{tool}.bin")
+    log = work / "calls.log"
+    wrapper = make_tool(work / "bin", tool, f'echo "$*" >> {log}\nexec {REAL[tool]} "$@"')
+    env = env_for(work, None, REAL_CURL=str(wrapper), REAL_WGET=str(wrapper))
+    args = ["-fsS", "-O", url] if tool == "curl" else ["-q", url]
+    assert run_native(shim(tool), args, env, cwd=work).returncode == 0
+    assert log.read_text().splitlines() == [" ".join(args)]
+    assert (work / f"e-{tool}.bin").read_bytes() == FRESH
+    assert misses(host) == {}
+    log.unlink()
+    (work / f"e-{tool}.bin").unlink()
+    env["WITHCACHE_SERVER"] = host.url
+    assert run_native(shim(tool), args, env, cwd=work).returncode == 0
+    assert len(log.read_text().splitlines()) == 2
+    assert (work / f"e-{tool}.bin").read_bytes() == CACHED
+
+
+@pytest.mark.parametrize("tool", ["curl", "wget"])
+def test_installed_as_the_tool_itself_first_on_path(host, origin, work, native_bin, tool):
+    """`curl -> withcache-shim` ahead of the real curl on PATH: it skips itself and hits."""
+    url = seeded(host, origin, f"pkg/f-{tool}.bin")
+    shim_dir = work / "shimdir"
+    link_shim(shim_dir, tool, native_bin)
+    env = env_for(work, host.url)
+    env["PATH"] = f"{shim_dir}:/usr/bin:/bin"
+    args = ["-fsS", "-O", url] if tool == "curl" else ["-q", url]
+    done = run_native(shim_dir / tool, args, env, cwd=work)
+    assert done.returncode == 0, done.stderr
+    assert (work / f"f-{tool}.bin").read_bytes() == CACHED
+    assert origin.requests == []
