@@ -124,10 +124,10 @@ def start_host(data_dir: Path, *args: str, timeout: float = 30.0) -> Host:
     marker = "withcache listening on 127.0.0.1:"
     try:
         log = host.wait_for_log(marker, timeout)
+        port = re.search(re.escape(marker) + r"(\d+)", log).group(1)
     except BaseException:
         host.stop(signal.SIGKILL)
         raise
-    port = re.search(re.escape(marker) + r"(\d+)", log).group(1)
     host.url = f"http://127.0.0.1:{port}"
     return host
 
