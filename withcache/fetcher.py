@@ -41,6 +41,7 @@ log = make_logger()
 
 USER_AGENT = f"withcache/{withcache.__version__}".encode()
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
+RECV_SIZE = 1 << 20
 _CONTENT_RANGE = re.compile(rb"\Abytes (\d+)-(\d+)/(\d+|\*)\Z")
 
 Resolver = Callable[[str, int], Awaitable[list[str]]]
@@ -111,7 +112,13 @@ class _CheckedEndpoint:
             endpoint = endpoint_type(f.reactor, address, self._port, timeout=f.connect_timeout)
             if self._scheme == "https":
                 endpoint = wrapClientTLS(optionsForClientTLS(self._host), endpoint)
-            return await endpoint.connect(protocol_factory)
+            protocol = await endpoint.connect(protocol_factory)
+            transport = getattr(protocol, "transport", None)
+            # Bodies are big: read up to 1 MiB per recv() instead of Twisted's 64 KiB, which
+            # cuts the per-chunk work (callbacks, hashing calls, writes) by up to 16x.
+            if transport is not None and hasattr(transport, "bufferSize"):
+                transport.bufferSize = RECV_SIZE
+            return protocol
         raise refusal or FetchError(f"{self._host} has no addresses")
 
 
