@@ -292,3 +292,31 @@ async def test_a_long_fill_is_written_back_in_the_background_as_it_goes(
         assert sum(1 for n in synced if 0 < n < 2000000) >= 3
 
     await stopped_after(host_factory(), body)
+
+
+@pytest_twisted.ensureDeferred
+async def test_scrub_quarantines_a_bad_blob_and_refills_it_in_auto_mode(origin, host_factory):
+    from withcache.scrub import Scrubber
+
+    async def body(host):
+        url = f"{origin.base}/f/300000/15/fw.bin"
+        job = await host.cache.add(url)
+        assert (await host.finished(job)).state == "completed"
+        (artifact,) = await host.cache.artifacts()
+        path = host.store.path_for(artifact.sha256)
+        with open(path, "r+b") as f:  # same size, one byte flipped: only a re-hash can tell
+            f.seek(1000)
+            f.write(b"\x00" if f.read(1) != b"\x00" else b"\x01")
+        scrubber = Scrubber(host.cache, interval=3600, rate=1 << 30)
+        assert await scrubber.verify_next() == artifact.sha256
+        assert await host.cache.artifacts() == []
+        assert os.listdir(host.store.quarantine_dir)
+        refill = host.cache.downloads.active(artifact.key)
+        assert refill is not None and refill.source == "refill"
+        assert (await host.finished(refill)).state == "completed"
+        again = await host.cache.lookup(url, count_hit=True)
+        assert again.artifact.sha256 == payload_sha256(300000, 15)
+        assert await scrubber.verify_next() is None  # the refilled blob is good
+        assert origin.gets("/f/300000/15/fw.bin") == 2
+
+    await stopped_after(host_factory(), body)
