@@ -205,9 +205,10 @@ class Nginx:
         return [self.pid, *children(self.pid)]
 
 
-def start_nginx(ws: Workspace, root: Path) -> Nginx:
+def start_nginx(ws: Workspace, root: Path, access_log: Path | None = None) -> Nginx:
     """nginx in the foreground serving files under root read-only, tuned as a static peer:
-    sendfile + tcp_nopush, no access log, one worker per core."""
+    sendfile + tcp_nopush, one worker per core, and no access log unless one is asked for
+    (a line per request, `METHOD URI STATUS BYTES`, e.g. to count an origin's GETs)."""
     nginx = system_tool("nginx", "apt-get install nginx-light")
     conf_dir = ws.root / "nginx"
     conf_dir.mkdir()
@@ -231,8 +232,13 @@ def start_nginx(ws: Workspace, root: Path) -> Nginx:
         "    default_type application/octet-stream;\n"
         "    sendfile on;\n"
         "    tcp_nopush on;\n"
-        "    access_log off;\n"
-        f"{temp_paths}"
+        + (
+            "    log_format bench '$request_method $uri $status $body_bytes_sent';\n"
+            f"    access_log {access_log} bench;\n"
+            if access_log
+            else "    access_log off;\n"
+        )
+        + f"{temp_paths}"
         "    server {\n"
         f"        listen 127.0.0.1:{port};\n"
         f"        root {root};\n"

@@ -57,10 +57,10 @@ from _common import (
     REPO,
     BenchError,
     Workspace,
-    free_port,
     median,
     raise_on_sigterm,
     read_through,
+    start_nginx,
     stop_process,
     system_tool,
     token,
@@ -138,59 +138,9 @@ def make_origin_file(path: Path, size: int) -> str:
 
 def start_origin(ws: Workspace, root: Path) -> Origin:
     """nginx as a fast static origin (sendfile), logging each request so GETs can be counted."""
-    nginx = system_tool("nginx", "apt-get install nginx-light")
-    conf_dir = ws.root / "nginx"
-    conf_dir.mkdir()
-    port = free_port()
-    version = subprocess.run([nginx, "-V"], capture_output=True, text=True).stderr
-    # Each compiled-in module wants its temp dir; the packaged defaults are under /var/lib.
-    temp_paths = "".join(
-        f"    {name.replace('-', '_')}_temp_path {conf_dir / name};\n"
-        for name in re.findall(r"--http-([a-z-]+)-temp-path=", version)
-    )
-    # Workers of a root master drop to `nobody`, which cannot enter a 0700 mkdtemp dir.
-    user = "user root;\n" if os.geteuid() == 0 else ""
-    access_log = conf_dir / "access.log"
-    conf = conf_dir / "nginx.conf"
-    conf.write_text(
-        f"{user}daemon off;\n"
-        "worker_processes auto;\n"
-        f"pid {conf_dir / 'nginx.pid'};\n"
-        f"error_log {conf_dir / 'error.log'} warn;\n"
-        "events { worker_connections 1024; }\n"
-        "http {\n"
-        "    default_type application/octet-stream;\n"
-        "    sendfile on;\n"
-        "    tcp_nopush on;\n"
-        "    log_format bench '$request_method $uri $status $body_bytes_sent';\n"
-        # Unbuffered: a line per request, on disk once the response is finished.
-        f"    access_log {access_log} bench;\n"
-        f"{temp_paths}"
-        "    server {\n"
-        f"        listen 127.0.0.1:{port};\n"
-        f"        root {root};\n"
-        "    }\n"
-        "}\n"
-    )
-    proc = ws.spawn(
-        [nginx, "-p", str(conf_dir), "-e", str(conf_dir / "error.log"), "-c", str(conf)],
-        log=conf_dir / "stdout.log",
-    )
-    deadline = time.monotonic() + 20
-    while True:
-        if proc.poll() is not None:
-            errors = (conf_dir / "error.log").read_text(errors="replace")
-            raise BenchError(f"nginx exited {proc.returncode}:\n{errors[-2000:]}")
-        result = subprocess.run(
-            ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", f"http://127.0.0.1:{port}/"],
-            capture_output=True,
-            text=True,
-        )
-        if result.stdout not in ("", "000"):
-            return Origin(proc, port, access_log)
-        if time.monotonic() > deadline:
-            raise BenchError("nginx did not start listening")
-        time.sleep(POLL)
+    access_log = ws.root / "origin-access.log"
+    nginx = start_nginx(ws, root, access_log=access_log)
+    return Origin(nginx.proc, nginx.port, access_log)
 
 
 def start_host(ws: Workspace, run_dir: Path) -> Host:

@@ -191,6 +191,15 @@ class _Sender:
             self.pending.cancel()
 
 
+def listen_in_process(reactor):
+    """(resource, listening port) of an origin on 127.0.0.1 in this process; resource.base is
+    its URL."""
+    res = OriginResource(reactor)
+    port = reactor.listenTCP(0, server.Site(res), interface="127.0.0.1")
+    res.base = f"http://127.0.0.1:{port.getHost().port}"
+    return res, port
+
+
 def main() -> None:
     """Serve on 127.0.0.1 (port from argv, default ephemeral) and print the port."""
     from twisted.internet import reactor

@@ -28,6 +28,22 @@ def tool(name: str) -> str:
     return str(path)
 
 
+def admin_json(data_dir: Path, command: str) -> list[dict]:
+    """The rows `withcache-admin <command> --json` prints for a data dir."""
+    out = subprocess.run(
+        [tool("withcache-admin"), command, "--json", "--data-dir", str(data_dir)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    return [json.loads(line) for line in out.stdout.splitlines()]
+
+
+def artifacts_by_key(data_dir: Path) -> dict[str, dict]:
+    return {row["key"]: row for row in admin_json(data_dir, "ls")}
+
+
 def token(url: str) -> str:
     return base64.urlsafe_b64encode(url.encode()).rstrip(b"=").decode()
 

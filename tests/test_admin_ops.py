@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import time
 from pathlib import Path
 
-from tests.support import start_host, tool, write_file
+from tests.support import artifacts_by_key, start_host, tool, write_file
 
 
 def admin(*args):
@@ -26,11 +25,6 @@ def blob(data: Path, digest: str) -> Path:
     return data / "blobs" / digest[:2] / digest[2:]
 
 
-def listed(data: Path) -> dict[str, dict]:
-    out = admin("ls", "--json", "-d", str(data))
-    return {row["key"]: row for row in map(json.loads, out.stdout.splitlines())}
-
-
 def flip_byte(path: Path, offset: int = 100) -> None:
     data = bytearray(path.read_bytes())
     data[offset] ^= 0xFF
@@ -41,12 +35,12 @@ def test_rm_pin_and_unpin_by_origin_url(tmp_path):
     data = tmp_path / "data"
     digest = seed(data, tmp_path, "https://e.example.com/a.run", 1000, 1)
     assert admin("pin", "-d", str(data), "HTTPS://E.example.com/a.run?x=1").returncode == 0
-    assert listed(data)["https://e.example.com/a.run"]["pinned"] is True
+    assert artifacts_by_key(data)["https://e.example.com/a.run"]["pinned"] is True
     assert admin("unpin", "-d", str(data), "https://e.example.com/a.run").returncode == 0
-    assert listed(data)["https://e.example.com/a.run"]["pinned"] is False
+    assert artifacts_by_key(data)["https://e.example.com/a.run"]["pinned"] is False
     out = admin("rm", "-d", str(data), "https://e.example.com/a.run")
     assert out.returncode == 0 and "removed" in out.stdout
-    assert listed(data) == {} and not blob(data, digest).exists()
+    assert artifacts_by_key(data) == {} and not blob(data, digest).exists()
     missing = admin("rm", "-d", str(data), "https://e.example.com/a.run")
     assert missing.returncode == 1 and "not cached" in missing.stdout
 
@@ -62,7 +56,7 @@ def test_verify_quarantines_a_flipped_byte_and_a_truncated_blob(tmp_path):
     out = admin("verify", "-d", str(data))
     assert out.returncode == 1
     assert "1 blobs ok, 2 bad" in out.stdout
-    assert set(listed(data)) == {"https://e.example.com/good"}
+    assert set(artifacts_by_key(data)) == {"https://e.example.com/good"}
     quarantined = {p.name.split("-")[0] for p in (data / "quarantine").iterdir()}
     assert quarantined == {flipped, short}
     assert blob(data, good).exists()
@@ -77,7 +71,7 @@ def test_export_and_import_catalog_move_a_cache_between_hosts(tmp_path):
     assert admin("export", "-d", str(old), str(export)).returncode == 0
     out = admin("import-catalog", "-d", str(new), str(export), "--blobs-from", str(old))
     assert out.returncode == 0, out.stdout + out.stderr
-    row = listed(new)["https://e.example.com/a"]
+    row = artifacts_by_key(new)["https://e.example.com/a"]
     assert (row["sha256"], row["pinned"]) == (digest, True)
     assert blob(new, digest).read_bytes() == blob(old, digest).read_bytes()
     without_blobs = admin("import-catalog", "-d", str(tmp_path / "empty"), str(export))
@@ -104,7 +98,7 @@ def test_a_running_host_never_serves_a_truncated_blob_and_scrub_catches_a_flip(t
         host.wait_for_log(f"quarantined blob {flipped}")
         status, _ = host.get("/blob?url=https://e.example.com/flipped")
         assert status == 404
-        assert listed(data) == {}
+        assert artifacts_by_key(data) == {}
         assert len(list((data / "quarantine").iterdir())) == 2
     finally:
         host.stop()

@@ -8,9 +8,8 @@ import os
 import pytest
 import pytest_twisted
 from twisted.internet import defer
-from twisted.web import server
 
-from tests.origin import OriginResource
+from tests.origin import listen_in_process
 from tests.support import payload_sha256
 from withcache.cache import Cache, Settings
 from withcache.catalog import Catalog
@@ -25,9 +24,7 @@ TIMEOUT = 60
 def origin():
     from twisted.internet import reactor
 
-    res = OriginResource(reactor)
-    port = reactor.listenTCP(0, server.Site(res), interface="127.0.0.1")
-    res.base = f"http://127.0.0.1:{port.getHost().port}"
+    res, port = listen_in_process(reactor)
     yield res
     port.stopListening()
 

@@ -8,10 +8,9 @@ import hashlib
 import pytest
 import pytest_twisted
 from twisted.internet import defer
-from twisted.web import server
 
 import withcache
-from tests.origin import OriginResource
+from tests.origin import listen_in_process
 from tests.support import payload
 from withcache.fetcher import Fetcher, FetchError, make_http_client
 from withcache.policy import OriginPolicy, RefusedOrigin
@@ -25,9 +24,7 @@ TIMEOUT = 60
 def origin():
     from twisted.internet import reactor
 
-    res = OriginResource(reactor)
-    port = reactor.listenTCP(0, server.Site(res), interface="127.0.0.1")
-    res.base = f"http://127.0.0.1:{port.getHost().port}"
+    res, port = listen_in_process(reactor)
     yield res
     port.stopListening()
 

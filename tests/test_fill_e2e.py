@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import signal
 import sqlite3
 import subprocess
@@ -15,10 +14,10 @@ import pytest
 from tests.support import (
     Host,
     OriginProcess,
+    admin_json,
     assert_clean_log,
     payload_sha256,
     start_host,
-    tool,
 )
 
 
@@ -56,14 +55,7 @@ def wait_for_hit(host: Host, url: str, timeout: float = 120) -> None:
 
 
 def jobs(host: Host) -> list[dict]:
-    out = subprocess.run(
-        [tool("withcache-admin"), "jobs", "--json", "--data-dir", str(host.data_dir)],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    )
-    return [json.loads(line) for line in out.stdout.splitlines()]
+    return admin_json(host.data_dir, "jobs")
 
 
 def db(host: Host, sql: str) -> list[tuple]:

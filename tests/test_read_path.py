@@ -12,7 +12,7 @@ import urllib.request
 
 import pytest
 
-from tests.support import token, tool, write_file
+from tests.support import artifacts_by_key, token, write_file
 
 ORIGIN = "https://vendor.example.com/cuda/cuda_12.4.0_linux.run"
 
@@ -33,14 +33,7 @@ def headers(out: bytes) -> tuple[int, dict[str, str]]:
 
 
 def listed(host) -> dict[str, dict]:
-    out = subprocess.run(
-        [tool("withcache-admin"), "ls", "--json", "--data-dir", str(host.data_dir)],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    )
-    return {row["key"]: row for row in map(json.loads, out.stdout.splitlines())}
+    return artifacts_by_key(host.data_dir)
 
 
 def misses(host) -> dict[str, tuple]:

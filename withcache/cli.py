@@ -57,6 +57,13 @@ def _cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_json(rows) -> int:
+    """One JSON object per line (for scripts), from dataclass rows."""
+    for row in rows:
+        print(json.dumps(asdict(row), sort_keys=True))
+    return 0
+
+
 def _cmd_ls(args: argparse.Namespace) -> int:
     _store, conn = _open(args.data_dir)
     try:
@@ -64,9 +71,7 @@ def _cmd_ls(args: argparse.Namespace) -> int:
     finally:
         conn.close()
     if args.json:
-        for a in artifacts:
-            print(json.dumps(asdict(a), sort_keys=True))
-        return 0
+        return _print_json(artifacts)
     print(f"{'SHA256':<12}  {'SIZE':>10}  {'HITS':>6}  {'MISSES':>6}  KEY")
     for a in artifacts:
         size = format_size(a.size)
@@ -81,9 +86,7 @@ def _cmd_jobs(args: argparse.Namespace) -> int:
     finally:
         conn.close()
     if args.json:
-        for job in jobs:
-            print(json.dumps(asdict(job), sort_keys=True))
-        return 0
+        return _print_json(jobs)
     print(f"{'ID':>5}  {'STATE':<9}  {'DONE':>10}  URL / ERROR")
     for job in jobs:
         done = format_size(job.bytes_done)
