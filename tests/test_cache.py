@@ -268,9 +268,9 @@ def deferLater(seconds):
 async def test_a_long_fill_is_written_back_in_the_background_as_it_goes(
     origin, host_factory, monkeypatch
 ):
-    from withcache import cache as cache_module
+    from withcache import writer
 
-    monkeypatch.setattr(cache_module._BackgroundSync, "SYNC_EVERY", 200_000)
+    monkeypatch.setattr(writer, "SYNC_EVERY", 200_000)
     synced = []
     real_sync = Ingest.sync
 

@@ -17,7 +17,6 @@ from urllib.parse import urlsplit
 
 from twisted.application import service
 from twisted.internet import defer, threads
-from twisted.python.failure import Failure
 
 from withcache import catalog as cat
 from withcache._log import make_logger
@@ -26,7 +25,8 @@ from withcache.fetcher import Fetcher
 from withcache.keys import cache_key
 from withcache.metrics import Metrics
 from withcache.policy import OriginPolicy
-from withcache.store import Ingest, Store
+from withcache.store import Store
+from withcache.writer import ThreadedWriter
 
 log = make_logger()
 
@@ -139,19 +139,21 @@ class Cache(service.MultiService):
         if self.fetcher is None:
             raise RuntimeError("this host has no fetcher")
         ingest = self.store.ingest()
-        syncing = _BackgroundSync(ingest, self._in_thread)
+        writer = ThreadedWriter(ingest, self._reactor)
         fetched = self.metrics.fetched_bytes
 
         def progress(done: int, total: int | None) -> None:
             if done > job.bytes_done:
                 fetched.inc(done - job.bytes_done)
             job.progress(done, total)
-            syncing.maybe_start()
 
         try:
-            result = await self.fetcher.fetch(job.url, ingest, progress)
-            job.committing = True
-            await syncing.idle()
+            try:
+                result = await self.fetcher.fetch(job.url, writer, progress)
+            finally:
+                # Whatever happened, the writer thread is done with the ingest after this.
+                job.committing = True
+                await writer.finish()
             blob = await self._in_thread(ingest.commit, result.size)
             artifact = cat.Artifact(
                 job.key, job.url, blob.sha256, blob.size, result.content_type, self._now()
@@ -166,10 +168,7 @@ class Cache(service.MultiService):
             await self.refresh_totals()
         finally:
             # Uncommitted bytes are deleted; a committed blob is unlocked now its row exists.
-            try:
-                await syncing.idle()
-            finally:
-                ingest.close()
+            ingest.close()
 
     def _in_thread(self, fn: Callable[..., Any], *args: Any) -> defer.Deferred:
         """Blocking file work (fsync, rename, sweeps) on the given reactor's thread pool."""
@@ -278,50 +277,11 @@ class Cache(service.MultiService):
         )
 
 
-class _BackgroundSync:
-    """Writes a fill back to disk every SYNC_EVERY bytes, in a thread, while it downloads.
-
-    Without it the whole artifact is flushed by the commit's fsync, after the last byte, which
-    for a GiB takes seconds during which the fill is neither downloading nor done.
-    """
-
-    SYNC_EVERY = 64 << 20
-
-    def __init__(self, ingest: Ingest, in_thread: Callable[..., defer.Deferred]):
-        self._ingest = ingest
-        self._in_thread = in_thread
-        self._running: defer.Deferred | None = None
-
-    def maybe_start(self) -> None:
-        if self._running is None and self._ingest.unsynced >= self.SYNC_EVERY:
-            self._running = self._in_thread(self._ingest.sync)
-            self._running.addBoth(self._done)
-
-    def _done(self, result):
-        self._running = None
-        if isinstance(result, Failure):
-            log.failure("background sync of a fill failed", result)
-        return None
-
-    async def idle(self) -> None:
-        """Wait for a sync in flight: the ingest must not be committed or closed under it."""
-        while self._running is not None:
-            # A fresh Deferred: cancelling this wait must not cancel the thread's bookkeeping.
-            waiter: defer.Deferred = defer.Deferred()
-            self._running.addBoth(_fire, waiter)
-            await waiter
-
-
 def _size_on_disk(path: str) -> int:
     try:
         return os.stat(path).st_size
     except FileNotFoundError:
         return -1
-
-
-def _fire(result, waiter: defer.Deferred):
-    waiter.callback(None)
-    return result
 
 
 def delete_unreferenced(conn, store: Store, digests: list[str]) -> None:

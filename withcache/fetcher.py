@@ -35,7 +35,7 @@ import withcache
 from withcache._log import make_logger
 from withcache.logs import redact_url
 from withcache.policy import OriginPolicy, RefusedOrigin
-from withcache.store import Ingest
+from withcache.store import Ingest  # or anything with write/truncate/size (ThreadedWriter)
 
 log = make_logger()
 
@@ -174,9 +174,16 @@ class _BodySink(protocol.Protocol):
     idle timer that is reset on every chunk and drops the connection when it fires.
     """
 
-    def __init__(self, write: Callable[[bytes], None], clock, idle_timeout: float):
+    def __init__(
+        self,
+        write: Callable[[bytes], None],
+        clock,
+        idle_timeout: float,
+        throttle: Callable[[], defer.Deferred | None] | None = None,
+    ):
         self.done: defer.Deferred[None] = defer.Deferred(canceller=lambda _: self._abort())
         self._write, self._clock, self._idle = write, clock, idle_timeout
+        self._throttle = throttle
         self._timer = None
 
     def connectionMade(self):
@@ -190,6 +197,18 @@ class _BodySink(protocol.Protocol):
             self._write(data)
         except BaseException as e:
             self._fail(e)
+            return
+        wait = self._throttle() if self._throttle is not None else None
+        if wait is not None:
+            # The disk is behind: stop reading (and the idle clock) until it catches up.
+            self._timer.cancel()
+            self.transport.pauseProducing()
+            wait.addCallback(self._resume)
+
+    def _resume(self, _):
+        if not self.done.called:
+            self._timer = self._clock.callLater(self._idle, self._timed_out)
+            self.transport.resumeProducing()
 
     def connectionLost(self, reason=protocol.connectionDone):
         if self._timer is not None and self._timer.active():
@@ -324,7 +343,7 @@ class Fetcher:
                 )
             progress(ingest.size, total)
 
-        sink = _BodySink(write, self.reactor, self.idle_timeout)
+        sink = _BodySink(write, self.reactor, self.idle_timeout, getattr(ingest, "throttle", None))
         response.deliverBody(sink)
         await sink.done
         if total is not None and ingest.size != total:
