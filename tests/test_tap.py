@@ -130,3 +130,32 @@ def test_twistd_reports_a_bad_option_and_exits_non_zero(tmp_path):
     )
     assert out.returncode != 0
     assert "--workers: must be at least 1" in out.stdout + out.stderr
+
+
+def test_withcache_server_runs_the_same_service_in_the_foreground(tmp_path):
+    import re
+    import signal
+    import time
+    import urllib.request
+
+    log = tmp_path / "server.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [tool("withcache-server"), "--data-dir", str(tmp_path / "data"), "--curate"]
+            + ["--listen", "tcp:0:interface=127.0.0.1"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=tmp_path,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while not (m := re.search(r"listening on 127\.0\.0\.1:(\d+)", log.read_text())):
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        with urllib.request.urlopen(f"http://127.0.0.1:{m.group(1)}/healthz", timeout=5) as r:
+            assert r.status == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=15)
+    assert "curate=True" in log.read_text()
+    assert not (tmp_path / "twistd.pid").exists()  # no pid file left in the working directory
