@@ -28,6 +28,29 @@ def _etag_matches(header: bytes | None, etag: bytes) -> bool:
     return False
 
 
+def _sanitise_range(request, size: int) -> None:
+    """Fix up what static.File mishandles in a Range header, before it sees it.
+
+    A header that is not ASCII is malformed and ignored (a 200), as RFC 9110 allows; static.File
+    would fail trying to log it. A suffix longer than the blob (`bytes=-N`, N > size) means the
+    whole blob; static.File would seek to a negative offset.
+    """
+    value = request.getHeader(b"range")
+    if value is None:
+        return
+    if not value.isascii():
+        request.requestHeaders.removeHeader(b"range")
+        return
+    unit, _, specs = value.partition(b"=")
+    fixed = []
+    for spec in specs.split(b","):
+        spec = spec.strip()
+        if spec.startswith(b"-") and spec[1:].isdigit() and int(spec[1:]) > size:
+            spec = b"0-"
+        fixed.append(spec)
+    request.requestHeaders.setRawHeaders(b"range", [unit + b"=" + b",".join(fixed)])
+
+
 def plain(request: Any, code: int, line: str) -> bytes:
     """A one-line text/plain response body."""
     request.setResponseCode(code)
@@ -98,6 +121,7 @@ class ReadPath:
             return b""
         served = self.cache.metrics.served_bytes
         request.notifyFinish().addBoth(lambda _: served.inc(request.sentLength))
+        _sanitise_range(request, artifact.size)
         content_type = artifact.content_type or "application/octet-stream"
         blob = static.File(hit.path, defaultType=content_type)
         blob.type, blob.encoding = content_type, None
