@@ -100,7 +100,7 @@ async def test_a_miss_queues_one_fill_and_the_next_request_hits(origin, host_fac
 @pytest_twisted.ensureDeferred
 async def test_fifty_concurrent_probes_and_gets_make_one_origin_get(origin, host_factory):
     async def body(host):
-        url = f"{origin.base}/f/2000000/2/big.bin?rate=4000000"
+        url = f"{origin.base}/f/2000000/2/big.bin?rate=1000000"
         lookups = [host.cache.lookup(url, count_hit=i % 2 == 0) for i in range(100)]
         results = await defer.gatherResults([defer.ensureDeferred(c) for c in lookups])
         assert results == [None] * 100

@@ -67,7 +67,8 @@ def db(host: Host, sql: str) -> list[tuple]:
 
 
 def test_concurrent_probes_and_gets_of_a_miss_make_one_origin_get_then_all_hit(origin, open_host):
-    url = f"{origin.base}/f/3000000/1/cuda.run?rate=3000000"
+    # A slow origin (about 10 s for the fill), so every probe below lands while it runs.
+    url = f"{origin.base}/f/2000000/1/cuda.run?rate=200000"
     blob = open_host.blob_url(url, "cuda.run")
     with ThreadPoolExecutor(max_workers=32) as pool:
         codes = list(pool.map(lambda i: status(blob, *(["-I"] if i % 2 else [])), range(100)))
@@ -75,8 +76,8 @@ def test_concurrent_probes_and_gets_of_a_miss_make_one_origin_get_then_all_hit(o
     wait_for_hit(open_host, url)
     with ThreadPoolExecutor(max_workers=8) as pool:
         bodies = list(pool.map(lambda _: curl("-f", blob).stdout, range(8)))
-    assert {hashlib.sha256(b).hexdigest() for b in bodies} == {payload_sha256(3000000, 1)}
-    assert origin.gets("/f/3000000/1/cuda.run") == 1
+    assert {hashlib.sha256(b).hexdigest() for b in bodies} == {payload_sha256(2000000, 1)}
+    assert origin.gets("/f/2000000/1/cuda.run") == 1
     ((misses, hits),) = db(open_host, "SELECT misses, hits FROM artifacts")
     assert hits == 8 and misses >= 100
 
