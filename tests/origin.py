@@ -12,6 +12,7 @@ Range support. Query parameters make it misbehave:
   gzip=1        serve gzip(payload) with Content-Encoding: gzip
   lie=N         declare N bytes more than are sent, then close
   nolength=1    no Content-Length (chunked)
+  delay=S       wait S seconds before answering at all
   changing=1    a new ETag on every request (so a resume must restart)
   ignoreifrange=1  answer Range even when If-Range names an old ETag (a broken cache in between)
 
@@ -61,6 +62,10 @@ class OriginResource(resource.Resource):
     def render(self, request):
         path = request.path.decode()
         args = {k.decode(): v[0].decode() for k, v in request.args.items()}
+        if "delay" in args and not getattr(request, "_delayed", False):
+            request._delayed = True
+            self.clock.callLater(float(args["delay"]), self._answer_later, request)
+            return server.NOT_DONE_YET
         header = request.getHeader
         self.seen.append(
             Seen(
@@ -89,6 +94,14 @@ class OriginResource(resource.Resource):
             request.redirect(args["redirect"].encode())
             return b""
         return self._serve(request, args, size, seed)
+
+    def _answer_later(self, request):
+        if request.finished or request._disconnected:
+            return
+        body = self.render(request)
+        if body is not server.NOT_DONE_YET:
+            request.write(body)
+            request.finish()
 
     def _lost(self, failure):
         self.connections_lost += 1

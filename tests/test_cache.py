@@ -317,3 +317,18 @@ async def test_scrub_quarantines_a_bad_blob_and_refills_it_in_auto_mode(origin, 
         assert origin.gets("/f/300000/15/fw.bin") == 2
 
     await stopped_after(host_factory(), body)
+
+
+@pytest_twisted.ensureDeferred
+async def test_cancel_before_the_origin_answers_is_a_cancel_not_a_retry(origin, host_factory):
+    async def body(host):
+        job = await host.cache.add(f"{origin.base}/f/1000/16/late?delay=5")
+        while job.state != "running":
+            await deferLater(0.01)
+        await deferLater(0.2)  # the request is out, no response yet
+        assert host.cache.cancel(job)
+        done = await host.finished(job)
+        assert (done.state, done.error) == ("cancelled", "cancelled while running")
+        assert os.listdir(host.store.tmp_dir) == []
+
+    await stopped_after(host_factory(), body)

@@ -235,6 +235,11 @@ class _BodySink(protocol.Protocol):
             self.transport.stopProducing()
 
 
+def _was_cancelled(exc: BaseException) -> bool:
+    reasons = getattr(exc, "reasons", None) or []
+    return any(r.check(defer.CancelledError) for r in reasons)
+
+
 def describe(exc: BaseException) -> str:
     """One line for the operator about why an attempt failed."""
     if isinstance(exc, ResponseFailed | ResponseNeverReceived):
@@ -281,6 +286,9 @@ class Fetcher:
                 raise
             except (_Transient, ResponseFailed, ResponseNeverReceived, defer.TimeoutError,
                     error.ConnectError, error.TimeoutError, ConnectionError) as e:  # fmt: skip
+                if _was_cancelled(e):
+                    # A cancel that landed before the response: the agent wraps it.
+                    raise defer.CancelledError() from e
                 reason = describe(e)
                 if attempt >= self.max_attempts:
                     raise FetchError(f"gave up after {attempt} attempts: {reason}") from None
