@@ -1,11 +1,22 @@
-"""Builds the web Site: mounts the read path, adds headers every response carries, logs requests."""
+"""Builds the web Site: mounts the read path and the operator UI, adds headers every response
+carries, logs requests.
+
+Two Klein apps share the URL space: the open read path (/b/, /blob, /healthz, /metrics) and the
+operator UI (/, /login, /logout, /admin/..., /static/...). The root is a leaf resource that looks
+at the first path segment and renders the request with the app that owns it, so each app keeps
+its own routes and error handlers and neither needs to know about the other.
+"""
 
 from __future__ import annotations
 
-from twisted.web import server
+import os
+
+from twisted.web import resource, server
 
 from withcache._log import make_logger
 from withcache.cache import Cache
+from withcache.web.admin import AdminUI
+from withcache.web.auth import Auth, load_secret
 from withcache.web.blobs import ReadPath
 
 log = make_logger()
@@ -42,5 +53,32 @@ class WithcacheSite(server.Site):
         )
 
 
-def build_site(cache: Cache) -> server.Site:
-    return WithcacheSite(ReadPath(cache).app.resource())
+ADMIN_SEGMENTS = frozenset({b"", b"login", b"logout", b"admin", b"static"})
+
+
+class Dispatch(resource.Resource):
+    """The root: the operator UI's paths go to its app, everything else to the read path."""
+
+    isLeaf = True  # so the whole path is left in postpath for the app that renders it
+
+    def __init__(self, read_path: resource.IResource, admin: resource.IResource):
+        super().__init__()
+        self._read_path = read_path
+        self._admin = admin
+
+    def render(self, request):
+        first = request.postpath[0] if request.postpath else b""
+        return (self._admin if first in ADMIN_SEGMENTS else self._read_path).render(request)
+
+
+def build_site(cache: Cache, environ: dict[str, str] | None = None) -> server.Site:
+    environ = dict(os.environ if environ is None else environ)
+    data_dir = os.path.dirname(cache.store.blobs_dir)
+    auth = Auth(environ.get("WITHCACHE_ADMIN_PASSWORD"), load_secret(data_dir, environ), cache.now)
+    if not auth.enabled:
+        log.warn(
+            "WITHCACHE_ADMIN_PASSWORD is not set: the operator UI is open to anyone who can"
+            " reach this host"
+        )
+    root = Dispatch(ReadPath(cache).app.resource(), AdminUI(cache, auth).app.resource())
+    return WithcacheSite(root)

@@ -1,0 +1,380 @@
+"""The operator UI: the dashboard, its htmx fragments, and the actions behind its buttons.
+
+Every action is a plain form POST answered with a 303 back to the dashboard, so the UI works
+without JavaScript; htmx posts the same forms and swaps in the section the redirect renders.
+Pages are Jinja2 templates with autoescaping; the sections polled by htmx are fragments of their
+own (templates/_*.html) so a poll re-renders one table, not the page.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+import jinja2
+from klein import Klein
+from twisted.web import http, static
+
+import withcache
+from withcache.cache import Cache
+from withcache.keys import InvalidURL, encode_token
+from withcache.policy import RefusedOrigin
+from withcache.sizes import format_size
+from withcache.web.auth import ANON, CSRF_FIELD, USER, Auth, CSRFRejected, NotLoggedIn, Throttled
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+STATIC = os.path.join(HERE, "static")
+# Only these files are served from static/: a single-file static.File never lists a directory.
+ASSETS = {
+    "pico.min.css": "text/css",
+    "htmx.min.js": "text/javascript",
+    "admin.css": "text/css",
+    "admin.js": "text/javascript",
+}
+PAGE_SIZE = 50
+# Search is a substring scan over the catalog in pages, bounded so one query stays cheap.
+SEARCH_SCAN_LIMIT = 50_000
+SCAN_CHUNK = 2_000
+SECURITY_HEADERS = {
+    b"Content-Security-Policy": b"default-src 'none'; script-src 'self'; style-src 'self';"
+    b" img-src 'self' data:; connect-src 'self'; form-action 'self'; base-uri 'none';"
+    b" frame-ancestors 'none'",
+    b"X-Frame-Options": b"DENY",
+    b"Referrer-Policy": b"same-origin",
+    b"Cache-Control": b"no-store",
+}
+
+
+def _when(ts: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts)) if ts else "never"
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+@dataclass(frozen=True)
+class JobView:
+    """What the downloads table shows of a job: progress, rate and ETA from its own clock."""
+
+    id: int
+    url: str
+    state: str
+    error: str | None
+    done: int
+    total: int | None
+    percent: int | None
+    rate: float | None
+    eta: float | None
+
+    @classmethod
+    def of(cls, job: Any, now: float) -> JobView:
+        total = job.bytes_total
+        if job.state == "completed" and total is None:
+            total = job.bytes_done
+        percent = min(100, job.bytes_done * 100 // total) if total else None
+        rate = eta = None
+        if job.state == "running" and job.started_at is not None and now > job.started_at:
+            rate = job.bytes_done / (now - job.started_at)
+            if total and rate > 0:
+                eta = (total - job.bytes_done) / rate
+        return cls(job.id, job.url, job.state, job.error, job.bytes_done, total, percent, rate, eta)
+
+
+def _templates() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(os.path.join(HERE, "templates")),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    env.filters.update(human=format_size, when=_when, duration=_duration)
+    return env
+
+
+class AdminUI:
+    """Operator pages and actions over one Cache, behind one Auth."""
+
+    app = Klein()
+
+    def __init__(self, cache: Cache, auth: Auth):
+        self.cache = cache
+        self.auth = auth
+        self.templates = _templates()
+
+    # -- error mapping -----------------------------------------------------------------------
+
+    @app.handle_errors(NotLoggedIn)
+    def not_logged_in(self, request, failure):
+        return self._redirect(request, b"/login")
+
+    @app.handle_errors(CSRFRejected)
+    def csrf_rejected(self, request, failure):
+        self._secure(request)
+        request.setResponseCode(http.FORBIDDEN)
+        request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
+        return b"forbidden: missing or invalid CSRF token; reload the page and try again\n"
+
+    @app.handle_errors(InvalidURL, RefusedOrigin)
+    async def bad_add(self, request, failure):
+        request.setResponseCode(http.BAD_REQUEST)
+        return await self._dashboard(request, self.auth.require(request), add_error=failure.value)
+
+    # -- pages ------------------------------------------------------------------------------
+
+    @app.route("/static/<name>", methods=["GET"])
+    def asset(self, request, name):
+        if name not in ASSETS:
+            request.setResponseCode(http.NOT_FOUND)
+            return b"not found\n"
+        # Versioned URLs (?v=) make a year's caching safe across upgrades.
+        request.setHeader(b"Cache-Control", b"public, max-age=31536000, immutable")
+        asset = static.File(os.path.join(STATIC, name), defaultType=ASSETS[name])
+        asset.type, asset.encoding = ASSETS[name], None
+        request.postpath = []
+        return asset
+
+    @app.route("/", methods=["GET"])
+    async def index(self, request):
+        return await self._dashboard(request, self.auth.require(request))
+
+    @app.route("/admin/fragments/<name>", methods=["GET"])
+    async def fragment(self, request, name):
+        session = self.auth.require(request)
+        if name not in ("stats", "downloads", "misses", "artifacts"):
+            request.setResponseCode(http.NOT_FOUND)
+            return b"no such fragment\n"
+        context = await self._context(request, session)
+        return self._render(request, f"_{name}.html", context)
+
+    @app.route("/admin/artifacts/delete", methods=["GET"])
+    async def confirm_delete(self, request):
+        session = self.auth.require(request)
+        context = await self._base_context(request, session)
+        context["key"] = _field(request, "key")
+        return self._render(request, "confirm_delete.html", context)
+
+    # -- actions ----------------------------------------------------------------------------
+
+    @app.route("/admin/add", methods=["POST"])
+    async def add(self, request):
+        self._action(request)
+        url = _field(request, "url").strip()
+        await self._precheck(url)
+        await self.cache.add(url)
+        return self._redirect(request, b"/")
+
+    @app.route("/admin/misses/download", methods=["POST"])
+    async def download_miss(self, request):
+        self._action(request)
+        await self.cache.add(_field(request, "url"))
+        return self._redirect(request, b"/")
+
+    @app.route("/admin/misses/dismiss", methods=["POST"])
+    async def dismiss(self, request):
+        self._action(request)
+        await self.cache.dismiss(_field(request, "key"))
+        return self._redirect(request, b"/")
+
+    @app.route("/admin/jobs/cancel", methods=["POST"])
+    def cancel(self, request):
+        self._action(request)
+        wanted = _field(request, "id")
+        for job in self.cache.downloads.active_jobs():
+            if str(job.id) == wanted:
+                self.cache.cancel(job)
+        return self._redirect(request, b"/")
+
+    @app.route("/admin/jobs/clear", methods=["POST"])
+    async def clear(self, request):
+        self._action(request)
+        await self.cache.clear_finished()
+        return self._redirect(request, b"/")
+
+    @app.route("/admin/artifacts/pin", methods=["POST"])
+    async def pin(self, request):
+        self._action(request)
+        await self.cache.pin(_field(request, "key"), _field(request, "pinned") == "1")
+        return self._redirect(request, self._back(request))
+
+    @app.route("/admin/artifacts/delete", methods=["POST"])
+    async def delete(self, request):
+        self._action(request)
+        await self.cache.delete(_field(request, "key"))
+        return self._redirect(request, self._back(request))
+
+    # -- login ------------------------------------------------------------------------------
+
+    @app.route("/login", methods=["GET"])
+    def login_page(self, request):
+        session = self.auth.ensure(request)
+        if not self.auth.enabled or session.kind == USER:
+            return self._redirect(request, b"/")
+        return self._render(request, "login.html", self._login_context(session))
+
+    @app.route("/login", methods=["POST"])
+    def login(self, request):
+        session = self.auth.check_csrf(request)
+        client = getattr(request.getClientAddress(), "host", "-")
+        try:
+            self.auth.throttle.check(client)
+        except Throttled as e:
+            request.setResponseCode(429)
+            request.setHeader(b"Retry-After", str(e.args[0]).encode())
+            error = f"Too many failed logins; try again in {e.args[0]} s."
+            return self._render(request, "login.html", self._login_context(session, error))
+        if not self.auth.password_ok(_field(request, "password")):
+            self.auth.throttle.failed(client)
+            request.setResponseCode(http.UNAUTHORIZED)
+            return self._render(
+                request, "login.html", self._login_context(session, "Wrong password.")
+            )
+        self.auth.throttle.succeeded(client)
+        self.auth.start(request, USER)
+        return self._redirect(request, b"/")
+
+    @app.route("/logout", methods=["POST"])
+    def logout(self, request):
+        self.auth.check_csrf(request)
+        self.auth.start(request, ANON)
+        return self._redirect(request, b"/login" if self.auth.enabled else b"/")
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _action(self, request) -> None:
+        """Gate for a state-changing request: logged in, and the CSRF token matches."""
+        self.auth.require(request)
+        self.auth.check_csrf(request)
+
+    async def _precheck(self, url: str) -> None:
+        """Refuse at once what a fill would refuse: a bad URL, or a private address (when a
+        name resolves now; the fill checks the address it connects to again)."""
+        self.cache.key_for(url)
+        policy = self.cache.settings.policy
+        host = urlsplit(url).hostname or ""
+        if policy.allow_private:
+            return
+        try:
+            address = await self.cache.reactor.resolve(host, timeout=(1, 2))
+        except Exception:
+            return  # the fill reports a name that does not resolve, with the resolver's reason
+        policy.check_address(host, address)
+
+    def _back(self, request) -> bytes:
+        query = {k: _field(request, k) for k in ("q", "page") if _field(request, k)}
+        return b"/?" + urlencode(query).encode() if query else b"/"
+
+    def _redirect(self, request, where: bytes):
+        self._secure(request)
+        if request.getHeader(b"HX-Request") and where == b"/login":
+            request.setHeader(b"HX-Redirect", where)
+        request.setResponseCode(http.SEE_OTHER)
+        request.setHeader(b"Location", where)
+        return b""
+
+    def _secure(self, request) -> None:
+        for name, value in SECURITY_HEADERS.items():
+            request.setHeader(name, value)
+
+    def _render(self, request, template: str, context: dict[str, Any]) -> bytes:
+        self._secure(request)
+        request.setHeader(b"Content-Type", b"text/html; charset=utf-8")
+        return self.templates.get_template(template).render(context).encode("utf-8")
+
+    def _login_context(self, session, error: str | None = None) -> dict[str, Any]:
+        return {
+            "csrf": self.auth.csrf_token(session),
+            "csrf_field": CSRF_FIELD,
+            "error": error,
+            "version": withcache.__version__,
+            "auth_enabled": self.auth.enabled,
+            "logged_in": False,
+        }
+
+    async def _base_context(self, request, session) -> dict[str, Any]:
+        return {
+            **self._login_context(session),
+            "logged_in": self.auth.enabled,
+            "curate": self.cache.settings.curate,
+        }
+
+    async def _dashboard(self, request, session, add_error: Any = None) -> bytes:
+        context = await self._context(request, session)
+        context.update(add_error=add_error and str(add_error), add_value=_field(request, "url"))
+        return self._render(request, "dashboard.html", context)
+
+    async def _context(self, request, session) -> dict[str, Any]:
+        now = self.cache.now()
+        stats = await self.cache.stats()
+        query = _field(request, "q").strip()
+        try:
+            page = max(1, int(_field(request, "page") or 1))
+        except ValueError:
+            page = 1
+        artifacts, total = await self._artifacts(query, page, stats.artifacts)
+        misses = await self.cache.misses(100)
+        jobs = [JobView.of(j, now) for j in await self.cache.jobs(50)]
+        served = self.cache.metrics.registry.get_sample_value("withcache_served_bytes_total")
+        lookups = stats.hits + stats.misses
+        base = _base_url(request)
+        return {
+            **await self._base_context(request, session),
+            "stats": stats,
+            "served": int(served or 0),
+            "hit_ratio": (stats.hits / lookups) if lookups else None,
+            "jobs": jobs,
+            "has_finished": any(j.state not in ("queued", "running") for j in jobs),
+            "misses": [(m, self._miss_state(m.key)) for m in misses],
+            "artifacts": [
+                (a, f"{base}/b/{encode_token(a.url)}/{_basename(a.url)}") for a in artifacts
+            ],
+            "query": query,
+            "page": page,
+            "pages": max(1, -(-total // PAGE_SIZE)),
+            "matches": total,
+            "page_query": lambda p: urlencode({k: v for k, v in (("q", query), ("page", p)) if v}),
+            "add_error": None,
+            "add_value": "",
+        }
+
+    def _miss_state(self, key: str) -> str | None:
+        job = self.cache.downloads.active(key)
+        return job.state if job is not None else None
+
+    async def _artifacts(self, query: str, page: int, count: int) -> tuple[list, int]:
+        """One page of artifacts (newest first) and how many there are to page through."""
+        offset = (page - 1) * PAGE_SIZE
+        if not query:
+            return await self.cache.artifacts(PAGE_SIZE, offset), count
+        needle = query.lower()
+        found: list = []
+        for start in range(0, SEARCH_SCAN_LIMIT, SCAN_CHUNK):
+            chunk = await self.cache.artifacts(SCAN_CHUNK, start)
+            found += [a for a in chunk if needle in a.url.lower() or a.sha256.startswith(needle)]
+            if len(chunk) < SCAN_CHUNK:
+                break
+        return found[offset : offset + PAGE_SIZE], len(found)
+
+
+def _field(request, name: str) -> str:
+    values = request.args.get(name.encode())
+    return values[0].decode("utf-8", "replace") if values else ""
+
+
+def _basename(url: str) -> str:
+    return urlsplit(url).path.rstrip("/").rsplit("/", 1)[-1] or "file"
+
+
+def _base_url(request) -> str:
+    scheme = "https" if request.isSecure() else "http"
+    host = (request.getHeader(b"Host") or b"").decode("latin-1") or "localhost"
+    return f"{scheme}://{host}"

@@ -1,0 +1,191 @@
+"""Operator authentication: password check, signed session cookie, CSRF tokens, login throttle.
+
+Every admin visitor holds a session cookie, even before logging in (an "anon" session), so that
+every state-changing request - the login form included - can carry a CSRF token derived from it.
+Logging in replaces the cookie with a fresh "user" session (a new nonce, so a planted cookie is
+worthless). The cookie is `<kind>.<expiry>.<nonce>.<hmac>` signed with the session secret; there
+is no server-side session store, so a restart keeps operators logged in.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import hmac
+import os
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from withcache._log import make_logger
+
+log = make_logger()
+
+COOKIE = b"withcache_session"
+SESSION_SECONDS = 7 * 24 * 3600
+CSRF_FIELD = "csrf"
+CSRF_HEADER = b"X-CSRF-Token"
+ANON, USER = "anon", "user"
+
+
+class NotLoggedIn(Exception):
+    """An admin page or action was asked for without a logged-in session."""
+
+
+class CSRFRejected(Exception):
+    """A state-changing request without a valid CSRF token."""
+
+
+class Throttled(Exception):
+    """Too many failed logins from one client address; the value is the seconds to wait."""
+
+
+def load_secret(data_dir: str, environ: dict[str, str]) -> bytes:
+    """WITHCACHE_SESSION_SECRET, else <data>/session-secret (made once, atomically, 0600)."""
+    given = environ.get("WITHCACHE_SESSION_SECRET")
+    if given:
+        return given.encode("utf-8")
+    path = os.path.join(data_dir, "session-secret")
+    try:
+        with open(path, "rb") as f:
+            return f.read().strip()
+    except FileNotFoundError:
+        pass
+    # Written under a unique name, then linked into place: a concurrent start either wins the
+    # link or reads the winner's secret, and nobody ever reads a half-written file.
+    tmp = f"{path}.{os.getpid()}.{secrets.token_hex(4)}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(base64.urlsafe_b64encode(secrets.token_bytes(32)) + b"\n")
+            f.flush()
+            os.fsync(f.fileno())
+        with contextlib.suppress(FileExistsError):  # another start won; use its secret
+            os.link(tmp, path)
+    finally:
+        os.unlink(tmp)
+    with open(path, "rb") as f:
+        return f.read().strip()
+
+
+@dataclass(frozen=True)
+class Session:
+    kind: str
+    expires: int
+    nonce: str
+
+
+@dataclass
+class Throttle:
+    """Failed logins per client address: after `limit` within `window` seconds, wait it out."""
+
+    now: Callable[[], float]
+    limit: int = 5
+    window: float = 300.0
+    _failures: dict[str, list[float]] = field(default_factory=dict)
+
+    def check(self, client: str) -> None:
+        recent = self._recent(client)
+        if len(recent) >= self.limit:
+            raise Throttled(int(recent[0] + self.window - self.now()) + 1)
+
+    def failed(self, client: str) -> None:
+        self._recent(client).append(self.now())
+        if len(self._failures) > 10_000:
+            # Bounded memory under a spray of addresses: forget those with nothing recent.
+            for address in [a for a in self._failures if not self._recent(a)]:
+                del self._failures[address]
+
+    def succeeded(self, client: str) -> None:
+        self._failures.pop(client, None)
+
+    def _recent(self, client: str) -> list[float]:
+        cutoff = self.now() - self.window
+        kept = [t for t in self._failures.get(client, []) if t > cutoff]
+        self._failures[client] = kept
+        return kept
+
+
+class Auth:
+    """The admin UI's gatekeeper; `password` None means the UI is open to anyone."""
+
+    def __init__(self, password: str | None, secret: bytes, now: Callable[[], float]):
+        self.password = password or None
+        self._secret = secret
+        self._now = now
+        self.throttle = Throttle(now)
+
+    @property
+    def enabled(self) -> bool:
+        return self.password is not None
+
+    def _sign(self, payload: str) -> str:
+        return hmac.new(self._secret, payload.encode(), hashlib.sha256).hexdigest()
+
+    def session(self, request) -> Session | None:
+        raw = request.getCookie(COOKIE)
+        if not raw:
+            return None
+        try:
+            kind, expires, nonce, sig = raw.decode("ascii").split(".")
+            deadline = int(expires)
+        except (UnicodeDecodeError, ValueError):
+            return None
+        if not hmac.compare_digest(sig, self._sign(f"{kind}.{expires}.{nonce}")):
+            return None
+        if deadline < self._now() or kind not in (ANON, USER):
+            return None
+        return Session(kind, deadline, nonce)
+
+    def start(self, request, kind: str) -> Session:
+        """A new session of this kind, set as the response's cookie."""
+        session = Session(kind, int(self._now()) + SESSION_SECONDS, secrets.token_urlsafe(16))
+        payload = f"{session.kind}.{session.expires}.{session.nonce}"
+        request.addCookie(
+            COOKIE,
+            f"{payload}.{self._sign(payload)}".encode("ascii"),
+            max_age=str(SESSION_SECONDS),
+            path=b"/",
+            secure=request.isSecure(),
+            httpOnly=True,
+            sameSite="strict",
+        )
+        return session
+
+    def ensure(self, request) -> Session:
+        """The visitor's session, starting an anonymous one for a first visit."""
+        return self.session(request) or self.start(request, ANON)
+
+    def logged_in(self, session: Session | None) -> bool:
+        if not self.enabled:
+            return True
+        return session is not None and session.kind == USER
+
+    def require(self, request) -> Session:
+        """The session of a visitor allowed into the admin pages, else NotLoggedIn."""
+        session = self.ensure(request)
+        if not self.logged_in(session):
+            raise NotLoggedIn()
+        return session
+
+    def csrf_token(self, session: Session) -> str:
+        return self._sign(f"csrf.{session.nonce}")
+
+    def check_csrf(self, request) -> Session:
+        """The session of a POST carrying its CSRF token (form field or header), else 403."""
+        session = self.session(request)
+        raw = request.getHeader(CSRF_HEADER)
+        if raw is None:
+            values = request.args.get(CSRF_FIELD.encode())
+            raw = values[0] if values else b""
+        sent = raw.decode("latin-1") if isinstance(raw, bytes) else raw
+        if session is None or not sent or not hmac.compare_digest(sent, self.csrf_token(session)):
+            raise CSRFRejected()
+        return session
+
+    def password_ok(self, attempt: str) -> bool:
+        # Digests first, so the comparison time says nothing about the password's length.
+        want = hashlib.sha256((self.password or "").encode()).digest()
+        got = hashlib.sha256(attempt.encode("utf-8", "surrogateescape")).digest()
+        return self.enabled and hmac.compare_digest(want, got)
