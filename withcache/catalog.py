@@ -291,6 +291,23 @@ def list_artifacts(conn: sqlite3.Connection, limit: int = -1, offset: int = 0) -
     return [_artifact(row) for row in rows]
 
 
+def search_artifacts(
+    conn: sqlite3.Connection, needle: str, limit: int, offset: int = 0
+) -> tuple[list[Artifact], int]:
+    """Artifacts whose URL contains needle (any case) or whose sha256 starts with it, newest
+    first; and how many match in all."""
+    where = "WHERE instr(lower(url), ?) > 0 OR sha256 LIKE ? ESCAPE '\\'"
+    needle = needle.lower()
+    prefix = needle.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    (total,) = conn.execute(f"SELECT COUNT(*) FROM artifacts {where}", (needle, prefix)).fetchone()
+    rows = conn.execute(
+        f"SELECT {_ARTIFACT_COLUMNS} FROM artifacts {where}"
+        " ORDER BY fetched_at DESC, key LIMIT ? OFFSET ?",
+        (needle, prefix, limit, offset),
+    )
+    return [_artifact(row) for row in rows], total
+
+
 def list_misses(conn: sqlite3.Connection, limit: int = -1, offset: int = 0) -> list[Miss]:
     rows = conn.execute(
         "SELECT key, url, count, first_seen, last_seen FROM misses"

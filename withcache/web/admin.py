@@ -35,9 +35,6 @@ ASSETS = {
     "admin.js": "text/javascript",
 }
 PAGE_SIZE = 50
-# Search is a substring scan over the catalog in pages, bounded so one query stays cheap.
-SEARCH_SCAN_LIMIT = 50_000
-SCAN_CHUNK = 2_000
 SECURITY_HEADERS = {
     b"Content-Security-Policy": b"default-src 'none'; script-src 'self'; style-src 'self';"
     b" img-src 'self' data:; connect-src 'self'; form-action 'self'; base-uri 'none';"
@@ -355,14 +352,7 @@ class AdminUI:
         offset = (page - 1) * PAGE_SIZE
         if not query:
             return await self.cache.artifacts(PAGE_SIZE, offset), count
-        needle = query.lower()
-        found: list = []
-        for start in range(0, SEARCH_SCAN_LIMIT, SCAN_CHUNK):
-            chunk = await self.cache.artifacts(SCAN_CHUNK, start)
-            found += [a for a in chunk if needle in a.url.lower() or a.sha256.startswith(needle)]
-            if len(chunk) < SCAN_CHUNK:
-                break
-        return found[offset : offset + PAGE_SIZE], len(found)
+        return await self.cache.search_artifacts(query, PAGE_SIZE, offset)
 
 
 def _field(request, name: str) -> str:
