@@ -116,12 +116,12 @@ class Cache(service.MultiService):
                     self.metrics.hits.inc()
                 return Hit(found, path)
             # A cheap check on every hit: a truncated or missing blob is never served as good.
-            d = defer.ensureDeferred(self.quarantine(found.sha256, "blob size on disk is wrong"))
-            d.addErrback(lambda f: log.failure("could not quarantine {sha}", f, sha=found.sha256))
+            bad = defer.ensureDeferred(self.quarantine(found.sha256, "blob size on disk is wrong"))
+            bad.addErrback(lambda f: log.failure("could not quarantine {sha}", f, sha=found.sha256))
         self.metrics.misses.inc()
         if self._should_auto_fill(url, key):
-            d = defer.ensureDeferred(self.downloads.enqueue(url, key, "auto"))
-            d.addErrback(lambda f: log.failure("could not queue a fill of {url}", f, url=url))
+            queued = defer.ensureDeferred(self.downloads.enqueue(url, key, "auto"))
+            queued.addErrback(lambda f: log.failure("could not queue a fill of {url}", f, url=url))
         return None
 
     def _should_auto_fill(self, url: str, key: str) -> bool:

@@ -50,8 +50,10 @@ _ARTIFACT_COLUMNS = (
 
 
 def _artifact(row: tuple) -> Artifact:
-    *head, pinned = row
-    return Artifact(*head, pinned=bool(pinned))
+    key, url, sha256, size, content_type, fetched_at, hits, misses, last_hit_at, pinned = row
+    return Artifact(
+        key, url, sha256, size, content_type, fetched_at, hits, misses, last_hit_at, bool(pinned)
+    )
 
 
 def migrations() -> list[tuple[int, str]]:
@@ -358,6 +360,7 @@ def insert_job(conn: sqlite3.Connection, job: JobRow) -> int:
                 job.finished_at,
             ),
         )
+        assert cursor.lastrowid is not None
         return cursor.lastrowid
 
 

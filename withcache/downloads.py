@@ -102,7 +102,9 @@ class DownloadManager(service.Service):
         if job.state in FINISHED:
             return defer.succeed(job)
         waiters = job.waiters
-        d = defer.Deferred(canceller=lambda d: waiters.remove(d) if d in waiters else None)
+        d: defer.Deferred[Job] = defer.Deferred(
+            canceller=lambda d: waiters.remove(d) if d in waiters else None
+        )
         waiters.append(d)
         return d
 
@@ -190,7 +192,7 @@ class DownloadManager(service.Service):
         rows = await self.catalog.run(cat.list_jobs, ACTIVE)
         resumed = 0
         for row in sorted(rows, key=lambda r: r.id):
-            if row.id in self._ours:
+            if row.id is None or row.id in self._ours:
                 continue
             job = Job(**vars(row))
             job.state, job.bytes_done, job.started_at = QUEUED, 0, None
@@ -198,7 +200,7 @@ class DownloadManager(service.Service):
                 await self._finish(job, CANCELLED, "duplicate of a resumed job")
                 continue
             self._active[job.key] = job
-            self._ours.add(job.id)
+            self._ours.add(row.id)
             await self.catalog.run(cat.update_job, job.row())
             self._start(job)
             resumed += 1

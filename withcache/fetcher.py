@@ -16,7 +16,7 @@ import re
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, cast
 from urllib.parse import urljoin, urlsplit
 
 from treq.client import HTTPClient
@@ -35,7 +35,6 @@ import withcache
 from withcache._log import make_logger
 from withcache.logs import redact_url
 from withcache.policy import OriginPolicy, RefusedOrigin
-from withcache.store import Ingest  # or anything with write/truncate/size (ThreadedWriter)
 
 log = make_logger()
 
@@ -47,6 +46,16 @@ _CONTENT_RANGE = re.compile(rb"\Abytes (\d+)-(\d+)/(\d+|\*)\Z")
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 Credentials = Callable[[str], "tuple[str, str] | None"]
 Progress = Callable[[int, "int | None"], None]
+
+
+class Sink(Protocol):
+    """Where a fill's bytes go: a store Ingest, or a ThreadedWriter in front of one."""
+
+    size: int
+
+    def write(self, data: bytes) -> None: ...
+
+    def truncate(self) -> None: ...
 
 
 class FetchError(Exception):
@@ -81,7 +90,11 @@ def system_resolver(host: str, port: int) -> Awaitable[list[str]]:
     if _is_address(host):
         return defer.succeed([host])
     d = threads.deferToThread(socket.getaddrinfo, host, port, 0, socket.SOCK_STREAM)
-    return d.addCallback(lambda infos: [info[4][0] for info in infos])
+    return d.addCallback(_addresses)
+
+
+def _addresses(infos: list) -> list[str]:
+    return [str(info[4][0]) for info in infos]
 
 
 @implementer(IStreamClientEndpoint)
@@ -164,7 +177,7 @@ def make_http_client(
     agent = Agent.usingEndpointFactory(
         reactor, PolicyEndpointFactory(reactor, policy, resolve, connect_timeout), pool=pool
     )
-    return HTTPClient(RawBodyAgent(agent))
+    return HTTPClient(cast(IAgent, RawBodyAgent(agent)))
 
 
 class _BodySink(protocol.Protocol):
@@ -192,7 +205,8 @@ class _BodySink(protocol.Protocol):
     def dataReceived(self, data: bytes) -> None:
         if self.done.called:
             return
-        self._timer.reset(self._idle)
+        if self._timer is not None:
+            self._timer.reset(self._idle)
         try:
             self._write(data)
         except BaseException as e:
@@ -201,14 +215,15 @@ class _BodySink(protocol.Protocol):
         wait = self._throttle() if self._throttle is not None else None
         if wait is not None:
             # The disk is behind: stop reading (and the idle clock) until it catches up.
-            self._timer.cancel()
-            self.transport.pauseProducing()
+            if self._timer is not None and self._timer.active():
+                self._timer.cancel()
+            cast(Any, self.transport).pauseProducing()
             wait.addCallback(self._resume)
 
     def _resume(self, _):
         if not self.done.called:
             self._timer = self._clock.callLater(self._idle, self._timed_out)
-            self.transport.resumeProducing()
+            cast(Any, self.transport).resumeProducing()
 
     def connectionLost(self, reason=protocol.connectionDone):
         if self._timer is not None and self._timer.active():
@@ -274,7 +289,7 @@ class Fetcher:
         self.idle_timeout, self.header_timeout = idle_timeout, header_timeout
         self.max_attempts, self.max_redirects, self.backoff = max_attempts, max_redirects, backoff
 
-    async def fetch(self, url: str, ingest: Ingest, progress: Progress) -> FetchResult:
+    async def fetch(self, url: str, ingest: Sink, progress: Progress) -> FetchResult:
         """Fill ingest with the bytes of url; raises FetchError or RefusedOrigin for good."""
         state: dict[str, Any] = {"validator": None}
         attempt = 0
@@ -306,7 +321,7 @@ class Fetcher:
                 )
                 await task.deferLater(self.reactor, delay, lambda: None)
 
-    async def _attempt(self, url, ingest: Ingest, progress: Progress, state) -> FetchResult:
+    async def _attempt(self, url, ingest: Sink, progress: Progress, state) -> FetchResult:
         offset = ingest.size
         extra = {}
         if offset:
