@@ -9,11 +9,15 @@ from tests.support import OriginProcess, start_host
 
 
 def test_json_logs_parse_and_never_contain_secrets(tmp_path):
-    origin = OriginProcess()
     data = tmp_path / "data"
     data.mkdir()
     (data / "netrc").write_text("machine 127.0.0.1 login lab password s3cretpw\n")
-    host = start_host(data, "--allow-private", "--log-format", "json")
+    origin = OriginProcess()
+    try:
+        host = start_host(data, "--allow-private", "--log-format", "json")
+    except BaseException:
+        origin.stop()
+        raise
     try:
         url = f"{origin.base}/f/5000/1/driver.run?X-Amz-Signature=SIGSECRET"
         subprocess.run(
