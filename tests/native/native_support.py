@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.shim_e2e_support import make_tool  # noqa: F401 (re-exported to the tests)
+
 ROOT = Path(__file__).resolve().parents[2]
 SHIM_NATIVE = ROOT / "shim-native"
 for extra in (ROOT / "shimsrc", ROOT / "tests" / "shim"):
@@ -69,14 +71,6 @@ def make_fake_tool(directory: Path, tool: str) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / tool
     path.write_text(body)
-    path.chmod(0o755)
-    return path
-
-
-def make_tool(directory: Path, name: str, body: str = "exit 0") -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / name
-    path.write_text(f"#!/bin/sh\n{body}\n")
     path.chmod(0o755)
     return path
 

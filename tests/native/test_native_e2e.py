@@ -8,18 +8,17 @@ where it came from; the origin counts the requests it gets.
 from __future__ import annotations
 
 import socket
-import sqlite3
 from pathlib import Path
 
 import pytest
 from native_support import clean_env, link_shim, make_tool, run_native
 from native_support import native_bin as native_bin  # a fixture
 
+from tests.shim_e2e_support import CACHED, FRESH, misses, seeded
+
 pytestmark = pytest.mark.e2e
 
 REAL = {"curl": "/usr/bin/curl", "wget": "/usr/bin/wget"}
-CACHED = b"cached bytes " * 80
-FRESH = b"origin bytes " * 80
 
 
 @pytest.fixture
@@ -41,22 +40,6 @@ def env_for(work: Path, server: str | None, **extra: str) -> dict[str, str]:
     if server is not None:
         env["WITHCACHE_SERVER"] = server
     return env
-
-
-def seeded(host, origin, name: str) -> str:
-    url = origin.put(name, FRESH)
-    blob = host.data_dir.parent / "seed.bin"
-    blob.write_bytes(CACHED)
-    host.seed(url, blob)
-    return url
-
-
-def misses(host) -> dict[str, int]:
-    db = sqlite3.connect(f"file:{host.data_dir / 'cache.db'}?mode=ro", uri=True)
-    try:
-        return dict(db.execute("SELECT url, count FROM misses"))
-    finally:
-        db.close()
 
 
 def path_of(url: str) -> str:

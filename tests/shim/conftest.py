@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.shim_e2e_support import make_tool
+
 ROOT = Path(__file__).resolve().parents[2]
 SHIMSRC = ROOT / "shimsrc"
 if str(SHIMSRC) not in sys.path:
@@ -41,15 +43,6 @@ class FakeProbe:
         if "/down-" in origin:
             return "unreachable"
         return "miss" if "/miss-" in origin else "hit"
-
-
-def make_tool(directory: Path, name: str, body: str = "exit 0") -> Path:
-    """An executable shell script `name` in `directory`."""
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / name
-    path.write_text(f"#!/bin/sh\n{body}\n")
-    path.chmod(0o755)
-    return path
 
 
 @pytest.fixture(scope="module")

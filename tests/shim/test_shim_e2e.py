@@ -7,16 +7,14 @@ where it came from; the origin counts the requests it gets. Nothing leaves 127.0
 from __future__ import annotations
 
 import socket
-import sqlite3
 from pathlib import Path
 
 import pytest
 from conftest import REAL_CURL, REAL_WGET, clean_env, make_tool, run_shim
 
-pytestmark = pytest.mark.e2e
+from tests.shim_e2e_support import CACHED, FRESH, misses, seeded
 
-CACHED = b"cached bytes " * 80  # ~1 KiB, what the cache-host holds
-FRESH = b"origin bytes " * 80  # what the origin serves for the same URL
+pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture
@@ -32,23 +30,6 @@ def env_for(work: Path, server: str | None, **extra: str) -> dict[str, str]:
     if server is not None:
         env["WITHCACHE_SERVER"] = server
     return env
-
-
-def seeded(host, origin, name: str) -> str:
-    """An origin URL whose artifact the cache already has (with the CACHED bytes)."""
-    url = origin.put(name, FRESH)
-    blob = host.data_dir.parent / "seed.bin"
-    blob.write_bytes(CACHED)
-    host.seed(url, blob)
-    return url
-
-
-def misses(host) -> dict[str, int]:
-    db = sqlite3.connect(f"file:{host.data_dir / 'cache.db'}?mode=ro", uri=True)
-    try:
-        return dict(db.execute("SELECT url, count FROM misses"))
-    finally:
-        db.close()
 
 
 def closed_port() -> tuple[socket.socket, str]:
