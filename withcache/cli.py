@@ -7,10 +7,12 @@ while the host serves the same data dir (SQLite WAL, blobs committed by rename b
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import asdict
 
 from withcache import catalog as cat
@@ -29,30 +31,34 @@ def server_main(argv: list[str] | None = None) -> None:
     run()
 
 
-def _open(data_dir: str) -> tuple[Store, cat.sqlite3.Connection]:
+@contextlib.contextmanager
+def _open(data_dir: str) -> Iterator[tuple[Store, cat.sqlite3.Connection]]:
+    """The data dir's store and catalog connection, closed when the command is done."""
     if not os.path.isdir(data_dir):
         raise SystemExit(f"withcache-admin: no such data dir: {data_dir}")
-    return Store(data_dir), cat.connect(os.path.join(data_dir, "cache.db"))
+    conn = cat.connect(os.path.join(data_dir, "cache.db"))
+    try:
+        yield Store(data_dir), conn
+    finally:
+        conn.close()
 
 
 def _cmd_import(args: argparse.Namespace) -> int:
     os.makedirs(args.data_dir, exist_ok=True)
-    store, conn = _open(args.data_dir)
-    try:
-        artifact = import_file(
-            store,
-            conn,
-            args.url,
-            args.file,
-            keep_query=args.keep_query,
-            now=time.time(),
-            content_type=args.content_type,
-        )
-    except (InvalidURL, FileNotFoundError, IsADirectoryError) as e:
-        print(f"withcache-admin import: {e}", file=sys.stderr)
-        return 2
-    finally:
-        conn.close()
+    with _open(args.data_dir) as (store, conn):
+        try:
+            artifact = import_file(
+                store,
+                conn,
+                args.url,
+                args.file,
+                keep_query=args.keep_query,
+                now=time.time(),
+                content_type=args.content_type,
+            )
+        except (InvalidURL, FileNotFoundError, IsADirectoryError) as e:
+            print(f"withcache-admin import: {e}", file=sys.stderr)
+            return 2
     print(f"{artifact.sha256}  {artifact.size}  {artifact.key}")
     return 0
 
@@ -65,11 +71,8 @@ def _print_json(rows) -> int:
 
 
 def _cmd_ls(args: argparse.Namespace) -> int:
-    _store, conn = _open(args.data_dir)
-    try:
+    with _open(args.data_dir) as (_store, conn):
         artifacts = cat.list_artifacts(conn)
-    finally:
-        conn.close()
     if args.json:
         return _print_json(artifacts)
     print(f"{'SHA256':<12}  {'SIZE':>10}  {'HITS':>6}  {'MISSES':>6}  KEY")
@@ -80,11 +83,8 @@ def _cmd_ls(args: argparse.Namespace) -> int:
 
 
 def _cmd_jobs(args: argparse.Namespace) -> int:
-    _store, conn = _open(args.data_dir)
-    try:
+    with _open(args.data_dir) as (_store, conn):
         jobs = cat.list_jobs(conn, limit=args.limit)
-    finally:
-        conn.close()
     if args.json:
         return _print_json(jobs)
     print(f"{'ID':>5}  {'STATE':<9}  {'DONE':>10}  URL / ERROR")
@@ -104,35 +104,28 @@ def _key(url: str, keep_query: bool) -> str:
 
 
 def _cmd_rm(args: argparse.Namespace) -> int:
-    store, conn = _open(args.data_dir)
-    try:
+    with _open(args.data_dir) as (store, conn):
         key = _key(args.url, args.keep_query)
         existed = cat.get_artifact(conn, key) is not None
         freed = cat.delete_artifact(conn, key)
         if freed:
             delete_unreferenced(conn, store, [freed])
-    finally:
-        conn.close()
     print(f"{'removed' if existed else 'not cached'}: {key}")
     return 0 if existed else 1
 
 
 def _cmd_pin(args: argparse.Namespace) -> int:
-    _store, conn = _open(args.data_dir)
-    try:
+    with _open(args.data_dir) as (_store, conn):
         key = _key(args.url, args.keep_query)
         changed = cat.set_pinned(conn, key, args.command == "pin")
-    finally:
-        conn.close()
     print(f"{args.command}ned: {key}" if changed else f"not cached: {key}")
     return 0 if changed else 1
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
     """Re-hash every blob the catalog names; quarantine the bad ones and drop their rows."""
-    store, conn = _open(args.data_dir)
     bad = 0
-    try:
+    with _open(args.data_dir) as (store, conn):
         blobs = dict(conn.execute("SELECT sha256, size FROM artifacts GROUP BY sha256"))
         for sha256, size in sorted(blobs.items()):
             if store.verify(sha256, size):
@@ -142,18 +135,13 @@ def _cmd_verify(args: argparse.Namespace) -> int:
             moved = store.quarantine(sha256)
             for artifact in cat.drop_blob(conn, sha256):
                 print(f"BAD  {sha256[:12]}  {artifact.key}  -> {moved or 'missing'}")
-    finally:
-        conn.close()
     print(f"{len(blobs) - bad} blobs ok, {bad} bad")
     return 1 if bad else 0
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    _store, conn = _open(args.data_dir)
-    try:
+    with _open(args.data_dir) as (_store, conn):
         artifacts = cat.list_artifacts(conn)
-    finally:
-        conn.close()
     with open(args.out, "w", encoding="utf-8") as out:
         for artifact in artifacts:
             out.write(json.dumps(asdict(artifact), sort_keys=True) + "\n")
@@ -164,10 +152,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _cmd_import_catalog(args: argparse.Namespace) -> int:
     """Rows from an export, for blobs present here or copied (and re-hashed) from another dir."""
     os.makedirs(args.data_dir, exist_ok=True)
-    store, conn = _open(args.data_dir)
     source = Store(args.blobs_from) if args.blobs_from else None
     imported = skipped = 0
-    try:
+    with _open(args.data_dir) as (store, conn):
         with open(args.file, encoding="utf-8") as f:
             rows = [cat.Artifact(**json.loads(line)) for line in f if line.strip()]
         for artifact in rows:
@@ -189,8 +176,6 @@ def _cmd_import_catalog(args: argparse.Namespace) -> int:
                 if ingest is not None:
                     ingest.close()
             imported += 1
-    finally:
-        conn.close()
     print(f"imported {imported} artifacts, skipped {skipped}")
     return 1 if skipped else 0
 
