@@ -185,7 +185,6 @@ class Ingest:
         self._file = os.fdopen(fd, "wb", buffering=0)
         self._hash = hashlib.sha256()
         self.size = 0
-        self.unsynced = 0
         self.blob: Blob | None = None
         self.path: str | None = None
 
@@ -195,21 +194,18 @@ class Ingest:
             view = view[self._file.write(view) :]
         self._hash.update(data)
         self.size += len(data)
-        self.unsynced += len(data)
 
     def sync(self) -> None:
         """Flush what is written so far to disk, so commit's fsync has little left to do.
 
-        Safe to run in a thread while write() goes on in another; not after commit or close.
+        Not after commit or close.
         """
-        self.unsynced = 0
         os.fdatasync(self._file.fileno())
 
     def truncate(self) -> None:
         """Throw away what was written (an origin that ignored Range must restart from 0)."""
         self._file.seek(0)
         self._file.truncate()
-        self.unsynced = 0
         self._hash = hashlib.sha256()
         self.size = 0
 
