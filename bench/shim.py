@@ -19,6 +19,7 @@ machine. The tools come from the directory of this Python (the project's venv).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import statistics
@@ -26,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,6 +82,57 @@ def time_once(argv: list[str], env: dict[str, str]) -> float:
     return elapsed * 1000
 
 
+@contextlib.contextmanager
+def seeded_host(tmp_path: Path) -> Iterator[tuple[str, bytes]]:
+    """A running cache-host holding a 1 KiB artifact under ORIGIN_URL: (its URL, the bytes)."""
+    cached = os.urandom(1024)
+    artifact = tmp_path / "artifact-1k.bin"
+    artifact.write_bytes(cached)
+    data_dir = tmp_path / "data"
+    subprocess.run(
+        [str(BIN / "withcache-admin"), "import", "--data-dir", str(data_dir)]
+        + [ORIGIN_URL, str(artifact)],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    proc, server = start_host(data_dir, tmp_path / "twistd.log")
+    try:
+        yield server, cached
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def server_free_env() -> dict[str, str]:
+    """This environment without proxies or any *WITHCACHE_SERVER setting."""
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if not k.lower().endswith("_proxy") and "WITHCACHE_SERVER" not in k
+    }
+
+
+def check_hit(shim: list[str], env: dict[str, str], cached: bytes, tmp_path: Path) -> None:
+    """The shim must really hit: what it downloads must be the seeded bytes."""
+    check = tmp_path / "check.bin"
+    subprocess.run([*shim, "-sf", "-o", str(check), ORIGIN_URL], env=env, check=True)
+    if check.read_bytes() != cached:
+        raise SystemExit(f"{shim[-1]} did not download the cached artifact")
+
+
+def interleaved(
+    commands: dict[str, tuple[list[str], dict[str, str]]], runs: int
+) -> dict[str, list[float]]:
+    """Milliseconds per run of each command, runs interleaved so all see the same conditions."""
+    samples: dict[str, list[float]] = {name: [] for name in commands}
+    for argv, env in commands.values():  # warm the page cache before measuring
+        time_once(argv, env)
+    for _ in range(runs):
+        for name, (argv, env) in commands.items():
+            samples[name].append(time_once(argv, env))
+    return samples
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=200, help="runs per command (>= 200)")
@@ -92,51 +145,24 @@ def main() -> None:
     shim, shim_label = shim_command()
     with tempfile.TemporaryDirectory(prefix="withcache-bench-") as tmp:
         tmp_path = Path(tmp)
-        artifact = tmp_path / "artifact-1k.bin"
-        artifact.write_bytes(os.urandom(1024))
-        data_dir = tmp_path / "data"
-        subprocess.run(
-            [str(BIN / "withcache-admin"), "import", "--data-dir", str(data_dir)]
-            + [ORIGIN_URL, str(artifact)],
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
-        proc, server = start_host(data_dir, tmp_path / "twistd.log")
-        try:
-            base_env = {
-                k: v
-                for k, v in os.environ.items()
-                if not k.lower().endswith("_proxy")
-                and "WITHCACHE_SERVER" not in k
-                and k != "PYTHONDONTWRITEBYTECODE"
-            }
+        with seeded_host(tmp_path) as (server, cached):
+            base_env = server_free_env()
+            base_env.pop("PYTHONDONTWRITEBYTECODE", None)
             base_env["PYTHONPATH"] = str(ROOT / "shimsrc")
             # Measure the shim as installed, i.e. with its bytecode cached (pip compiles it at
             # install time); the warm-up run below writes that cache outside the source tree.
             base_env["PYTHONPYCACHEPREFIX"] = str(tmp_path / "pycache")
             hit_env = {**base_env, "WITHCACHE_SERVER": server}
             target = cache_url(server, ORIGIN_URL)
-
-            # The shim must really hit: its download must be the seeded bytes.
-            check = tmp_path / "check.bin"
-            subprocess.run([*shim, "-sf", "-o", str(check), ORIGIN_URL], env=hit_env, check=True)
-            if check.read_bytes() != artifact.read_bytes():
-                raise SystemExit("the shim did not download the cached artifact")
-
-            commands = {
-                "shim, hit": ([*shim, "-s", "-o", "/dev/null", ORIGIN_URL], hit_env),
-                "curl, cache URL": ([curl, "-s", "-o", "/dev/null", target], base_env),
-                "shim, no server": ([*shim, "-s", "-o", "/dev/null", target], base_env),
-            }
-            samples: dict[str, list[float]] = {name: [] for name in commands}
-            for argv, env in commands.values():  # warm the page cache before measuring
-                time_once(argv, env)
-            for _ in range(runs):
-                for name, (argv, env) in commands.items():  # interleaved: same conditions
-                    samples[name].append(time_once(argv, env))
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
+            check_hit([*shim], hit_env, cached, tmp_path)
+            samples = interleaved(
+                {
+                    "shim, hit": ([*shim, "-s", "-o", "/dev/null", ORIGIN_URL], hit_env),
+                    "curl, cache URL": ([curl, "-s", "-o", "/dev/null", target], base_env),
+                    "shim, no server": ([*shim, "-s", "-o", "/dev/null", target], base_env),
+                },
+                runs,
+            )
 
     medians = {name: statistics.median(values) for name, values in samples.items()}
     print(f"shim: {shim_label}")

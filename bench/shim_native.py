@@ -22,7 +22,6 @@ machine. Helpers (host start-up, timing) are shared with bench/shim.py.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
 import subprocess
@@ -32,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "shimsrc"))
 
-from shim import BIN, ORIGIN_URL, cache_url, start_host, time_once
+from shim import ORIGIN_URL, cache_url, check_hit, interleaved, seeded_host, server_free_env
 from withcache_shim.probe import probe_command
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,46 +67,21 @@ def main() -> None:
         shim = tmp_path / "bin" / "curlwithcache"
         shim.parent.mkdir()
         shim.symlink_to(BINARY)
-        artifact = tmp_path / "artifact-1k.bin"
-        artifact.write_bytes(os.urandom(1024))
-        data_dir = tmp_path / "data"
-        subprocess.run(
-            [str(BIN / "withcache-admin"), "import", "--data-dir", str(data_dir)]
-            + [ORIGIN_URL, str(artifact)],
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
-        proc, server = start_host(data_dir, tmp_path / "twistd.log")
-        try:
-            base_env = {
-                k: v
-                for k, v in os.environ.items()
-                if not k.lower().endswith("_proxy") and "WITHCACHE_SERVER" not in k
-            }
+        with seeded_host(tmp_path) as (server, cached):
+            base_env = server_free_env()
             hit_env = {**base_env, "WITHCACHE_SERVER": server}
             target = cache_url(server, ORIGIN_URL)
-
-            check = tmp_path / "check.bin"
-            subprocess.run([shim, "-sf", "-o", str(check), ORIGIN_URL], env=hit_env, check=True)
-            if check.read_bytes() != artifact.read_bytes():
-                raise SystemExit("the native shim did not download the cached artifact")
-
-            commands = {
-                "shim, hit": ([str(shim), "-s", "-o", "/dev/null", ORIGIN_URL], hit_env),
-                "curl, cache URL": ([curl, "-s", "-o", "/dev/null", target], base_env),
-                "shim, no server": ([str(shim), "-s", "-o", "/dev/null", target], base_env),
-                "curl, again": ([curl, "-s", "-o", "/dev/null", target], base_env),
-                "curl, the probe": (probe_command(curl, "curl", target), base_env),
-            }
-            samples: dict[str, list[float]] = {name: [] for name in commands}
-            for argv, env in commands.values():
-                time_once(argv, env)
-            for _ in range(runs):
-                for name, (argv, env) in commands.items():
-                    samples[name].append(time_once(argv, env))
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
+            check_hit([str(shim)], hit_env, cached, tmp_path)
+            samples = interleaved(
+                {
+                    "shim, hit": ([str(shim), "-s", "-o", "/dev/null", ORIGIN_URL], hit_env),
+                    "curl, cache URL": ([curl, "-s", "-o", "/dev/null", target], base_env),
+                    "shim, no server": ([str(shim), "-s", "-o", "/dev/null", target], base_env),
+                    "curl, again": ([curl, "-s", "-o", "/dev/null", target], base_env),
+                    "curl, the probe": (probe_command(curl, "curl", target), base_env),
+                },
+                runs,
+            )
 
     medians = {name: statistics.median(values) for name, values in samples.items()}
     print(f"native shim: {BINARY} ({BINARY.stat().st_size} bytes)")
