@@ -44,6 +44,18 @@ def artifacts_by_key(data_dir: Path) -> dict[str, dict]:
     return {row["key"]: row for row in admin_json(data_dir, "ls")}
 
 
+def eventually(probe, predicate, timeout: float = 10.0):
+    """probe()'s value once predicate holds for it (for state the host writes a moment later,
+    such as hit counts, which it batches); fails with the last value after timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if predicate(value) or time.monotonic() > deadline:
+            assert predicate(value), f"still {value!r} after {timeout}s"
+            return value
+        time.sleep(0.1)
+
+
 def token(url: str) -> str:
     return base64.urlsafe_b64encode(url.encode()).rstrip(b"=").decode()
 

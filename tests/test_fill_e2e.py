@@ -16,6 +16,7 @@ from tests.support import (
     OriginProcess,
     admin_json,
     assert_clean_log,
+    eventually,
     payload_sha256,
     start_host,
 )
@@ -78,7 +79,9 @@ def test_concurrent_probes_and_gets_of_a_miss_make_one_origin_get_then_all_hit(o
         bodies = list(pool.map(lambda _: curl("-f", blob).stdout, range(8)))
     assert {hashlib.sha256(b).hexdigest() for b in bodies} == {payload_sha256(2000000, 1)}
     assert origin.gets("/f/2000000/1/cuda.run") == 1
-    ((misses, hits),) = db(open_host, "SELECT misses, hits FROM artifacts")
+    ((misses, hits),) = eventually(
+        lambda: db(open_host, "SELECT misses, hits FROM artifacts"), lambda rows: rows[0][1] >= 8
+    )
     assert hits == 8 and misses >= 100
 
 

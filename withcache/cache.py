@@ -16,12 +16,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from twisted.application import service
+from twisted.application.internet import TimerService
 from twisted.internet import defer, threads
 
 from withcache import catalog as cat
 from withcache._log import make_logger
 from withcache.downloads import DownloadManager, Job
 from withcache.fetcher import Fetcher
+from withcache.index import HitIndex
 from withcache.keys import cache_key
 from withcache.metrics import Metrics
 from withcache.policy import OriginPolicy
@@ -32,6 +34,9 @@ log = make_logger()
 
 # A miss of a key whose fill failed this recently does not queue another fill by itself.
 RETRY_FAILED_AFTER = 600.0
+# How often batched hit counts are written and the catalog is checked for other writers; a
+# crash loses at most this much of hit counting, and withcache-admin's changes show this late.
+INDEX_SYNC_INTERVAL = 1.0
 
 
 @dataclass(frozen=True)
@@ -94,6 +99,11 @@ class Cache(service.MultiService):
             metrics=self.metrics,
         )
         self.downloads.setServiceParent(self)
+        self.index = HitIndex()
+        self._data_version: int | None = None
+        sync = TimerService(INDEX_SYNC_INTERVAL, self._sync_tick)
+        sync.clock = reactor
+        sync.setServiceParent(self)
         self.metrics.capacity.set(settings.max_bytes)
         for state in ("queued", "running"):
             self.metrics.count_jobs(state, partial(self._count_jobs, state))
@@ -105,15 +115,37 @@ class Cache(service.MultiService):
         """The cache key of an origin URL under this host's settings (raises InvalidURL)."""
         return cache_key(url, keep_query=self.settings.keep_query)
 
+    def cached(self, url: str, *, count_hit: bool) -> Hit | None:
+        """The artifact for url if the index knows it and its blob looks whole, with no
+        database round-trip; None means "ask lookup()". Raises InvalidURL."""
+        key = self.key_for(url)
+        found = self.index.get(key)
+        if found is None:
+            return None
+        path = self.store.path_for(found.sha256)
+        if _size_on_disk(path) != found.size:
+            # Deleted or replaced under us: let lookup() ask the catalog what is true now.
+            self.index.invalidate()
+            return None
+        if count_hit:
+            self.index.count_hit(key, self._now())
+            self.metrics.hits.inc()
+        return Hit(found, path)
+
     async def lookup(self, url: str, *, count_hit: bool) -> Hit | None:
         """The cached artifact for url, or None after recording the miss (and queueing a fill)."""
+        hit = self.cached(url, count_hit=count_hit)
+        if hit is not None:
+            return hit
         key = self.key_for(url)
+        generation = self.index.generation
         found = await self.catalog.lookup(key, url, self._now(), count_hit)
         if found is not None:
             path = self.store.path_for(found.sha256)
             if _size_on_disk(path) == found.size:
                 if count_hit:
                     self.metrics.hits.inc()
+                self.index.remember(found, generation)
                 return Hit(found, path)
             # A cheap check on every hit: a truncated or missing blob is never served as good.
             bad = defer.ensureDeferred(self.quarantine(found.sha256, "blob size on disk is wrong"))
@@ -123,6 +155,25 @@ class Cache(service.MultiService):
             queued = defer.ensureDeferred(self.downloads.enqueue(url, key, "auto"))
             queued.addErrback(lambda f: log.failure("could not queue a fill of {url}", f, url=url))
         return None
+
+    def _sync_tick(self) -> defer.Deferred:
+        d = defer.ensureDeferred(self.sync_index())
+        d.addErrback(lambda f: log.failure("could not write hit counts", f))
+        return d
+
+    async def sync_index(self) -> None:
+        """Write the hits counted in memory; forget the index if another process (the admin
+        CLI) changed the catalog since the last sync."""
+        hits = self.index.take_hits()
+        batch = [(key, p.count, p.last_at) for key, p in hits.items()]
+        try:
+            version = await self.catalog.run(cat.add_hits, batch)
+        except BaseException:
+            self.index.restore_hits(hits)
+            raise
+        if version != self._data_version:
+            self.index.invalidate()
+            self._data_version = version
 
     def _should_auto_fill(self, url: str, key: str) -> bool:
         if self.settings.curate or self.fetcher is None or self.downloads.active(key):
@@ -160,6 +211,8 @@ class Cache(service.MultiService):
             )
             try:
                 freed = await self.catalog.put_artifact(artifact, self.settings.max_bytes)
+                # It may have replaced a row for this key or evicted others.
+                self.index.invalidate()
             except cat.NoRoom:
                 ingest.close()  # unlock the blob so it can go
                 await self._delete_blobs([blob.sha256])
@@ -182,6 +235,7 @@ class Cache(service.MultiService):
         """Take a bad blob out of service: move it aside, drop its rows, fetch it again."""
         moved = await self._in_thread(self.store.quarantine, sha256)
         dropped = await self.catalog.run(cat.drop_blob, sha256)
+        self.index.invalidate()
         log.warn(
             "quarantined blob {sha256} ({reason}) to {moved}; dropped {keys}",
             sha256=sha256,
@@ -216,6 +270,7 @@ class Cache(service.MultiService):
         """Remove an artifact and, when no other key shares it, its blob."""
         existed = await self.catalog.run(cat.get_artifact, key)
         freed = await self.catalog.delete_artifact(key)
+        self.index.invalidate()
         await self._delete_blobs([freed] if freed else [])
         await self.refresh_totals()
         return existed is not None
@@ -265,6 +320,12 @@ class Cache(service.MultiService):
         # Fires once the data dir is swept and interrupted fills are queued again.
         self.recovery = defer.ensureDeferred(self.recover())
         self.recovery.addErrback(lambda f: log.failure("start-up recovery failed", failure=f))
+
+    def stopService(self) -> defer.Deferred:
+        # Queued on the database thread now, before the catalog closes its connection.
+        final = self._sync_tick()
+        stopped = defer.maybeDeferred(super().stopService)
+        return defer.gatherResults([final, stopped], consumeErrors=True)
 
     async def recover(self) -> None:
         """Sweep what a crash can leave behind, then resume the fills it interrupted."""

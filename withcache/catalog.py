@@ -139,6 +139,19 @@ def lookup(
     return found
 
 
+def add_hits(conn: sqlite3.Connection, hits: list[tuple[str, int, float]]) -> int:
+    """Add batched GET hits, (key, count, last hit at) each, in one transaction; returns the
+    PRAGMA data_version after, which changes only when another connection commits."""
+    if hits:
+        with transaction(conn):
+            conn.executemany(
+                "UPDATE artifacts SET hits = hits + ?,"
+                " last_hit_at = MAX(COALESCE(last_hit_at, 0), ?) WHERE key = ?",
+                [(count, last_at, key) for key, count, last_at in hits],
+            )
+    return conn.execute("PRAGMA data_version").fetchone()[0]
+
+
 class NoRoom(Exception):
     """An artifact that cannot fit under --max-bytes even after evicting what may be evicted."""
 

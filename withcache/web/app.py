@@ -57,18 +57,23 @@ ADMIN_SEGMENTS = frozenset({b"", b"login", b"logout", b"admin", b"static"})
 
 
 class Dispatch(resource.Resource):
-    """The root: the operator UI's paths go to its app, everything else to the read path."""
+    """The root: the operator UI's paths go to its app, a hit the index knows is served on the
+    spot, everything else goes to the read path's app."""
 
     isLeaf = True  # so the whole path is left in postpath for the app that renders it
 
-    def __init__(self, read_path: resource.IResource, admin: resource.IResource):
+    def __init__(self, read_path: ReadPath, admin: resource.IResource):
         super().__init__()
         self._read_path = read_path
+        self._read_app = read_path.app.resource()
         self._admin = admin
 
     def render(self, request):
         first = request.postpath[0] if request.postpath else b""
-        return (self._admin if first in ADMIN_SEGMENTS else self._read_path).render(request)
+        if first in ADMIN_SEGMENTS:
+            return self._admin.render(request)
+        served = self._read_path.serve_known_hit(request)
+        return self._read_app.render(request) if served is None else served
 
 
 def build_site(cache: Cache, environ: dict[str, str] | None = None) -> server.Site:
@@ -80,5 +85,5 @@ def build_site(cache: Cache, environ: dict[str, str] | None = None) -> server.Si
             "WITHCACHE_ADMIN_PASSWORD is not set: the operator UI is open to anyone who can"
             " reach this host"
         )
-    root = Dispatch(ReadPath(cache).app.resource(), AdminUI(cache, auth).app.resource())
+    root = Dispatch(ReadPath(cache), AdminUI(cache, auth).app.resource())
     return WithcacheSite(root)

@@ -1,8 +1,10 @@
 """The open read path: GET|HEAD /b/<token>/<name>, /blob?url=<origin>, /healthz, /metrics.
 
-Hits are served by twisted.web.static.File on the blob path, which already streams with a pull
-producer and handles HEAD, single and multiple byte ranges, 416 and Last-Modified; this module
-adds the entity tag, the digest header and the hit/miss bookkeeping.
+Hits are served by static.File on the blob path (HEAD, single and multiple byte ranges, 416,
+Last-Modified) with sendfile bodies (withcache.web.sendfile); this module adds the entity tag,
+the digest header and the hit/miss bookkeeping. A /b/ hit the cache's in-memory index knows is
+answered by `serve_known_hit` before Klein's routing: the common case pays for neither routing
+nor a database round-trip. Everything else (misses, /blob, errors) goes through the Klein app.
 """
 
 from __future__ import annotations
@@ -11,11 +13,13 @@ import json
 from typing import Any
 
 from klein import Klein
-from twisted.web import http, static
+from twisted.web import http
+from twisted.web.resource import IResource
 
 import withcache
 from withcache.cache import Cache, Hit
 from withcache.keys import InvalidURL, decode_token
+from withcache.web.sendfile import BlobFile
 
 
 def _etag_matches(header: bytes | None, etag: bytes) -> bool:
@@ -105,6 +109,22 @@ class ReadPath:
             raise InvalidURL("url= is not UTF-8") from None
         return await self._serve(request, url)
 
+    def serve_known_hit(self, request) -> bytes | int | None:
+        """Render GET|HEAD /b/<token>/... if the index knows the artifact; None leaves the
+        request (a miss, a bad token, another route) to the Klein app."""
+        path = request.postpath
+        if len(path) < 2 or path[0] != b"b" or request.method not in (b"GET", b"HEAD"):
+            return None
+        try:
+            url = decode_token(path[1].decode("ascii"))
+            hit = self.cache.cached(url, count_hit=request.method == b"GET")
+        except (InvalidURL, UnicodeDecodeError):
+            return None
+        if hit is None:
+            return None
+        result = self._respond(request, hit)
+        return result.render(request) if IResource.providedBy(result) else result
+
     async def _serve(self, request, url: str):
         hit = await self.cache.lookup(url, count_hit=request.method == b"GET")
         if hit is None:
@@ -123,8 +143,6 @@ class ReadPath:
         request.notifyFinish().addBoth(lambda _: served.inc(request.sentLength))
         _sanitise_range(request, artifact.size)
         content_type = artifact.content_type or "application/octet-stream"
-        blob = static.File(hit.path, defaultType=content_type)
-        blob.type, blob.encoding = content_type, None
         # Klein hands a returned resource whatever path is left; a file has no children.
         request.postpath = []
-        return blob
+        return BlobFile(hit.path, content_type, self.cache.reactor)

@@ -1,0 +1,210 @@
+"""Zero-copy blob bodies: os.sendfile from the blob file straight into the client's TCP socket.
+
+static.File reads 64 KiB at a time into Python and pushes it through the transport's buffer:
+tens of thousands of syscalls and copies per GiB. This producer lets the kernel move pages from
+the page cache into the socket, as much as the socket's send buffer takes each time it is
+writable. It never holds body bytes in memory, so a slow reader costs its socket buffer and
+nothing more.
+
+Disk reads stay off the reactor thread: before each sendfile the producer asks (preadv with
+RWF_NOWAIT, which fails rather than wait for the disk) whether the first and last page of the
+next span are in the page cache; when not, a pool thread reads the span in first.
+
+It only works on a plain TCP transport (twisted.internet.tcp); anything else (TLS needs the
+bytes in user space) keeps static.File's own producers, as do multi-range responses.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from typing import Any
+
+from twisted.internet import threads
+from twisted.internet.interfaces import IPushProducer
+from twisted.internet.tcp import Connection
+from twisted.web import static
+from zope.interface import implementer
+
+from withcache._log import make_logger
+
+log = make_logger()
+
+# Most bytes one sendfile call is asked to move: the span whose residency was just checked.
+SPAN = 2 << 20
+# Once a span had to be read from disk, ask the kernel to read this far ahead too.
+READ_AHEAD = 16 << 20
+_GONE = frozenset({errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.EBADF})
+
+
+def usable(request: Any) -> bool:
+    """Whether request's connection is a plain TCP socket sendfile can write to."""
+    channel = getattr(request, "channel", None)
+    transport = getattr(channel, "transport", None)
+    return isinstance(transport, Connection)
+
+
+def _resident(fd: int, offset: int, length: int, probe: bytearray) -> bool:
+    """Whether reading [offset, offset + length) needs no disk I/O, going by its first and
+    last page (readahead fills what lies between)."""
+    for at in (offset, offset + length - 1):
+        try:
+            os.preadv(fd, [probe], at, os.RWF_NOWAIT)
+        except BlockingIOError:
+            return False
+        except OSError:
+            # A filesystem without RWF_NOWAIT: assume cold and read in a thread.
+            return False
+    return True
+
+
+def _read_in(fd: int, offset: int, length: int) -> None:
+    """Blocking, in a pool thread: bring a span into the page cache."""
+    os.posix_fadvise(fd, offset, length + READ_AHEAD, os.POSIX_FADV_WILLNEED)
+    # One byte every 64 KiB waits for the reads the advice started, without copying the span.
+    for at in range(offset, offset + length, 64 << 10):
+        os.pread(fd, 1, at)
+    os.pread(fd, 1, offset + length - 1)
+
+
+@implementer(IPushProducer)
+class SendfileProducer:
+    """Sends length bytes of a file from offset to the request's TCP socket, then finishes
+    the request. Driven by the transport: it sends when the socket is writable."""
+
+    def __init__(self, request: Any, file: Any, offset: int, length: int, reactor: Any):
+        self.request = request
+        self.file = file
+        self.offset = offset
+        self.remaining = length
+        self._reactor = reactor
+        self._transport = request.channel.transport
+        self._fd = file.fileno()
+        self._probe = bytearray(1)
+        self._reading = False
+
+    def start(self) -> None:
+        self.request.registerProducer(self, True)
+        # Status line and headers go into the transport's buffer; the body follows once the
+        # transport has written them and reports the socket writable again.
+        self.request.write(b"")
+        if self.remaining == 0:
+            self._finish()
+        else:
+            self._when_writable()
+
+    # IPushProducer: the transport (through the HTTP channel) calls these.
+
+    def pauseProducing(self) -> None:
+        # Nothing to do: bytes are only sent from resumeProducing.
+        pass
+
+    def resumeProducing(self) -> None:
+        if self.request is not None and not self._reading:
+            self._send()
+
+    def stopProducing(self) -> None:
+        """The client went away (or we are done)."""
+        self.request = None
+        if not self._reading:
+            self._close()
+
+    def _send(self) -> None:
+        transport = self._transport
+        if len(transport.dataBuffer) - transport.offset + transport._tempDataLen:
+            self._when_writable()  # headers still on their way
+            return
+        span = min(self.remaining, SPAN)
+        if not _resident(self._fd, self.offset, span, self._probe):
+            self._read_in(span)
+            return
+        try:
+            sent = os.sendfile(transport.fileno(), self._fd, self.offset, span)
+        except BlockingIOError:
+            self._when_writable()
+            return
+        except OSError as e:
+            if e.errno not in _GONE:
+                log.failure("sendfile failed", None)
+            self._abort()
+            return
+        if sent == 0:
+            # The file is shorter than the Content-Length we promised (cut under us): end the
+            # connection so the client sees a short body rather than a silent truncation.
+            log.warn("blob {path} ended early", path=self.file.name)
+            self._abort()
+            return
+        self.offset += sent
+        self.remaining -= sent
+        self.request.sentLength += sent
+        if self.remaining:
+            self._when_writable()
+        else:
+            self._finish()
+
+    def _when_writable(self) -> None:
+        """Have the transport call resumeProducing once the socket takes more bytes (it does
+        so for a paused producer when its own buffer drains)."""
+        transport = self._transport
+        if transport.connected and not transport.disconnecting:
+            transport.producerPaused = True
+            transport.startWriting()
+
+    def _read_in(self, span: int) -> None:
+        self._reading = True
+        pool = self._reactor.getThreadPool()
+        d = threads.deferToThreadPool(self._reactor, pool, _read_in, self._fd, self.offset, span)
+        d.addCallbacks(self._read, self._read_failed)
+
+    def _read(self, _: None) -> None:
+        self._reading = False
+        if self.request is None:
+            self._close()
+        else:
+            self._send()
+
+    def _read_failed(self, failure: Any) -> None:
+        self._reading = False
+        log.failure("could not read {path}", failure, path=self.file.name)
+        if self.request is None:
+            self._close()
+        else:
+            self._abort()
+
+    def _finish(self) -> None:
+        request, self.request = self.request, None
+        request.unregisterProducer()
+        request.finish()
+        self._close()
+
+    def _abort(self) -> None:
+        request, self.request = self.request, None
+        if request is not None:
+            request.unregisterProducer()
+        self._transport.abortConnection()
+        self._close()
+
+    def _close(self) -> None:
+        if not self.file.closed:
+            self.file.close()
+
+
+class BlobFile(static.File):
+    """static.File (HEAD, Range, 416, Last-Modified) with sendfile bodies where it can."""
+
+    def __init__(self, path: str, content_type: str, reactor: Any):
+        super().__init__(path, defaultType=content_type)
+        self.type, self.encoding = content_type, None
+        self._reactor = reactor
+
+    def makeProducer(self, request: Any, fileForReading: Any) -> Any:
+        producer = super().makeProducer(request, fileForReading)
+        if not usable(request):
+            return producer
+        if isinstance(producer, static.SingleRangeStaticProducer):
+            offset, length = producer.offset, producer.size
+        elif isinstance(producer, static.NoRangeStaticProducer):
+            offset, length = 0, os.fstat(fileForReading.fileno()).st_size
+        else:
+            return producer
+        return SendfileProducer(request, fileForReading, offset, length, self._reactor)
