@@ -67,6 +67,7 @@ from _common import (
     wait_until_quiet,
     write_random_file,
 )
+from _pressure import cold_reads, many_readers, slow_readers
 
 BIG_ORIGIN = "https://bench.invalid/serve/big.bin"
 SMALL_ORIGIN = "https://bench.invalid/serve/small.bin"
@@ -424,6 +425,36 @@ def profile(
     return "\n".join(report_lines)
 
 
+# --- pressure ---------------------------------------------------------------------------------
+
+
+def pressure(host: Host, size: int, blob: Path) -> str:
+    """The issue's memory and latency goals, on the host alone."""
+    big = host.url_for(BIG_ORIGIN)
+    read_through(blob)
+    many = many_readers(host.pid, big, size)
+    slow = slow_readers(host.pid, big)
+    lines = [
+        f"{many['readers']} concurrent readers of the {size // MIB} MiB blob:"
+        f" RSS {many['rss_before_mib']:.1f} MiB before, +{many['rss_growth_mib']:.1f} MiB at"
+        f" most (goal <= 64), {many['aggregate_mb_s']:.0f} MB/s aggregate",
+        f"{slow['clients']} readers at {slow['rate_kib_s']:.0f} KiB/s:"
+        f" RSS +{slow['rss_growth_mib']:.1f} MiB at most,"
+        f" {slow['read_mib_each']:.2f} MiB read each",
+    ]
+    if os.geteuid() != 0:
+        lines.append("cold reads: skipped (dropping the page cache needs root)")
+        return "\n".join(lines)
+    cold = cold_reads(host.url_for(BIG_ORIGIN).split("/b/")[0], big, size)
+    lines.append(
+        f"/healthz while {cold['readers']} readers pull the blob from disk"
+        f" ({cold['cold_mb_s']:.0f} MB/s, page cache dropped): p50 {cold['p50_ms']:.1f} ms,"
+        f" p99 {cold['p99_ms']:.1f} ms, max {cold['max_ms']:.1f} ms over {cold['probes']}"
+        f" probes (idle: p50 {cold['idle_p50_ms']:.1f}, p99 {cold['idle_p99_ms']:.1f} ms)"
+    )
+    return "\n".join(lines)
+
+
 # --- main ------------------------------------------------------------------------------------
 
 
@@ -434,6 +465,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--wrk-seconds", type=int, default=None, help="wrk -d (default 10)")
     parser.add_argument("--quick", action="store_true", help="smoke test: 64 MiB, 1 run, wrk -d3s")
     parser.add_argument("--profile", type=Path, metavar="DIR", help="also profile the host")
+    parser.add_argument(
+        "--access-log",
+        action="store_true",
+        help="both servers log every request (default: neither, like a tuned nginx)",
+    )
+    parser.add_argument(
+        "--no-pressure",
+        action="store_true",
+        help="skip the 32-reader, slow-reader and cold-read checks",
+    )
     parser.add_argument(
         "--wait-quiet",
         type=float,
@@ -460,7 +501,7 @@ def run(args: argparse.Namespace) -> None:
         data_dir, src = ws.root / "data", ws.root / "src"
         src.mkdir()
         print(f"workspace {ws.root}; writing a {args.size_mib} MiB artifact", file=sys.stderr)
-        host = start_host(ws, data_dir)
+        host = start_host(ws, data_dir, *([] if args.access_log else ["--no-access-log"]))
         digests = {}
         for origin, nbytes in ((BIG_ORIGIN, size), (SMALL_ORIGIN, SMALL_SIZE)):
             path = src / origin.rsplit("/", 1)[1]
@@ -471,7 +512,7 @@ def run(args: argparse.Namespace) -> None:
             # Only the blob copy stays, so both servers read the same pages.
             path.unlink()
         blobs = {origin: blob_path(data_dir, sha) for origin, sha in digests.items()}
-        nginx = start_nginx(ws, data_dir)
+        nginx = start_nginx(ws, data_dir, ws.root / "nginx-access.log" if args.access_log else None)
         servers = [
             Server(
                 "withcache",
@@ -509,14 +550,21 @@ def run(args: argparse.Namespace) -> None:
             )
 
         ours, peer = servers
-        counted = hits(host)
         big_gets = 1 + args.runs * (1 + CLIENTS)
         small_gets = 1 + sum(ours.samples["wrk_requests"])
         # wrk stops counting at its deadline while up to -c requests are still in flight.
         in_flight = args.runs * WRK_CONNECTIONS
-        if counted.get(BIG_ORIGIN) != big_gets or not (
-            small_gets <= counted.get(SMALL_ORIGIN, -1) <= small_gets + in_flight
-        ):
+
+        def counted_right(counted: dict[str, int]) -> bool:
+            return counted.get(BIG_ORIGIN) == big_gets and (
+                small_gets <= counted.get(SMALL_ORIGIN, -1) <= small_gets + in_flight
+            )
+
+        # The host writes hit counts in batches, once a second.
+        deadline = time.monotonic() + 10
+        while not counted_right(counted := hits(host)) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        if not counted_right(counted):
             raise BenchError(
                 f"hit counters {counted} do not match the GETs sent"
                 f" (big {big_gets}, small {small_gets}..{small_gets + in_flight})"
@@ -535,6 +583,10 @@ def run(args: argparse.Namespace) -> None:
                 f"WARNING: other work kept the machine up to {max(background):.0%} busy before"
                 " a run; these numbers are skewed. Re-run on a quiet machine."
             )
+
+        if not args.no_pressure:
+            print()
+            print(pressure(host, size, blobs[BIG_ORIGIN]))
 
         if args.profile:
             print()

@@ -44,3 +44,21 @@ def test_json_logs_parse_and_never_contain_secrets(tmp_path):
     text = "\n".join(lines)
     for secret in ("SIGSECRET", "TOPSECRET", "COOKIESECRET", "s3cretpw", "bGFiOnMzY3JldHB3"):
         assert secret not in text
+
+
+def test_no_access_log_drops_the_per_request_lines_but_metrics_still_count(tmp_path):
+    host = start_host(tmp_path / "data", "--log-format", "json", "--no-access-log")
+    try:
+        (tmp_path / "a.bin").write_bytes(b"a" * 1000)
+        host.seed("https://vendor.example/a.bin", tmp_path / "a.bin")
+        path = host.blob_url("https://vendor.example/a.bin")[len(host.url) :]
+        for _ in range(3):
+            assert host.get(path) == (200, b"a" * 1000)
+        assert host.get("/healthz")[0] == 200
+        status, metrics = host.get("/metrics")
+        assert status == 200 and b"withcache_hits_total 3.0" in metrics
+    finally:
+        host.stop()
+    events = [json.loads(line) for line in host.log().splitlines()]
+    assert [e for e in events if e.get("method")] == []
+    assert any("listening on" in e["message"] for e in events)

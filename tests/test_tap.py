@@ -23,6 +23,7 @@ DEFAULTS = {
     "credentials": None,
     "scrub-interval": 60.0,
     "log-format": "text",
+    "no-access-log": 0,
 }
 
 
@@ -40,7 +41,7 @@ def test_every_option_parsed():
     argv = (
         "--data-dir /srv/wc --port 8080 --workers 5 --curate --keep-query --max-bytes 1.5G"
         " --max-size 20G --allow-private --allow-host *.NVIDIA.com --allow-host repo.radeon.com"
-        " --scrub-interval 0.5 --log-format json"
+        " --scrub-interval 0.5 --log-format json --no-access-log"
     )
     assert parse(*argv.split()) == {
         "data-dir": "/srv/wc",
@@ -57,6 +58,7 @@ def test_every_option_parsed():
         "credentials": None,
         "scrub-interval": 0.5,
         "log-format": "json",
+        "no-access-log": 1,
     }
 
 

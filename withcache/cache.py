@@ -34,6 +34,8 @@ log = make_logger()
 
 # A miss of a key whose fill failed this recently does not queue another fill by itself.
 RETRY_FAILED_AFTER = 600.0
+# Remembered URL -> key normalisations (a pure function, so never stale).
+KEY_MEMO = 4096
 # How often batched hit counts are written and the catalog is checked for other writers; a
 # crash loses at most this much of hit counting, and withcache-admin's changes show this late.
 INDEX_SYNC_INTERVAL = 1.0
@@ -100,6 +102,7 @@ class Cache(service.MultiService):
         )
         self.downloads.setServiceParent(self)
         self.index = HitIndex()
+        self._keys: dict[str, str] = {}  # url -> key: the same few URLs are asked for all day
         self._data_version: int | None = None
         sync = TimerService(INDEX_SYNC_INTERVAL, self._sync_tick)
         sync.clock = reactor
@@ -113,30 +116,39 @@ class Cache(service.MultiService):
 
     def key_for(self, url: str) -> str:
         """The cache key of an origin URL under this host's settings (raises InvalidURL)."""
-        return cache_key(url, keep_query=self.settings.keep_query)
+        key = self._keys.get(url)
+        if key is None:
+            key = cache_key(url, keep_query=self.settings.keep_query)
+            if len(self._keys) >= KEY_MEMO:
+                self._keys.clear()
+            self._keys[url] = key
+        return key
 
-    def cached(self, url: str, *, count_hit: bool) -> Hit | None:
-        """The artifact for url if the index knows it and its blob looks whole, with no
-        database round-trip; None means "ask lookup()". Raises InvalidURL."""
-        key = self.key_for(url)
-        found = self.index.get(key)
-        if found is None:
-            return None
-        path = self.store.path_for(found.sha256)
-        if _size_on_disk(path) != found.size:
-            # Deleted or replaced under us: let lookup() ask the catalog what is true now.
-            self.index.invalidate()
-            return None
-        if count_hit:
-            self.index.count_hit(key, self._now())
-            self.metrics.hits.inc()
-        return Hit(found, path)
+    def cached(self, url: str) -> Hit | None:
+        """The artifact for url if the index knows it, with no I/O at all; None means "ask
+        lookup()". The caller checks the blob's size as it opens it, then calls count_hit, or
+        forget if the blob is not what the index says. Raises InvalidURL."""
+        found = self.index.get(self.key_for(url))
+        return None if found is None else Hit(found, self.store.path_for(found.sha256))
+
+    def count_hit(self, hit: Hit) -> None:
+        self.index.count_hit(hit.artifact.key, self._now())
+        self.metrics.hits.inc()
+
+    def forget(self, hit: Hit) -> None:
+        """The blob on disk is not what the index says (deleted or replaced under us): drop the
+        index so the next lookup asks the catalog what is true now."""
+        self.index.invalidate()
 
     async def lookup(self, url: str, *, count_hit: bool) -> Hit | None:
         """The cached artifact for url, or None after recording the miss (and queueing a fill)."""
-        hit = self.cached(url, count_hit=count_hit)
+        hit = self.cached(url)
         if hit is not None:
-            return hit
+            if _size_on_disk(hit.path) == hit.artifact.size:
+                if count_hit:
+                    self.count_hit(hit)
+                return hit
+            self.forget(hit)
         key = self.key_for(url)
         generation = self.index.generation
         found = await self.catalog.lookup(key, url, self._now(), count_hit)

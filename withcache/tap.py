@@ -33,6 +33,11 @@ class Options(usage.Options):
         ["curate", None, "Record misses only; an operator approves each fill."],
         ["keep-query", None, "Keep the query string in cache keys (dropped by default)."],
         ["allow-private", None, "Let fills reach loopback/private/link-local origins."],
+        [
+            "no-access-log",
+            None,
+            "No log line per request (for thousands of hits a second; /metrics still counts).",
+        ],
     ]
     optParameters = [
         ["data-dir", "d", "./data", "Directory for cache.db, blobs/ and tmp/ (created)."],
@@ -211,7 +216,8 @@ def makeService(options: Options) -> service.MultiService:
     if options["scrub-interval"]:
         Scrubber(cache, options["scrub-interval"]).setServiceParent(top)
     web = ListeningService(
-        endpoints.serverFromString(reactor, options["listen"]), build_site(cache)
+        endpoints.serverFromString(reactor, options["listen"]),
+        build_site(cache, access_log=not options["no-access-log"]),
     )
     web._raiseSynchronously = True
     web.setServiceParent(top)

@@ -36,6 +36,7 @@ class WithcacheSite(server.Site):
     """A Site that never shows tracebacks and sets the headers every response needs."""
 
     displayTracebacks = False
+    access_log = True
 
     def getResourceFor(self, request):
         request.setHeader(b"X-Content-Type-Options", b"nosniff")
@@ -43,6 +44,8 @@ class WithcacheSite(server.Site):
 
     def log(self, request):
         """One structured event per request, instead of a combined-format line."""
+        if not self.access_log:
+            return
         log.info(
             "{method} {path} {status} {bytes}",
             method=request.method.decode("latin-1"),
@@ -76,7 +79,9 @@ class Dispatch(resource.Resource):
         return self._read_app.render(request) if served is None else served
 
 
-def build_site(cache: Cache, environ: dict[str, str] | None = None) -> server.Site:
+def build_site(
+    cache: Cache, environ: dict[str, str] | None = None, *, access_log: bool = True
+) -> server.Site:
     environ = dict(os.environ if environ is None else environ)
     data_dir = os.path.dirname(cache.store.blobs_dir)
     auth = Auth(environ.get("WITHCACHE_ADMIN_PASSWORD"), load_secret(data_dir, environ), cache.now)
@@ -86,4 +91,6 @@ def build_site(cache: Cache, environ: dict[str, str] | None = None) -> server.Si
             " reach this host"
         )
     root = Dispatch(ReadPath(cache), AdminUI(cache, auth).app.resource())
-    return WithcacheSite(root)
+    site = WithcacheSite(root)
+    site.access_log = access_log
+    return site

@@ -14,12 +14,12 @@ from typing import Any
 
 from klein import Klein
 from twisted.web import http
-from twisted.web.resource import IResource
+from twisted.web.resource import IResource, Resource
 
 import withcache
 from withcache.cache import Cache, Hit
 from withcache.keys import InvalidURL, decode_token
-from withcache.web.sendfile import BlobFile
+from withcache.web.sendfile import BlobFile, open_blob
 
 
 def _etag_matches(header: bytes | None, etag: bytes) -> bool:
@@ -116,14 +116,18 @@ class ReadPath:
         if len(path) < 2 or path[0] != b"b" or request.method not in (b"GET", b"HEAD"):
             return None
         try:
-            url = decode_token(path[1].decode("ascii"))
-            hit = self.cache.cached(url, count_hit=request.method == b"GET")
+            hit = self.cache.cached(decode_token(path[1].decode("ascii")))
         except (InvalidURL, UnicodeDecodeError):
             return None
         if hit is None:
             return None
-        result = self._respond(request, hit)
-        return result.render(request) if IResource.providedBy(result) else result
+        opened = open_blob(hit.path, hit.artifact.size)
+        if opened is None:
+            self.cache.forget(hit)
+            return None
+        if request.method == b"GET":
+            self.cache.count_hit(hit)
+        return self._respond(request, hit, opened).render(request)
 
     async def _serve(self, request, url: str):
         hit = await self.cache.lookup(url, count_hit=request.method == b"GET")
@@ -131,18 +135,27 @@ class ReadPath:
             return plain(request, http.NOT_FOUND, f"not cached: {self.cache.key_for(url)}")
         return self._respond(request, hit)
 
-    def _respond(self, request, hit: Hit):
+    def _respond(self, request, hit: Hit, opened: Any = None) -> IResource:
         artifact = hit.artifact
         etag = f'"{artifact.sha256}"'.encode("ascii")
         request.setHeader(b"ETag", etag)
         request.setHeader(b"X-Withcache-Sha256", artifact.sha256.encode("ascii"))
-        if _etag_matches(request.getHeader(b"If-None-Match"), etag):
-            request.setResponseCode(http.NOT_MODIFIED)
-            return b""
-        served = self.cache.metrics.served_bytes
-        request.notifyFinish().addBoth(lambda _: served.inc(request.sentLength))
-        _sanitise_range(request, artifact.size)
-        content_type = artifact.content_type or "application/octet-stream"
         # Klein hands a returned resource whatever path is left; a file has no children.
         request.postpath = []
-        return BlobFile(hit.path, content_type, self.cache.reactor)
+        if _etag_matches(request.getHeader(b"If-None-Match"), etag):
+            if opened is not None:
+                opened.close()
+            return NotModified()
+        _sanitise_range(request, artifact.size)
+        content_type = artifact.content_type or "application/octet-stream"
+        return BlobFile(
+            hit.path, content_type, self.cache.reactor, self.cache.metrics.served_bytes, opened
+        )
+
+
+class NotModified(Resource):
+    isLeaf = True
+
+    def render(self, request):
+        request.setResponseCode(http.NOT_MODIFIED)
+        return b""

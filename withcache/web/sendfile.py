@@ -17,13 +17,15 @@ bytes in user space) keeps static.File's own producers, as do multi-range respon
 from __future__ import annotations
 
 import errno
+import functools
 import os
+from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet import threads
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.tcp import Connection
-from twisted.web import static
+from twisted.web import http, server, static
 from zope.interface import implementer
 
 from withcache._log import make_logger
@@ -32,6 +34,8 @@ log = make_logger()
 
 # Most bytes one sendfile call is asked to move: the span whose residency was just checked.
 SPAN = 2 << 20
+# A blob this small that is in the page cache goes out with its headers in one write.
+SMALL = 256 << 10
 # Once a span had to be read from disk, ask the kernel to read this far ahead too.
 READ_AHEAD = 16 << 20
 _GONE = frozenset({errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.EBADF})
@@ -58,6 +62,16 @@ def _resident(fd: int, offset: int, length: int, probe: bytearray) -> bool:
     return True
 
 
+def _read_cached(fd: int, size: int) -> bytes | None:
+    """The whole of a small file if it is all in the page cache, else None."""
+    body = bytearray(size)
+    try:
+        got = os.preadv(fd, [body], 0, os.RWF_NOWAIT)
+    except OSError:
+        return None
+    return bytes(body) if got == size else None
+
+
 def _read_in(fd: int, offset: int, length: int) -> None:
     """Blocking, in a pool thread: bring a span into the page cache."""
     os.posix_fadvise(fd, offset, length + READ_AHEAD, os.POSIX_FADV_WILLNEED)
@@ -82,6 +96,9 @@ class SendfileProducer:
         self._fd = file.fileno()
         self._probe = bytearray(1)
         self._reading = False
+        self.sent = 0
+        # Called with the body bytes sent, once, when the response ends either way.
+        self.on_done: Any = None
 
     def start(self) -> None:
         self.request.registerProducer(self, True)
@@ -136,6 +153,7 @@ class SendfileProducer:
             return
         self.offset += sent
         self.remaining -= sent
+        self.sent += sent
         self.request.sentLength += sent
         if self.remaining:
             self._when_writable()
@@ -187,15 +205,98 @@ class SendfileProducer:
     def _close(self) -> None:
         if not self.file.closed:
             self.file.close()
+            if self.on_done is not None:
+                self.on_done(self.sent)
+
+
+@dataclass(frozen=True)
+class OpenBlob:
+    """A blob file opened for reading, with the fstat that checked its size."""
+
+    file: Any
+    info: os.stat_result
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def open_blob(path: str, size: int | None = None) -> OpenBlob | None:
+    """The blob opened for reading, or None if it is missing or not `size` bytes long (a
+    blob is never served as good when it is truncated or was replaced)."""
+    try:
+        file = open(path, "rb", buffering=0)  # noqa: SIM115 (the response closes it)
+    except FileNotFoundError:
+        return None
+    info = os.fstat(file.fileno())
+    if size is not None and info.st_size != size:
+        file.close()
+        return None
+    return OpenBlob(file, info)
+
+
+@functools.lru_cache(maxsize=1024)
+def _http_date(mtime: int) -> bytes:
+    return http.datetimeToString(mtime)
 
 
 class BlobFile(static.File):
-    """static.File (HEAD, Range, 416, Last-Modified) with sendfile bodies where it can."""
+    """A blob as a resource: static.File (HEAD, Range, 416, Last-Modified) with sendfile
+    bodies where it can, and a short path for the common whole-blob GET and HEAD.
 
-    def __init__(self, path: str, content_type: str, reactor: Any):
+    `opened` is the blob already opened (and its size checked) by the caller, or None.
+    """
+
+    def __init__(
+        self, path: str, content_type: str, reactor: Any, served: Any, opened: OpenBlob | None
+    ):
         super().__init__(path, defaultType=content_type)
         self.type, self.encoding = content_type, None
         self._reactor = reactor
+        self._served = served
+        self._opened = opened
+
+    def openForReading(self) -> Any:
+        opened, self._opened = self._opened, None
+        return opened.file if opened is not None else super().openForReading()
+
+    def render_GET(self, request: Any) -> Any:
+        if request.getHeader(b"range") is not None or not usable(request):
+            request.notifyFinish().addBoth(lambda _: self._served.inc(request.sentLength))
+            return super().render_GET(request)
+        opened = self._opened or open_blob(self.path)
+        if opened is None:
+            return self.childNotFound.render(request)
+        self._opened = None
+        try:
+            return self._render_whole(request, opened.file, opened.info)
+        except BaseException:
+            opened.close()
+            raise
+
+    render_HEAD = render_GET
+
+    def _render_whole(self, request: Any, file: Any, info: os.stat_result) -> Any:
+        request.setHeader(b"accept-ranges", b"bytes")
+        if request.getHeader(b"if-modified-since") is None:
+            request.setHeader(b"last-modified", _http_date(int(info.st_mtime)))
+        elif request.setLastModified(info.st_mtime) is http.CACHED:
+            file.close()
+            return b""
+        request.setHeader(b"content-type", self.type.encode("ascii"))
+        request.setHeader(b"content-length", b"%d" % info.st_size)
+        if request.method == b"HEAD":
+            file.close()
+            return b""
+        if info.st_size <= SMALL:
+            body = _read_cached(file.fileno(), info.st_size)
+            if body is not None:
+                file.close()
+                self._served.inc(len(body))
+                return body
+        producer = SendfileProducer(request, file, 0, info.st_size, self._reactor)
+        producer.on_done = self._served.inc
+        producer.start()
+        return server.NOT_DONE_YET
 
     def makeProducer(self, request: Any, fileForReading: Any) -> Any:
         producer = super().makeProducer(request, fileForReading)
