@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import sqlite3
 
 import pytest
 import pytest_twisted
@@ -12,7 +13,7 @@ from twisted.internet import defer
 from tests.origin import listen_in_process
 from tests.support import payload_sha256
 from withcache.cache import Cache, Settings
-from withcache.catalog import Catalog
+from withcache.catalog import Artifact, Catalog
 from withcache.fetcher import Fetcher, make_http_client
 from withcache.policy import OriginPolicy
 from withcache.store import Ingest, Store
@@ -333,3 +334,28 @@ async def test_cancel_before_the_origin_answers_is_a_cancel_not_a_retry(origin, 
         assert os.listdir(host.store.tmp_dir) == []
 
     await stopped_after(host_factory(), body)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_change_by_another_process_empties_the_index_at_the_next_sync(host_factory):
+    async def body(host: Host):
+        a = Artifact("https://v.example/a", "https://v.example/a", "ab" * 32, 3, None, 0.0)
+        path = host.store.path_for(a.sha256)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(b"abc")
+        await host.catalog.put_artifact(a)
+        await host.cache.sync_index()
+        assert await host.cache.lookup(a.url, count_hit=True) is not None
+        assert host.cache.cached(a.url) is not None  # remembered
+        await host.cache.sync_index()
+        assert host.cache.cached(a.url) is not None  # our own writes change nothing
+        other = sqlite3.connect(host.catalog.path)  # withcache-admin rm, say
+        with other:
+            other.execute("DELETE FROM artifacts WHERE key = ?", (a.key,))
+        other.close()
+        await host.cache.sync_index()
+        assert host.cache.cached(a.url) is None
+        assert await host.cache.lookup(a.url, count_hit=True) is None
+
+    await stopped_after(host_factory(curate=True), body)
