@@ -63,6 +63,39 @@ def test_get_hits_count_and_head_lookups_do_not(conn):
     assert (after.hits, after.last_hit_at) == (1, 60.0)
 
 
+def test_a_lookup_is_answered_even_when_its_bookkeeping_cannot_be_written(conn, tmp_path):
+    cat.put_artifact(conn, art())
+    other = sqlite3.connect(str(tmp_path / "cache.db"), isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # holds the write lock, as a full disk would refuse writes
+    conn.execute("PRAGMA busy_timeout = 50")
+    try:
+        found = cat.lookup(conn, "https://e.com/f", "https://e.com/f", 60.0, count_hit=True)
+        assert found is not None and found.sha256 == "a" * 64
+        assert cat.lookup(conn, "https://e.com/g", "https://e.com/g", 60.0, True) is None
+        assert not conn.in_transaction
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    cat.lookup(conn, "https://e.com/f", "https://e.com/f", 70.0, count_hit=True)
+    assert cat.get_artifact(conn, "https://e.com/f").hits == 1  # the lost one stays lost
+
+
+def test_batched_hits_add_up_and_data_version_moves_only_for_other_writers(conn, tmp_path):
+    cat.put_artifact(conn, art())
+    version = cat.add_hits(conn, [])
+    assert cat.add_hits(conn, [("https://e.com/f", 3, 70.0), ("https://e.com/gone", 2, 1)]) == (
+        version
+    )
+    cat.add_hits(conn, [("https://e.com/f", 2, 65.0)])
+    after = cat.get_artifact(conn, "https://e.com/f")
+    assert (after.hits, after.last_hit_at) == (5, 70.0)
+    other = sqlite3.connect(str(tmp_path / "cache.db"))
+    with other:
+        other.execute("UPDATE artifacts SET pinned = 1")
+    other.close()
+    assert cat.add_hits(conn, []) != version
+
+
 def test_replacing_an_artifact_keeps_counters_and_reports_the_stale_blob(conn):
     cat.put_artifact(conn, art())
     cat.lookup(conn, "https://e.com/f", "https://e.com/f", 1.0, count_hit=True)

@@ -9,6 +9,7 @@ tests can drive it with a Clock and a stub HTTP client.
 from __future__ import annotations
 
 import os
+import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -170,8 +171,15 @@ class Cache(service.MultiService):
 
     def _sync_tick(self) -> defer.Deferred:
         d = defer.ensureDeferred(self.sync_index())
-        d.addErrback(lambda f: log.failure("could not write hit counts", f))
+        d.addErrback(self._sync_failed)
         return d
+
+    def _sync_failed(self, failure: Any) -> None:
+        if failure.check(sqlite3.OperationalError):
+            # A full disk, say: expected to pass, and the hits wait in memory meanwhile.
+            log.warn("could not write hit counts yet: {error}", error=str(failure.value))
+        else:
+            log.failure("could not write hit counts", failure)
 
     async def sync_index(self) -> None:
         """Write the hits counted in memory; forget the index if another process (the admin

@@ -18,7 +18,10 @@ from twisted.application import service
 from twisted.internet import threads
 from twisted.python.threadpool import ThreadPool
 
+from withcache._log import make_logger
+
 T = TypeVar("T")
+log = make_logger()
 
 
 @dataclass(frozen=True)
@@ -105,10 +108,12 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield conn
+        conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        # Also when COMMIT itself failed (a full disk): never leave the connection mid-transaction.
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
         raise
-    conn.execute("COMMIT")
 
 
 def get_artifact(conn: sqlite3.Connection, key: str) -> Artifact | None:
@@ -121,21 +126,34 @@ def get_artifact(conn: sqlite3.Connection, key: str) -> Artifact | None:
 def lookup(
     conn: sqlite3.Connection, key: str, url: str, now: float, count_hit: bool
 ) -> Artifact | None:
-    """The artifact for key, counting a hit; or None, counting a miss. One transaction."""
-    with transaction(conn):
-        found = get_artifact(conn, key)
-        if found is None:
-            conn.execute(
-                "INSERT INTO misses (key, url, count, first_seen, last_seen)"
-                " VALUES (?, ?, 1, ?, ?)"
-                " ON CONFLICT (key) DO UPDATE SET count = count + 1,"
-                " last_seen = excluded.last_seen, url = excluded.url",
-                (key, url, now, now),
-            )
-        elif count_hit:
-            conn.execute(
-                "UPDATE artifacts SET hits = hits + 1, last_hit_at = ? WHERE key = ?", (now, key)
-            )
+    """The artifact for key, counting a hit; or None, counting a miss.
+
+    The counting is bookkeeping: when it cannot be written (a full disk, a lock held too long)
+    the answer is still given, and the failure logged.
+    """
+    found = get_artifact(conn, key)
+    try:
+        with transaction(conn):
+            if found is None:
+                conn.execute(
+                    "INSERT INTO misses (key, url, count, first_seen, last_seen)"
+                    " VALUES (?, ?, 1, ?, ?)"
+                    " ON CONFLICT (key) DO UPDATE SET count = count + 1,"
+                    " last_seen = excluded.last_seen, url = excluded.url",
+                    (key, url, now, now),
+                )
+            elif count_hit:
+                conn.execute(
+                    "UPDATE artifacts SET hits = hits + 1, last_hit_at = ? WHERE key = ?",
+                    (now, key),
+                )
+    except sqlite3.OperationalError as e:
+        log.warn(
+            "could not record a {what} of {key}: {error}",
+            what="miss" if found is None else "hit",
+            key=key,
+            error=str(e),
+        )
     return found
 
 

@@ -35,9 +35,9 @@ def _etag_matches(header: bytes | None, etag: bytes) -> bool:
 def _sanitise_range(request, size: int) -> None:
     """Fix up what static.File mishandles in a Range header, before it sees it.
 
-    A header that is not ASCII is malformed and ignored (a 200), as RFC 9110 allows; static.File
-    would fail trying to log it. A suffix longer than the blob (`bytes=-N`, N > size) means the
-    whole blob; static.File would seek to a negative offset.
+    A header that is not ASCII, or names no range at all, is malformed and ignored (a 200), as
+    RFC 9110 allows; static.File would fail on either. A suffix longer than the blob
+    (`bytes=-N`, N > size) means the whole blob; static.File would seek to a negative offset.
     """
     value = request.getHeader(b"range")
     if value is None:
@@ -51,7 +51,12 @@ def _sanitise_range(request, size: int) -> None:
         spec = spec.strip()
         if spec.startswith(b"-") and spec[1:].isdigit() and int(spec[1:]) > size:
             spec = b"0-"
-        fixed.append(spec)
+        if spec:
+            fixed.append(spec)
+    if not fixed:
+        # `bytes=` (no ranges at all) is malformed too; static.File would answer 500.
+        request.requestHeaders.removeHeader(b"range")
+        return
     request.requestHeaders.setRawHeaders(b"range", [unit + b"=" + b",".join(fixed)])
 
 
