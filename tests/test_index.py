@@ -40,7 +40,7 @@ def test_hits_add_up_until_taken_and_come_back_if_the_write_failed():
     assert taken == {A.key: PendingHits(3, 3.0), B.key: PendingHits(1, 2.5)}
     assert index.take_hits() == {}
     index.count_hit(A.key, 4.0)
-    index.restore_hits(taken)
+    index.merge_hits(taken)
     assert index.take_hits() == {A.key: PendingHits(4, 4.0), B.key: PendingHits(1, 2.5)}
 
 

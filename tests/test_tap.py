@@ -1,5 +1,6 @@
 """Command-line options of the twistd plugin, and the plugin's discovery."""
 
+import os
 import subprocess
 
 import pytest
@@ -24,6 +25,7 @@ DEFAULTS = {
     "scrub-interval": 60.0,
     "log-format": "text",
     "no-access-log": 0,
+    "processes": 1,
 }
 
 
@@ -41,7 +43,7 @@ def test_every_option_parsed():
     argv = (
         "--data-dir /srv/wc --port 8080 --workers 5 --curate --keep-query --max-bytes 1.5G"
         " --max-size 20G --allow-private --allow-host *.NVIDIA.com --allow-host repo.radeon.com"
-        " --scrub-interval 0.5 --log-format json --no-access-log"
+        " --scrub-interval 0.5 --log-format json --no-access-log --processes 3"
     )
     assert parse(*argv.split()) == {
         "data-dir": "/srv/wc",
@@ -59,6 +61,7 @@ def test_every_option_parsed():
         "scrub-interval": 0.5,
         "log-format": "json",
         "no-access-log": 1,
+        "processes": 3,
     }
 
 
@@ -99,11 +102,17 @@ def test_listen_takes_an_endpoint_string():
         (["--log-format", "xml"], "--log-format: text or json"),
         (["--allow-host", " "], "--allow-host: must not be empty"),
         (["--netrc", "/nonexistent/netrc"], "--netrc: cannot read /nonexistent/netrc"),
+        (["--processes", "0"], "--processes: must be between 1 and 64"),
+        (["--processes", "2", "--listen", "unix:/tmp/wc.sock"], "--processes: more than one"),
     ],
 )
 def test_bad_values_are_usage_errors_naming_the_option(argv, message):
     with pytest.raises(usage.UsageError, match=message.replace("(", r"\(")):
         parse(*argv)
+
+
+def test_processes_auto_is_one_per_cpu():
+    assert parse("--processes", "auto")["processes"] == (os.cpu_count() or 1)
 
 
 def test_netrc_supplies_credentials_by_host_but_never_its_default(tmp_path):

@@ -24,7 +24,7 @@ from withcache import catalog as cat
 from withcache._log import make_logger
 from withcache.downloads import DownloadManager, Job
 from withcache.fetcher import Fetcher
-from withcache.index import HitIndex
+from withcache.index import HitIndex, PendingHits
 from withcache.keys import cache_key
 from withcache.metrics import Metrics
 from withcache.policy import OriginPolicy
@@ -136,6 +136,12 @@ class Cache(service.MultiService):
         self.index.count_hit(hit.artifact.key, self._now())
         self.metrics.hits.inc()
 
+    def record_remote_hits(self, hits: dict[str, PendingHits], served: int) -> None:
+        """Hits and body bytes a serving worker process counted (see withcache.web.workers)."""
+        self.index.merge_hits(hits)
+        self.metrics.hits.inc(sum(p.count for p in hits.values()))
+        self.metrics.served_bytes.inc(served)
+
     def forget(self, hit: Hit) -> None:
         """The blob on disk is not what the index says (deleted or replaced under us): drop the
         index so the next lookup asks the catalog what is true now."""
@@ -189,7 +195,7 @@ class Cache(service.MultiService):
         try:
             version = await self.catalog.run(cat.add_hits, batch)
         except BaseException:
-            self.index.restore_hits(hits)
+            self.index.merge_hits(hits)
             raise
         if version != self._data_version:
             self.index.invalidate()

@@ -66,8 +66,9 @@ class HitIndex:
         taken, self._pending = self._pending, {}
         return taken
 
-    def restore_hits(self, hits: dict[str, PendingHits]) -> None:
-        """Put back hits whose write failed, so the next sync tries again."""
+    def merge_hits(self, hits: dict[str, PendingHits]) -> None:
+        """Add hits counted elsewhere (a serving worker), or put back hits whose write failed
+        so the next sync tries again."""
         for key, pending in hits.items():
             mine = self._pending.get(key)
             if mine is None:

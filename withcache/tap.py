@@ -7,7 +7,7 @@ import os
 import sys
 
 from twisted.application import service, strports
-from twisted.internet import endpoints
+from twisted.internet import defer, endpoints
 from twisted.internet.testing import MemoryReactor
 from twisted.logger import ILogObserver
 from twisted.python import usage
@@ -54,6 +54,7 @@ class Options(usage.Options):
         self["port"] = None
         self["allow-host"] = []
         self["scrub-interval"] = 60.0
+        self["processes"] = 1
 
     def opt_scrub_interval(self, value: str) -> None:
         """Seconds between background re-hashes of one blob (default 60; 0 turns it off)."""
@@ -87,6 +88,14 @@ class Options(usage.Options):
         """Cache capacity, with K/M/G/T suffixes; 0 means unlimited (default)."""
         self["max-bytes"] = _size("--max-bytes", value)
 
+    def opt_processes(self, value: str) -> None:
+        """Serving processes: N-1 workers answer hits beside the host on its socket; "auto" is
+        one per CPU (default 1; needs a tcp: --listen)."""
+        if value == "auto":
+            self["processes"] = os.cpu_count() or 1
+        else:
+            self["processes"] = _positive("--processes", value, upper=64)
+
     opt_p = opt_port
     opt_w = opt_workers
 
@@ -102,6 +111,8 @@ class Options(usage.Options):
             raise usage.UsageError(f"--listen: not a valid endpoint {self['listen']!r}: {e}") from e
         if not self["data-dir"]:
             raise usage.UsageError("--data-dir: must not be empty")
+        if self["processes"] > 1 and not self["listen"].startswith(("tcp:", "tcp6:")):
+            raise usage.UsageError("--processes: more than one needs a tcp: or tcp6: --listen")
         self["credentials"] = _load_netrc(self["netrc"], self["data-dir"])
         if self["log-format"] not in ("text", "json"):
             raise usage.UsageError(f"--log-format: text or json, not {self['log-format']!r}")
@@ -184,6 +195,15 @@ class WithcacheService(service.MultiService):
 
     log_observer = None
 
+    @defer.inlineCallbacks
+    def stopService(self):
+        """Stop the children one at a time, last added first: the listeners (and serving
+        workers, whose last hit counts come in as they exit) before the cache writes its last
+        hit counts, and the cache before the catalog closes."""
+        service.Service.stopService(self)
+        for child in reversed(list(self)):
+            yield defer.maybeDeferred(child.stopService)
+
     def setServiceParent(self, parent):
         super().setServiceParent(parent)
         if self.log_observer is not None and hasattr(parent, "setComponent"):
@@ -194,6 +214,7 @@ def makeService(options: Options) -> service.MultiService:
     from twisted.internet import reactor
 
     from withcache.web.app import build_site
+    from withcache.web.workers import ServingWorkers
 
     data_dir = os.path.abspath(options["data-dir"])
     os.makedirs(data_dir, exist_ok=True)
@@ -215,12 +236,15 @@ def makeService(options: Options) -> service.MultiService:
     cache.setServiceParent(top)
     if options["scrub-interval"]:
         Scrubber(cache, options["scrub-interval"]).setServiceParent(top)
-    web = ListeningService(
-        endpoints.serverFromString(reactor, options["listen"]),
-        build_site(cache, access_log=not options["no-access-log"]),
-    )
+    site = build_site(cache, access_log=not options["no-access-log"])
+    web = ListeningService(endpoints.serverFromString(reactor, options["listen"]), site)
     web._raiseSynchronously = True
     web.setServiceParent(top)
+    if options["processes"] > 1:
+        workers = ServingWorkers(
+            options["processes"], cache, site, web, keep_query=settings.keep_query, reactor=reactor
+        )
+        workers.setServiceParent(top)
     log.info(
         "withcache data dir {data_dir} (curate={curate}, keep_query={keep_query},"
         " workers={workers}, allow_private={allow_private}, allow_hosts={allow_hosts},"

@@ -1,0 +1,135 @@
+"""--processes: serving workers beside the host on its listening socket, end to end."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from tests.support import artifacts_by_key, eventually, start_host, write_file
+
+ORIGIN = "https://vendor.example.com/doca/doca-host.deb"
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def curl(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["curl", "-sS", *args], capture_output=True, timeout=60)
+
+
+@pytest.fixture
+def pair(tmp_path):
+    """A curating host with one serving worker, JSON logs, and one 300 KiB artifact."""
+    host = start_host(tmp_path / "data", "--curate", "--processes", "2", "--log-format", "json")
+    try:
+        data = write_file(tmp_path / "a.bin", 300 * 1024 + 7).read_bytes()
+        host.seed(ORIGIN, tmp_path / "a.bin")
+        host.wait_for_log("started 1 serving workers")
+        yield host, data
+    finally:
+        host.stop()
+
+
+def events(host) -> list[dict]:
+    return [json.loads(line) for line in host.log().splitlines() if line.startswith("{")]
+
+
+def test_a_worker_answers_hits_and_the_host_counts_them(pair):
+    host, data = pair
+    url = host.blob_url(ORIGIN, "a.bin")
+    with ThreadPoolExecutor(8) as pool:  # each curl is a new connection: both processes accept
+        bodies = list(pool.map(lambda _: curl("-f", url).stdout, range(120)))
+    assert {hashlib.sha256(b).hexdigest() for b in bodies} == {hashlib.sha256(data).hexdigest()}
+    by_worker = [e for e in events(host) if e.get("worker") and e.get("method") == "GET"]
+    assert by_worker, "no GET was answered by the worker"
+    hits = eventually(lambda: artifacts_by_key(host.data_dir)[ORIGIN]["hits"], lambda n: n >= 120)
+    assert hits == 120
+    status, metrics = host.get("/metrics")
+    assert status == 200 and b"withcache_hits_total 120.0" in metrics
+
+
+def test_whatever_lands_on_a_worker_gets_the_hosts_answer(pair):
+    host, _data = pair
+    miss = host.blob_url(ORIGIN + ".missing", "x")
+
+    def answers(_):
+        return (
+            curl("-o", "/dev/null", "-w", "%{http_code}", miss).stdout,
+            curl("-f", f"{host.url}/healthz").stdout,
+            curl("-f", "-o", "/dev/null", "-w", "%{http_code}", f"{host.url}/").stdout,
+            curl("-o", "/dev/null", "-w", "%{http_code}", f"{host.url}/b/!!/x").stdout,
+        )
+
+    with ThreadPoolExecutor(6) as pool:
+        seen = set(pool.map(answers, range(40)))
+    assert len(seen) == 1
+    ((miss_status, health, page, bad),) = seen
+    assert (miss_status, page, bad) == (b"404", b"200", b"400")
+    assert json.loads(health)["status"] == "ok"
+    db = sqlite3.connect(f"file:{host.data_dir / 'cache.db'}?mode=ro", uri=True)
+    try:
+        (count,) = db.execute("SELECT count FROM misses WHERE key = ?", (ORIGIN + ".missing",))
+    finally:
+        db.close()
+    assert count == (40,)  # each forwarded miss recorded once, by the host
+
+
+def test_a_worker_that_dies_is_replaced_and_a_dead_host_takes_its_workers_along(tmp_path):
+    host = start_host(tmp_path / "data", "--curate", "--processes", "2")
+    try:
+        host.wait_for_log("started 1 serving workers")
+        (worker,) = eventually(lambda: children(host.pid), lambda pids: len(pids) == 1)
+        os.kill(worker, signal.SIGKILL)
+        host.wait_for_log("starting another")
+        (replacement,) = eventually(
+            lambda: [p for p in children(host.pid) if alive(p)],
+            lambda pids: len(pids) == 1 and pids[0] != worker,
+        )
+        assert host.get("/healthz")[0] == 200
+        host.stop(signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while alive(replacement) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not alive(replacement), "the worker outlived its host"
+    finally:
+        host.stop()
+
+
+def test_hits_a_worker_counted_are_written_when_the_host_stops(pair):
+    host, _data = pair
+    url = host.blob_url(ORIGIN, "a.bin")
+    with ThreadPoolExecutor(8) as pool:
+        codes = list(
+            pool.map(lambda _: curl("-o", "/dev/null", "-w", "%{http_code}", url), range(60))
+        )
+    assert {c.stdout for c in codes} == {b"200"}
+    host.stop()
+    assert artifacts_by_key(host.data_dir)[ORIGIN]["hits"] == 60
+    assert any(e.get("worker") for e in events(host))

@@ -1,0 +1,242 @@
+"""A serving worker process (`--processes N`): hits from the shared listening socket.
+
+One reactor thread tops out at a few thousand small hits a second, so with --processes N the
+host starts N-1 of these beside itself. Each accepts connections on the host's own listening
+socket (inherited as a file descriptor) and answers the hits its index knows, straight from the
+blob files, exactly as the host does. Every other request (a miss, a key it has not learnt yet,
+/blob, /healthz, /metrics, the operator UI) it passes to the host over loopback, marked with a
+shared secret and the client's address. It learns a key in the background after passing its
+first request on, counts hits in memory, and reports them with the bytes it served to the host
+on stdout once a second; the host writes them with its own. It logs through the host (events
+as JSON lines on stderr) and exits when its stdin closes, i.e. when the host stops or dies.
+
+    python -m withcache.web.worker --data-dir D --upstream PORT --fd 3 [--family 6]
+        [--keep-query] [--no-access-log]        (secret in $WITHCACHE_WORKER_SECRET)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import sys
+from typing import Any
+
+from twisted.internet import defer, protocol, stdio, task
+from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.logger import eventAsJSON, globalLogBeginner
+from twisted.web import proxy, resource, server
+from zope.interface import implementer
+
+from withcache import catalog as cat
+from withcache._log import make_logger
+from withcache.cache import Hit
+from withcache.index import HitIndex
+from withcache.keys import cache_key
+from withcache.store import Store
+from withcache.web.app import WithcacheSite
+from withcache.web.blobs import ReadPath
+
+log = make_logger()
+
+SECRET_HEADER = b"x-withcache-worker"
+SYNC_INTERVAL = 1.0
+
+
+class _Counter:
+    """The one metric a worker keeps: bytes served, reported to the host and reset."""
+
+    def __init__(self) -> None:
+        self.value = 0
+
+    def inc(self, n: int) -> None:
+        self.value += n
+
+
+class WorkerCache:
+    """What the read path needs of a Cache, for hits only: the index, learnt from the catalog."""
+
+    def __init__(self, store: Store, catalog: cat.Catalog, keep_query: bool, reactor: Any):
+        self.store = store
+        self.catalog = catalog
+        self.keep_query = keep_query
+        self.reactor = reactor
+        self.index = HitIndex()
+        self.served_bytes = _Counter()
+        self.metrics = self  # ReadPath counts served bytes on cache.metrics.served_bytes
+        self._keys: dict[str, str] = {}
+        self._learning: set[str] = set()
+        self._data_version: int | None = None
+
+    def key_for(self, url: str) -> str:
+        key = self._keys.get(url)
+        if key is None:
+            key = cache_key(url, keep_query=self.keep_query)
+            if len(self._keys) >= 4096:
+                self._keys.clear()
+            self._keys[url] = key
+        return key
+
+    def cached(self, url: str) -> Hit | None:
+        key = self.key_for(url)
+        found = self.index.get(key)
+        if found is None:
+            self._learn(key)
+            return None
+        return Hit(found, self.store.path_for(found.sha256))
+
+    def _learn(self, key: str) -> None:
+        """Look key up in the background, so this worker answers its next request itself."""
+        if key in self._learning:
+            return
+        self._learning.add(key)
+        generation = self.index.generation
+        d = self.catalog.run(cat.get_artifact, key)
+        d.addCallback(lambda found: found and self.index.remember(found, generation))
+        d.addErrback(lambda f: None)  # the host answers meanwhile; the next request retries
+        d.addBoth(lambda _: self._learning.discard(key))
+
+    def count_hit(self, hit: Hit) -> None:
+        self.index.count_hit(hit.artifact.key, self.reactor.seconds())
+
+    def forget(self, hit: Hit) -> None:
+        self.index.invalidate()
+
+    async def sync(self, report: Any) -> None:
+        """Report hits and bytes served to the host; forget the index if the catalog changed."""
+        hits = self.index.take_hits()
+        served, self.served_bytes.value = self.served_bytes.value, 0
+        if hits or served:
+            batch = [[key, p.count, p.last_at] for key, p in hits.items()]
+            report.write(json.dumps({"hits": batch, "served": served}).encode() + b"\n")
+        version = await self.catalog.run(cat.add_hits, [])
+        if version != self._data_version:
+            self.index.invalidate()
+            self._data_version = version
+
+
+class Forward(resource.Resource):
+    """Everything a worker does not answer itself goes to the host, as it came."""
+
+    isLeaf = True
+
+    def __init__(self, reactor: Any, port: int, secret: bytes):
+        super().__init__()
+        self._reactor, self._port, self._secret = reactor, port, secret
+
+    def render(self, request: Any) -> Any:
+        request.forwarded = True
+        headers = request.requestHeaders
+        headers.setRawHeaders(b"x-forwarded-for", [request.getClientAddress().host.encode()])
+        headers.setRawHeaders(SECRET_HEADER, [self._secret])
+        request.content.seek(0, 0)
+        # The Host header stays the client's: the operator UI builds cache URLs from it.
+        factory = proxy.ProxyClientFactory(
+            request.method,
+            request.uri,
+            request.clientproto,
+            request.getAllHeaders(),
+            request.content.read(),
+            request,
+        )
+        factory.noisy = False
+        self._reactor.connectTCP("127.0.0.1", self._port, factory)
+        return server.NOT_DONE_YET
+
+
+class WorkerRoot(resource.Resource):
+    isLeaf = True
+
+    def __init__(self, read_path: ReadPath, forward: Forward):
+        super().__init__()
+        self._read_path, self._forward = read_path, forward
+
+    def render(self, request: Any) -> Any:
+        served = self._read_path.serve_known_hit(request)
+        return self._forward.render(request) if served is None else served
+
+
+class WorkerSite(WithcacheSite):
+    def log(self, request: Any) -> None:
+        # A forwarded request is logged by the host that answered it.
+        if not getattr(request, "forwarded", False):
+            super().log(request)
+
+
+@implementer(IHalfCloseableProtocol)
+class _HostLink(protocol.Protocol):
+    """stdin/stdout to the host: reports go out on stdout; the end of stdin means stop, after a
+    last report; the end of both (the host is gone) means stop now."""
+
+    def __init__(self, on_stdin_closed: Any, on_lost: Any):
+        self._on_stdin_closed, self._on_lost = on_stdin_closed, on_lost
+
+    def readConnectionLost(self) -> None:
+        self._on_stdin_closed()
+
+    def writeConnectionLost(self) -> None:
+        # Nobody reads reports any more: the host is gone.
+        self._on_lost()
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self._on_lost()
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="withcache serving worker (started by the host)")
+    parser.add_argument("--data-dir", required=True)
+    parser.add_argument("--upstream", type=int, required=True)
+    parser.add_argument("--fd", type=int, required=True)
+    parser.add_argument("--family", type=int, choices=(4, 6), default=4)
+    parser.add_argument("--keep-query", action="store_true")
+    parser.add_argument("--no-access-log", action="store_true")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    from twisted.internet import reactor
+
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    secret = os.environ.pop("WITHCACHE_WORKER_SECRET").encode()
+    globalLogBeginner.beginLoggingTo(
+        [lambda event: sys.stderr.write(eventAsJSON(event) + "\n")],
+        redirectStandardIO=False,
+    )
+    catalog = cat.Catalog(os.path.join(args.data_dir, "cache.db"), reactor)
+    catalog.startService()
+    cache = WorkerCache(Store(args.data_dir), catalog, args.keep_query, reactor)
+    read_path = ReadPath(cache)  # type: ignore[arg-type]
+    site = WorkerSite(WorkerRoot(read_path, Forward(reactor, args.upstream, secret)))
+    site.access_log = not args.no_access_log
+    family = socket.AF_INET6 if args.family == 6 else socket.AF_INET
+    port = reactor.adoptStreamPort(args.fd, family, site)
+    os.close(args.fd)  # adoptStreamPort keeps a duplicate
+
+    def sync() -> defer.Deferred:
+        d = defer.ensureDeferred(cache.sync(link.transport))
+        return d.addErrback(lambda f: log.failure("worker sync failed", f))
+
+    def last_report() -> None:
+        port.stopListening()
+        syncing.stop()
+        sync().addBoth(lambda _: link.transport.loseConnection())
+
+    def stop() -> None:
+        if catalog.running:
+            catalog.stopService().addBoth(lambda _: reactor.running and reactor.stop())
+
+    link = _HostLink(last_report, stop)
+    stdio.StandardIO(link, reactor=reactor)
+    syncing = task.LoopingCall(sync)
+    syncing.clock = reactor
+    syncing.start(SYNC_INTERVAL, now=False)
+    # The host decides when a worker stops (it closes stdin): a Ctrl-C in the terminal reaches
+    # the whole process group, and the worker must still get its last report out.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    reactor.run(installSignalHandlers=False)
+
+
+if __name__ == "__main__":
+    main()
