@@ -54,6 +54,7 @@ from _common import (
     Host,
     Workspace,
     blob_path,
+    children,
     cpu_seconds,
     median,
     proc_status,
@@ -471,6 +472,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="both servers log every request (default: neither, like a tuned nginx)",
     )
     parser.add_argument(
+        "--processes",
+        default="auto",
+        help="the host's --processes (default auto: one per CPU, as nginx's worker_processes)",
+    )
+    parser.add_argument(
         "--no-pressure",
         action="store_true",
         help="skip the 32-reader, slow-reader and cold-read checks",
@@ -501,7 +507,13 @@ def run(args: argparse.Namespace) -> None:
         data_dir, src = ws.root / "data", ws.root / "src"
         src.mkdir()
         print(f"workspace {ws.root}; writing a {args.size_mib} MiB artifact", file=sys.stderr)
-        host = start_host(ws, data_dir, *([] if args.access_log else ["--no-access-log"]))
+        host = start_host(
+            ws,
+            data_dir,
+            "--processes",
+            args.processes,
+            *([] if args.access_log else ["--no-access-log"]),
+        )
         digests = {}
         for origin, nbytes in ((BIG_ORIGIN, size), (SMALL_ORIGIN, SMALL_SIZE)):
             path = src / origin.rsplit("/", 1)[1]
@@ -518,7 +530,7 @@ def run(args: argparse.Namespace) -> None:
                 "withcache",
                 host.url_for(BIG_ORIGIN),
                 host.url_for(SMALL_ORIGIN),
-                lambda: [host.pid],
+                lambda: [host.pid, *children(host.pid)],  # and its serving workers
             ),
             Server(
                 "nginx",

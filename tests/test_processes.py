@@ -133,3 +133,28 @@ def test_hits_a_worker_counted_are_written_when_the_host_stops(pair):
     host.stop()
     assert artifacts_by_key(host.data_dir)[ORIGIN]["hits"] == 60
     assert any(e.get("worker") for e in events(host))
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+def test_big_hits_by_either_route_stream_from_the_worker_without_buffering(tmp_path):
+    host = start_host(tmp_path / "data", "--curate", "--processes", "2")
+    try:
+        size = 48 * 1024 * 1024 + 1
+        digest = host.seed(ORIGIN, write_file(tmp_path / "big.bin", size))
+        host.wait_for_log("started 1 serving workers")
+        (worker,) = eventually(lambda: children(host.pid), lambda pids: len(pids) == 1)
+        before = {pid: rss_mib(pid) for pid in (host.pid, worker)}
+        urls = [host.blob_url(ORIGIN, "big.bin"), f"{host.url}/blob?url={ORIGIN}"] * 6
+        with ThreadPoolExecutor(4) as pool:
+            outs = list(pool.map(lambda u: curl("-f", u), urls))
+        assert {hashlib.sha256(o.stdout).hexdigest() for o in outs} == {digest}
+        growth = {pid: rss_mib(pid) - mib for pid, mib in before.items()}
+        assert max(growth.values()) < 24, growth
+    finally:
+        host.stop()

@@ -60,6 +60,23 @@ def _sanitise_range(request, size: int) -> None:
     request.requestHeaders.setRawHeaders(b"range", [unit + b"=" + b",".join(fixed)])
 
 
+def requested_url(request: Any) -> str | None:
+    """The origin URL a GET|HEAD of /b/<token>/... or /blob?url=... names; None for other
+    requests and malformed ones (the Klein app gives those their answers)."""
+    if request.method not in (b"GET", b"HEAD"):
+        return None
+    path = request.postpath
+    try:
+        if len(path) >= 2 and path[0] == b"b":
+            return decode_token(path[1].decode("ascii"))
+        urls = request.args.get(b"url")
+        if path == [b"blob"] and urls and len(urls) == 1 and urls[0]:
+            return urls[0].decode("utf-8")
+    except (InvalidURL, UnicodeDecodeError):
+        pass
+    return None
+
+
 def plain(request: Any, code: int, line: str) -> bytes:
     """A one-line text/plain response body."""
     request.setResponseCode(code)
@@ -115,17 +132,20 @@ class ReadPath:
         return await self._serve(request, url)
 
     def serve_known_hit(self, request) -> bytes | int | None:
-        """Render GET|HEAD /b/<token>/... if the index knows the artifact; None leaves the
-        request (a miss, a bad token, another route) to the Klein app."""
-        path = request.postpath
-        if len(path) < 2 or path[0] != b"b" or request.method not in (b"GET", b"HEAD"):
+        """Render a GET|HEAD of /b/<token>/... or /blob?url=... if the index knows the artifact;
+        None leaves the request (a miss, a bad token, another route) to the Klein app."""
+        url = requested_url(request)
+        if url is None:
             return None
         try:
-            hit = self.cache.cached(decode_token(path[1].decode("ascii")))
-        except (InvalidURL, UnicodeDecodeError):
+            hit = self.cache.cached(url)
+        except InvalidURL:
             return None
-        if hit is None:
-            return None
+        return None if hit is None else self.serve_hit(request, hit)
+
+    def serve_hit(self, request, hit: Hit) -> bytes | int | None:
+        """Render a hit found without the Klein app; None if its blob is not what the catalog
+        says (then the Klein app, which asks the catalog again, should answer)."""
         opened = open_blob(hit.path, hit.artifact.size)
         if opened is None:
             self.cache.forget(hit)

@@ -2,16 +2,16 @@
 
 One reactor thread tops out at a few thousand small hits a second, so with --processes N the
 host starts N-1 of these beside itself. Each accepts connections on the host's own listening
-socket (inherited as a file descriptor) and answers the hits its index knows, straight from the
-blob files, exactly as the host does. Every other request (a miss, a key it has not learnt yet,
-/blob, /healthz, /metrics, the operator UI) it passes to the host over loopback, marked with a
-shared secret and the client's address. It learns a key in the background after passing its
-first request on, counts hits in memory, and reports them with the bytes it served to the host
-on stdout once a second; the host writes them with its own. It logs through the host (events
-as JSON lines on stderr) and exits when its stdin closes, i.e. when the host stops or dies.
+socket (inherited as a file descriptor) and answers hits straight from the blob files, exactly
+as the host does, asking the catalog (read only) about keys its index does not know yet. Every
+other request (a miss, /healthz, /metrics, the operator UI, anything malformed) it passes to the
+host over loopback, marked with a shared secret and the client's address. It counts hits in
+memory and reports them, with the bytes it served, to the host on stdout once a second; the
+host writes them with its own. It logs through the host (events as JSON lines on stderr) and
+exits when its stdin closes, i.e. when the host stops or dies. The host starts it as
 
-    python -m withcache.web.worker --data-dir D --upstream PORT --fd 3 [--family 6]
-        [--keep-query] [--no-access-log]        (secret in $WITHCACHE_WORKER_SECRET)
+    python -c 'from withcache.web.worker import main; main()' --data-dir D --upstream PORT
+        --fd 3 [--family 6] [--keep-query] [--no-access-log]   (secret: $WITHCACHE_WORKER_SECRET)
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from withcache.index import HitIndex
 from withcache.keys import cache_key
 from withcache.store import Store
 from withcache.web.app import WithcacheSite
-from withcache.web.blobs import ReadPath
+from withcache.web.blobs import ReadPath, requested_url
 
 log = make_logger()
 
@@ -67,7 +67,6 @@ class WorkerCache:
         self.served_bytes = _Counter()
         self.metrics = self  # ReadPath counts served bytes on cache.metrics.served_bytes
         self._keys: dict[str, str] = {}
-        self._learning: set[str] = set()
         self._data_version: int | None = None
 
     def key_for(self, url: str) -> str:
@@ -80,23 +79,21 @@ class WorkerCache:
         return key
 
     def cached(self, url: str) -> Hit | None:
-        key = self.key_for(url)
-        found = self.index.get(key)
-        if found is None:
-            self._learn(key)
-            return None
-        return Hit(found, self.store.path_for(found.sha256))
+        found = self.index.get(self.key_for(url))
+        return None if found is None else self._hit(found)
 
-    def _learn(self, key: str) -> None:
-        """Look key up in the background, so this worker answers its next request itself."""
-        if key in self._learning:
-            return
-        self._learning.add(key)
+    def _hit(self, artifact: cat.Artifact) -> Hit:
+        return Hit(artifact, self.store.path_for(artifact.sha256))
+
+    async def learn(self, url: str) -> Hit | None:
+        """Ask the catalog about url (on the database thread) and remember the answer."""
+        key = self.key_for(url)
         generation = self.index.generation
-        d = self.catalog.run(cat.get_artifact, key)
-        d.addCallback(lambda found: found and self.index.remember(found, generation))
-        d.addErrback(lambda f: None)  # the host answers meanwhile; the next request retries
-        d.addBoth(lambda _: self._learning.discard(key))
+        found = await self.catalog.run(cat.get_artifact, key)
+        if found is None:
+            return None
+        self.index.remember(found, generation)
+        return self._hit(found)
 
     def count_hit(self, hit: Hit) -> None:
         self.index.count_hit(hit.artifact.key, self.reactor.seconds())
@@ -147,15 +144,46 @@ class Forward(resource.Resource):
 
 
 class WorkerRoot(resource.Resource):
+    """Hits this worker can find are answered here; everything else goes to the host."""
+
     isLeaf = True
 
-    def __init__(self, read_path: ReadPath, forward: Forward):
+    def __init__(self, cache: WorkerCache, read_path: ReadPath, forward: Forward):
         super().__init__()
-        self._read_path, self._forward = read_path, forward
+        self._cache, self._read_path, self._forward = cache, read_path, forward
 
     def render(self, request: Any) -> Any:
         served = self._read_path.serve_known_hit(request)
+        if served is not None:
+            return served
+        url = requested_url(request)
+        if url is None:
+            return self._forward.render(request)
+        # A key this worker has not learnt yet: ask the catalog rather than pass the body
+        # through the host.
+        gone: list[bool] = []
+        request.notifyFinish().addErrback(gone.append)
+        learnt = defer.ensureDeferred(self._cache.learn(url))
+        learnt.addErrback(lambda f: None)
+        learnt.addCallback(lambda hit: gone or request.render(_Answer(self, hit)))
+        return server.NOT_DONE_YET
+
+    def answer(self, request: Any, hit: Hit | None) -> Any:
+        served = None if hit is None else self._read_path.serve_hit(request, hit)
         return self._forward.render(request) if served is None else served
+
+
+class _Answer(resource.Resource):
+    """Renders a learnt answer through Request.render, which finishes the response."""
+
+    isLeaf = True
+
+    def __init__(self, root: WorkerRoot, hit: Hit | None):
+        super().__init__()
+        self._root, self._hit = root, hit
+
+    def render(self, request: Any) -> Any:
+        return self._root.answer(request, self._hit)
 
 
 class WorkerSite(WithcacheSite):
@@ -208,7 +236,7 @@ def main(argv: list[str] | None = None) -> None:
     catalog.startService()
     cache = WorkerCache(Store(args.data_dir), catalog, args.keep_query, reactor)
     read_path = ReadPath(cache)  # type: ignore[arg-type]
-    site = WorkerSite(WorkerRoot(read_path, Forward(reactor, args.upstream, secret)))
+    site = WorkerSite(WorkerRoot(cache, read_path, Forward(reactor, args.upstream, secret)))
     site.access_log = not args.no_access_log
     family = socket.AF_INET6 if args.family == 6 else socket.AF_INET
     port = reactor.adoptStreamPort(args.fd, family, site)
