@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import sqlite3
@@ -13,6 +14,10 @@ from typing import TypeVar
 from tests.support import Host, admin_json, payload_sha256, token
 
 T = TypeVar("T")
+
+
+# The digest of a test payload, computed once per (size, seed).
+expected_sha256 = functools.lru_cache(maxsize=None)(payload_sha256)
 
 
 def fd_count(pid: int) -> int:
@@ -45,33 +50,36 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def check_data_dir(data_dir: Path) -> list[dict]:
-    """Every listed artifact's blob has the listed size and digest, and cache.db is sound.
+def read_only(data_dir: Path, sql: str) -> list[tuple]:
+    """One query on cache.db opened read-only (safe while the host runs, or after it died)."""
+    conn = sqlite3.connect(f"file:{data_dir / 'cache.db'}?mode=ro", uri=True)
+    try:
+        return conn.execute(sql).fetchall()
+    finally:
+        conn.close()
 
-    Works whether the host runs or not (the catalog is opened read-only). Returns the rows.
-    """
+
+def check_data_dir(data_dir: Path) -> list[dict]:
+    """Every artifact `withcache-admin ls` lists has a blob of the listed size and digest, and
+    cache.db passes PRAGMA integrity_check. Returns the listed rows."""
     rows = admin_json(data_dir, "ls")
     for row in rows:
         blob = data_dir / "blobs" / row["sha256"][:2] / row["sha256"][2:]
         assert blob.stat().st_size == row["size"], (row, blob.stat().st_size)
         assert file_sha256(blob) == row["sha256"], row
-    conn = sqlite3.connect(f"file:{data_dir / 'cache.db'}?mode=ro", uri=True)
-    try:
-        assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
-    finally:
-        conn.close()
+    assert read_only(data_dir, "PRAGMA integrity_check") == [("ok",)]
     return rows
 
 
-def jobs_by_url(data_dir: Path) -> dict[str, dict]:
-    """The latest job of each URL (withcache-admin jobs --json, newest first)."""
-    found: dict[str, dict] = {}
-    for job in admin_json(data_dir, "jobs"):
-        found.setdefault(job["url"], job)
+def jobs_by_url(data_dir: Path) -> dict[str, tuple[str, str | None]]:
+    """(state, error) of the latest job of each URL."""
+    found: dict[str, tuple[str, str | None]] = {}
+    for url, state, error in read_only(data_dir, "SELECT url, state, error FROM jobs ORDER BY id"):
+        found[url] = (state, error)
     return found
 
 
 def serves(host: Host, origin_url: str, size: int, seed: int) -> bool:
     """Whether the host answers a GET of origin_url with the whole, right body."""
     status, body = host.get(f"/b/{token(origin_url)}/x", timeout=60)
-    return status == 200 and hashlib.sha256(body).hexdigest() == payload_sha256(size, seed)
+    return status == 200 and hashlib.sha256(body).hexdigest() == expected_sha256(size, seed)
