@@ -105,12 +105,15 @@ class HealthProbe(threading.Thread):
         self.host = host
         self.stopping = threading.Event()
         self.latencies: list[float] = []
-        self.statuses: list[int] = []
+        self.statuses: list[int | str] = []
 
     def run(self) -> None:
         while not self.stopping.wait(0.02):
             started = time.monotonic()
-            status, _ = self.host.get("/healthz", timeout=30)
+            try:
+                status, _ = self.host.get("/healthz", timeout=30)
+            except OSError as e:  # URLError included: recorded, and failed on below
+                status = f"{type(e).__name__}: {e}"
             self.latencies.append(time.monotonic() - started)
             self.statuses.append(status)
 
