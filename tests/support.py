@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import http.client
 import json
 import random
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -54,6 +56,45 @@ def eventually(probe, predicate, timeout: float = 10.0):
             assert predicate(value), f"still {value!r} after {timeout}s"
             return value
         time.sleep(0.1)
+
+
+def db(data_dir: Path, sql: str) -> list[tuple]:
+    """The rows of one query on a data dir's cache.db."""
+    conn = sqlite3.connect(data_dir / "cache.db")
+    try:
+        return conn.execute(sql).fetchall()
+    finally:
+        conn.close()
+
+
+def raw_request(
+    host, method: str, path: str, headers: dict[str, str] | None = None, timeout: float = 10
+) -> tuple[int, bytes]:
+    """(status, body) of one request sent as given: no Host or Accept-Encoding added."""
+    port = int(host.url.rsplit(":", 1)[1])
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.putrequest(method, path, skip_accept_encoding=True)
+        for name, value in (headers or {}).items():
+            conn.putheader(name, value)
+        conn.endheaders()
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def metrics(host) -> dict[str, float]:
+    """The host's /metrics samples by name (with their labels, if any)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    _status, body = host.get("/metrics")
+    values = {}
+    for family in text_string_to_metric_families(body.decode()):
+        for sample in family.samples:
+            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+            values[sample.name + (f"{{{labels}}}" if labels else "")] = sample.value
+    return values
 
 
 def token(url: str) -> str:

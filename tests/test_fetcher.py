@@ -152,6 +152,16 @@ async def test_a_silent_origin_hits_the_idle_timeout_and_resumes(origin, store):
 
 
 @pytest_twisted.ensureDeferred
+async def test_an_origin_that_never_sends_headers_times_out_and_is_retried_not_cancelled(
+    origin, store
+):
+    run = Run(store, header_timeout=0.3, max_attempts=2)
+    with pytest.raises(FetchError, match="gave up after 2 attempts: timed out waiting for the"):
+        await run(f"{origin.base}/f/1000/12/x?delay=30")
+    assert list(store.digests()) == []
+
+
+@pytest_twisted.ensureDeferred
 async def test_gzip_content_encoding_is_stored_as_sent_not_decoded(origin, store):
     _result, blob = await Run(store)(f"{origin.base}/f/200000/9/driver.tar.gz?gzip=1")
     assert blob.sha256 == sha(gzip.compress(payload(200000, 9), mtime=0))

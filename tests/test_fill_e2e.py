@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import signal
-import sqlite3
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -16,7 +15,9 @@ from tests.support import (
     OriginProcess,
     admin_json,
     assert_clean_log,
+    db,
     eventually,
+    metrics,
     payload_sha256,
     start_host,
 )
@@ -59,14 +60,6 @@ def jobs(host: Host) -> list[dict]:
     return admin_json(host.data_dir, "jobs")
 
 
-def db(host: Host, sql: str) -> list[tuple]:
-    conn = sqlite3.connect(host.data_dir / "cache.db")
-    try:
-        return conn.execute(sql).fetchall()
-    finally:
-        conn.close()
-
-
 def test_concurrent_probes_and_gets_of_a_miss_make_one_origin_get_then_all_hit(origin, open_host):
     # A slow origin (about 10 s for the fill), so every probe below lands while it runs.
     url = f"{origin.base}/f/2000000/1/cuda.run?rate=200000"
@@ -80,7 +73,8 @@ def test_concurrent_probes_and_gets_of_a_miss_make_one_origin_get_then_all_hit(o
     assert {hashlib.sha256(b).hexdigest() for b in bodies} == {payload_sha256(2000000, 1)}
     assert origin.gets("/f/2000000/1/cuda.run") == 1
     ((misses, hits),) = eventually(
-        lambda: db(open_host, "SELECT misses, hits FROM artifacts"), lambda rows: rows[0][1] >= 8
+        lambda: db(open_host.data_dir, "SELECT misses, hits FROM artifacts"),
+        lambda rows: rows[0][1] >= 8,
     )
     assert hits == 8 and misses >= 100
 
@@ -115,7 +109,7 @@ def test_kill_9_mid_fill_then_restart_completes_the_job_with_nothing_bad_kept(or
         time.sleep(0.05)
     partial = {f.name for f in tmp.iterdir()}
     assert host.stop(signal.SIGKILL) == -signal.SIGKILL
-    assert db(host, "SELECT COUNT(*) FROM artifacts") == [(0,)]
+    assert db(host.data_dir, "SELECT COUNT(*) FROM artifacts") == [(0,)]
     assert [(j["state"], j["url"]) for j in jobs(host)] == [("running", url)]
 
     again = start_host(host.data_dir, "--allow-private")
@@ -128,23 +122,11 @@ def test_kill_9_mid_fill_then_restart_completes_the_job_with_nothing_bad_kept(or
         )
         assert hashlib.sha256(out.stdout).hexdigest() == payload_sha256(size, 3)
         assert [j["state"] for j in jobs(again)] == ["completed"]
-        assert db(again, "PRAGMA integrity_check") == [("ok",)]
+        assert db(again.data_dir, "PRAGMA integrity_check") == [("ok",)]
         assert list(tmp.iterdir()) == []
     finally:
         again.stop()
     assert_clean_log(again)
-
-
-def metrics(host: Host) -> dict[str, float]:
-    from prometheus_client.parser import text_string_to_metric_families
-
-    _status, body = host.get("/metrics")
-    values = {}
-    for family in text_string_to_metric_families(body.decode()):
-        for sample in family.samples:
-            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
-            values[sample.name + (f"{{{labels}}}" if labels else "")] = sample.value
-    return values
 
 
 def test_metrics_move_with_misses_fills_and_hits(origin, open_host):

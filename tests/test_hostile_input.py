@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.support import assert_clean_log, start_host, write_file
+from tests.support import raw_request as request
 
 ORIGIN = "https://vendor.example.com/hostile/blob.bin"
 
@@ -23,20 +24,6 @@ def target(tmp_path_factory):
     yield host
     host.stop()
     assert_clean_log(host)
-
-
-def request(host, method: str, path: str, headers: dict[str, str] | None = None):
-    port = int(host.url.rsplit(":", 1)[1])
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        conn.putrequest(method, path, skip_accept_encoding=True)
-        for name, value in (headers or {}).items():
-            conn.putheader(name, value)
-        conn.endheaders()
-        response = conn.getresponse()
-        return response.status, response.read()
-    finally:
-        conn.close()
 
 
 def assert_sane(status: int, body: bytes) -> None:

@@ -23,6 +23,7 @@ DEFAULTS = {
     "netrc": None,
     "credentials": None,
     "scrub-interval": 60.0,
+    "idle-timeout": 60.0,
     "log-format": "text",
     "no-access-log": 0,
     "processes": 1,
@@ -43,7 +44,7 @@ def test_every_option_parsed():
     argv = (
         "--data-dir /srv/wc --port 8080 --workers 5 --curate --keep-query --max-bytes 1.5G"
         " --max-size 20G --allow-private --allow-host *.NVIDIA.com --allow-host repo.radeon.com"
-        " --scrub-interval 0.5 --log-format json --no-access-log --processes 3"
+        " --scrub-interval 0.5 --idle-timeout 2.5 --log-format json --no-access-log --processes 3"
     )
     assert parse(*argv.split()) == {
         "data-dir": "/srv/wc",
@@ -59,6 +60,7 @@ def test_every_option_parsed():
         "netrc": None,
         "credentials": None,
         "scrub-interval": 0.5,
+        "idle-timeout": 2.5,
         "log-format": "json",
         "no-access-log": 1,
         "processes": 3,
@@ -99,6 +101,8 @@ def test_listen_takes_an_endpoint_string():
         (["--max-size", "big"], "--max-size: not a size"),
         (["--scrub-interval", "-1"], "--scrub-interval: must be 0 or more"),
         (["--scrub-interval", "often"], "--scrub-interval: not a number"),
+        (["--idle-timeout", "0"], "--idle-timeout: must be more than 0"),
+        (["--idle-timeout", "nan"], "--idle-timeout: must be more than 0"),
         (["--log-format", "xml"], "--log-format: text or json"),
         (["--allow-host", " "], "--allow-host: must not be empty"),
         (["--netrc", "/nonexistent/netrc"], "--netrc: cannot read /nonexistent/netrc"),

@@ -24,6 +24,7 @@ from twisted.internet import defer, error, protocol, task, threads
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.ssl import optionsForClientTLS
+from twisted.python.failure import Failure
 from twisted.web import http
 from twisted.web._newclient import ResponseDone, ResponseFailed
 from twisted.web.client import Agent, HTTPConnectionPool, ResponseNeverReceived
@@ -398,13 +399,24 @@ class Fetcher:
                 )
             except ValueError as e:  # idna and hyperlink errors are ValueErrors
                 raise FetchError(f"cannot request {url}: {e}") from None
-            response = await d.addTimeout(self.header_timeout, self.reactor)
+            response = await d.addTimeout(
+                self.header_timeout, self.reactor, onTimeoutCancel=_headers_timed_out
+            )
             location = response.headers.getRawHeaders(b"location", [None])[0]
             if response.code not in REDIRECTS or not location:
                 return response, url
             _discard(response)
             url = urljoin(url, location.decode("latin-1"))
         raise FetchError(f"more than {self.max_redirects} redirects")
+
+
+def _headers_timed_out(result, timeout: float):
+    """Our own timeout, not a cancel: the agent wraps the CancelledError it causes in
+    ResponseNeverReceived, which Deferred.addTimeout would pass on as it is, and the fill would
+    then end "cancelled" instead of being retried."""
+    if isinstance(result, Failure):
+        raise defer.TimeoutError(f"no response headers within {timeout:g} s")
+    return result
 
 
 def _validator(response) -> bytes | None:

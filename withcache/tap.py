@@ -55,16 +55,15 @@ class Options(usage.Options):
         self["allow-host"] = []
         self["scrub-interval"] = 60.0
         self["processes"] = 1
+        self["idle-timeout"] = 60.0
 
     def opt_scrub_interval(self, value: str) -> None:
         """Seconds between background re-hashes of one blob (default 60; 0 turns it off)."""
-        try:
-            seconds = float(value)
-        except ValueError:
-            raise usage.UsageError(f"--scrub-interval: not a number: {value!r}") from None
-        if not seconds >= 0:
-            raise usage.UsageError(f"--scrub-interval: must be 0 or more, got {value}")
-        self["scrub-interval"] = seconds
+        self["scrub-interval"] = _seconds("--scrub-interval", value, zero_ok=True)
+
+    def opt_idle_timeout(self, value: str) -> None:
+        """Seconds a fill waits for an origin that sends nothing before it retries (default 60)."""
+        self["idle-timeout"] = _seconds("--idle-timeout", value, zero_ok=False)
 
     def opt_allow_host(self, glob: str) -> None:
         """Only auto-fetch misses for hosts matching GLOB (repeatable; e.g. '*.nvidia.com')."""
@@ -127,6 +126,17 @@ class Options(usage.Options):
                 bool(self["allow-private"]), self["allow-host"], self["max-size"]
             ),
         )
+
+
+def _seconds(name: str, value: str, zero_ok: bool) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise usage.UsageError(f"{name}: not a number: {value!r}") from None
+    if not (seconds >= 0 if zero_ok else seconds > 0):
+        bound = "0 or more" if zero_ok else "more than 0"
+        raise usage.UsageError(f"{name}: must be {bound}, got {value}")
+    return seconds
 
 
 def _size(name: str, value: str) -> int:
@@ -231,6 +241,8 @@ def makeService(options: Options) -> service.MultiService:
         make_http_client(reactor, settings.policy),
         settings.policy,
         credentials=options["credentials"],
+        idle_timeout=options["idle-timeout"],
+        header_timeout=options["idle-timeout"],
     )
     cache = Cache(store, catalog, settings, reactor=reactor, now=reactor.seconds, fetcher=fetcher)
     cache.setServiceParent(top)
