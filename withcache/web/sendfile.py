@@ -50,14 +50,12 @@ def usable(request: Any) -> bool:
 
 def _resident(fd: int, offset: int, length: int, probe: bytearray) -> bool:
     """Whether reading [offset, offset + length) needs no disk I/O, going by its first and
-    last page (readahead fills what lies between)."""
+    last page (readahead fills what lies between). False also where the filesystem cannot
+    tell (no RWF_NOWAIT): then the span is read in on a thread, to be safe."""
     for at in (offset, offset + length - 1):
         try:
             os.preadv(fd, [probe], at, os.RWF_NOWAIT)
-        except BlockingIOError:
-            return False
         except OSError:
-            # A filesystem without RWF_NOWAIT: assume cold and read in a thread.
             return False
     return True
 
@@ -118,7 +116,7 @@ class SendfileProducer:
 
     def resumeProducing(self) -> None:
         if self.request is not None and not self._reading:
-            self._send()
+            self._send(probe=True)
 
     def stopProducing(self) -> None:
         """The client went away (or we are done)."""
@@ -126,13 +124,14 @@ class SendfileProducer:
         if not self._reading:
             self._close()
 
-    def _send(self) -> None:
+    def _send(self, probe: bool) -> None:
+        """Send the next span; probe=False right after a thread read it in."""
         transport = self._transport
         if len(transport.dataBuffer) - transport.offset + transport._tempDataLen:
             self._when_writable()  # headers still on their way
             return
         span = min(self.remaining, SPAN)
-        if not _resident(self._fd, self.offset, span, self._probe):
+        if probe and not _resident(self._fd, self.offset, span, self._probe):
             self._read_in(span)
             return
         try:
@@ -179,7 +178,7 @@ class SendfileProducer:
         if self.request is None:
             self._close()
         else:
-            self._send()
+            self._send(probe=False)
 
     def _read_failed(self, failure: Any) -> None:
         self._reading = False
