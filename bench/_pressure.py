@@ -48,11 +48,18 @@ def quantile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def many_readers(pid: int, url: str, size: int, readers: int = 32) -> dict[str, float]:
+def total_rss(pids: Callable[[], list[int]]) -> int:
+    """VmRSS summed over the host's processes (it and its serving workers), in bytes."""
+    return sum(proc_status(pid, "VmRSS") for pid in pids())
+
+
+def many_readers(
+    pids: Callable[[], list[int]], url: str, size: int, readers: int = 32
+) -> dict[str, float]:
     """RSS growth of the host while `readers` curl clients download the blob at once."""
-    before = proc_status(pid, "VmRSS")
+    before = total_rss(pids)
     argv = ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code} %{size_download}", url]
-    with Sampler(lambda: proc_status(pid, "VmRSS"), 0.1) as rss:
+    with Sampler(lambda: total_rss(pids), 0.1) as rss:
         start = time.perf_counter()
         procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, text=True) for _ in range(readers)]
         outs = [p.communicate(timeout=600)[0] for p in procs]
@@ -84,12 +91,16 @@ def _trickle(url: str, rate: int, seconds: float, got: list[int]) -> None:
 
 
 def slow_readers(
-    pid: int, url: str, clients: int = 50, rate: int = 10 << 10, seconds: float = 8
+    pids: Callable[[], list[int]],
+    url: str,
+    clients: int = 50,
+    rate: int = 10 << 10,
+    seconds: float = 8,
 ) -> dict[str, float]:
     """RSS growth of the host while `clients` read the blob at `rate` bytes/s each."""
-    before = proc_status(pid, "VmRSS")
+    before = total_rss(pids)
     got: list[int] = []
-    with Sampler(lambda: proc_status(pid, "VmRSS"), 0.1) as rss:
+    with Sampler(lambda: total_rss(pids), 0.1) as rss:
         threads = [
             threading.Thread(target=_trickle, args=(url, rate, seconds, got))
             for _ in range(clients)

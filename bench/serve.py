@@ -430,11 +430,13 @@ def profile(
 
 
 def pressure(host: Host, size: int, blob: Path) -> str:
-    """The issue's memory and latency goals, on the host alone."""
+    """The issue's memory and latency goals, on the host alone (RSS summed over its serving
+    processes)."""
     big = host.url_for(BIG_ORIGIN)
     read_through(blob)
-    many = many_readers(host.pid, big, size)
-    slow = slow_readers(host.pid, big)
+    pids = lambda: [host.pid, *children(host.pid)]  # noqa: E731
+    many = many_readers(pids, big, size)
+    slow = slow_readers(pids, big)
     lines = [
         f"{many['readers']} concurrent readers of the {size // MIB} MiB blob:"
         f" RSS {many['rss_before_mib']:.1f} MiB before, +{many['rss_growth_mib']:.1f} MiB at"

@@ -9,6 +9,7 @@ nor a database round-trip. Everything else (misses, /blob, errors) goes through 
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
@@ -19,7 +20,7 @@ from twisted.web.resource import IResource, Resource
 import withcache
 from withcache.cache import Cache, Hit
 from withcache.keys import InvalidURL, decode_token
-from withcache.web.sendfile import BlobFile, open_blob
+from withcache.web.sendfile import blob_resource, open_blob
 
 
 def _etag_matches(header: bytes | None, etag: bytes) -> bool:
@@ -60,6 +61,12 @@ def _sanitise_range(request, size: int) -> None:
     request.requestHeaders.setRawHeaders(b"range", [unit + b"=" + b",".join(fixed)])
 
 
+@functools.lru_cache(maxsize=4096)
+def _url_of(token: bytes) -> str:
+    """decode_token, remembered: the same few tokens are asked for all day."""
+    return decode_token(token.decode("ascii"))
+
+
 def requested_url(request: Any) -> str | None:
     """The origin URL a GET|HEAD of /b/<token>/... or /blob?url=... names; None for other
     requests and malformed ones (the Klein app gives those their answers)."""
@@ -68,7 +75,7 @@ def requested_url(request: Any) -> str | None:
     path = request.postpath
     try:
         if len(path) >= 2 and path[0] == b"b":
-            return decode_token(path[1].decode("ascii"))
+            return _url_of(path[1])
         urls = request.args.get(b"url")
         if path == [b"blob"] and urls and len(urls) == 1 and urls[0]:
             return urls[0].decode("utf-8")
@@ -172,9 +179,13 @@ class ReadPath:
                 opened.close()
             return NotModified()
         _sanitise_range(request, artifact.size)
-        content_type = artifact.content_type or "application/octet-stream"
-        return BlobFile(
-            hit.path, content_type, self.cache.reactor, self.cache.metrics.served_bytes, opened
+        return blob_resource(
+            hit.path,
+            artifact.content_type or "application/octet-stream",
+            self.cache.reactor,
+            self.cache.metrics.served_bytes,
+            request,
+            opened,
         )
 
 

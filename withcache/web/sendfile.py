@@ -19,13 +19,12 @@ from __future__ import annotations
 import errno
 import functools
 import os
-from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet import threads
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.tcp import Connection
-from twisted.web import http, server, static
+from twisted.web import http, resource, server, static
 from zope.interface import implementer
 
 from withcache._log import make_logger
@@ -36,6 +35,8 @@ log = make_logger()
 SPAN = 2 << 20
 # A blob this small that is in the page cache goes out with its headers in one write.
 SMALL = 256 << 10
+# Reused by _read_cached: the reactor thread is the only one that reads into it.
+_SCRATCH = bytearray(SMALL)
 # Once a span had to be read from disk, ask the kernel to read this far ahead too.
 READ_AHEAD = 16 << 20
 _GONE = frozenset({errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.EBADF})
@@ -62,12 +63,12 @@ def _resident(fd: int, offset: int, length: int, probe: bytearray) -> bool:
 
 def _read_cached(fd: int, size: int) -> bytes | None:
     """The whole of a small file if it is all in the page cache, else None."""
-    body = bytearray(size)
+    view = memoryview(_SCRATCH)[:size]
     try:
-        got = os.preadv(fd, [body], 0, os.RWF_NOWAIT)
+        got = os.preadv(fd, [view], 0, os.RWF_NOWAIT)
     except OSError:
         return None
-    return bytes(body) if got == size else None
+    return bytes(view) if got == size else None
 
 
 def _read_in(fd: int, offset: int, length: int) -> None:
@@ -208,29 +209,35 @@ class SendfileProducer:
                 self.on_done(self.sent)
 
 
-@dataclass(frozen=True)
 class OpenBlob:
-    """A blob file opened for reading, with the fstat that checked its size."""
+    """A blob's file descriptor, opened for reading, with the fstat that checked its size; as
+    much of a file object as SendfileProducer needs."""
 
-    file: Any
-    info: os.stat_result
+    def __init__(self, fd: int, info: os.stat_result, name: str):
+        self.fd, self.info, self.name = fd, info, name
+        self.closed = False
+
+    def fileno(self) -> int:
+        return self.fd
 
     def close(self) -> None:
-        self.file.close()
+        if not self.closed:
+            self.closed = True
+            os.close(self.fd)
 
 
 def open_blob(path: str, size: int | None = None) -> OpenBlob | None:
     """The blob opened for reading, or None if it is missing or not `size` bytes long (a
     blob is never served as good when it is truncated or was replaced)."""
     try:
-        file = open(path, "rb", buffering=0)  # noqa: SIM115 (the response closes it)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
-    info = os.fstat(file.fileno())
+    info = os.fstat(fd)
     if size is not None and info.st_size != size:
-        file.close()
+        os.close(fd)
         return None
-    return OpenBlob(file, info)
+    return OpenBlob(fd, info, path)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -238,64 +245,64 @@ def _http_date(mtime: int) -> bytes:
     return http.datetimeToString(mtime)
 
 
+class WholeBlob(resource.Resource):
+    """GET or HEAD of a whole blob on a plain TCP connection: the common case, kept short.
+    A small blob in the page cache goes out with its headers in one write, anything else with
+    SendfileProducer."""
+
+    isLeaf = True
+
+    def __init__(self, opened: OpenBlob, content_type: str, reactor: Any, served: Any):
+        super().__init__()
+        self._opened, self._type = opened, content_type.encode("ascii")
+        self._reactor, self._served = reactor, served
+
+    def render_GET(self, request: Any) -> Any:
+        opened, info = self._opened, self._opened.info
+        try:
+            request.setHeader(b"accept-ranges", b"bytes")
+            if request.getHeader(b"if-modified-since") is None:
+                request.setHeader(b"last-modified", _http_date(int(info.st_mtime)))
+            elif request.setLastModified(info.st_mtime) is http.CACHED:
+                opened.close()
+                return b""
+            request.setHeader(b"content-type", self._type)
+            request.setHeader(b"content-length", b"%d" % info.st_size)
+            if request.method == b"HEAD":
+                opened.close()
+                return b""
+            if info.st_size <= SMALL:
+                body = _read_cached(opened.fd, info.st_size)
+                if body is not None:
+                    opened.close()
+                    self._served.inc(len(body))
+                    return body
+        except BaseException:
+            opened.close()
+            raise
+        producer = SendfileProducer(request, opened, 0, info.st_size, self._reactor)
+        producer.on_done = self._served.inc
+        producer.start()
+        return server.NOT_DONE_YET
+
+    render_HEAD = render_GET
+
+
 class BlobFile(static.File):
-    """A blob as a resource: static.File (HEAD, Range, 416, Last-Modified) with sendfile
-    bodies where it can, and a short path for the common whole-blob GET and HEAD.
+    """A blob as static.File (HEAD, Range, 416, Last-Modified), with sendfile bodies for
+    single ranges (and whole blobs) on plain TCP connections."""
 
-    `opened` is the blob already opened (and its size checked) by the caller, or None.
-    """
-
-    def __init__(
-        self, path: str, content_type: str, reactor: Any, served: Any, opened: OpenBlob | None
-    ):
+    def __init__(self, path: str, content_type: str, reactor: Any, served: Any):
         super().__init__(path, defaultType=content_type)
         self.type, self.encoding = content_type, None
         self._reactor = reactor
         self._served = served
-        self._opened = opened
-
-    def openForReading(self) -> Any:
-        opened, self._opened = self._opened, None
-        return opened.file if opened is not None else super().openForReading()
 
     def render_GET(self, request: Any) -> Any:
-        if request.getHeader(b"range") is not None or not usable(request):
-            request.notifyFinish().addBoth(lambda _: self._served.inc(request.sentLength))
-            return super().render_GET(request)
-        opened = self._opened or open_blob(self.path)
-        if opened is None:
-            return self.childNotFound.render(request)
-        self._opened = None
-        try:
-            return self._render_whole(request, opened.file, opened.info)
-        except BaseException:
-            opened.close()
-            raise
+        request.notifyFinish().addBoth(lambda _: self._served.inc(request.sentLength))
+        return super().render_GET(request)
 
     render_HEAD = render_GET
-
-    def _render_whole(self, request: Any, file: Any, info: os.stat_result) -> Any:
-        request.setHeader(b"accept-ranges", b"bytes")
-        if request.getHeader(b"if-modified-since") is None:
-            request.setHeader(b"last-modified", _http_date(int(info.st_mtime)))
-        elif request.setLastModified(info.st_mtime) is http.CACHED:
-            file.close()
-            return b""
-        request.setHeader(b"content-type", self.type.encode("ascii"))
-        request.setHeader(b"content-length", b"%d" % info.st_size)
-        if request.method == b"HEAD":
-            file.close()
-            return b""
-        if info.st_size <= SMALL:
-            body = _read_cached(file.fileno(), info.st_size)
-            if body is not None:
-                file.close()
-                self._served.inc(len(body))
-                return body
-        producer = SendfileProducer(request, file, 0, info.st_size, self._reactor)
-        producer.on_done = self._served.inc
-        producer.start()
-        return server.NOT_DONE_YET
 
     def makeProducer(self, request: Any, fileForReading: Any) -> Any:
         producer = super().makeProducer(request, fileForReading)
@@ -308,3 +315,17 @@ class BlobFile(static.File):
         else:
             return producer
         return SendfileProducer(request, fileForReading, offset, length, self._reactor)
+
+
+def blob_resource(
+    path: str, content_type: str, reactor: Any, served: Any, request: Any, opened: Any = None
+) -> resource.Resource:
+    """The resource that answers request for a blob: WholeBlob when it can, else BlobFile.
+    `opened` is the blob already opened (and its size checked) by the caller, or None."""
+    if request.getHeader(b"range") is None and usable(request):
+        opened = opened or open_blob(path)
+        if opened is not None:
+            return WholeBlob(opened, content_type, reactor, served)
+    if opened is not None:
+        opened.close()  # static.File opens the file itself
+    return BlobFile(path, content_type, reactor, served)
