@@ -32,7 +32,7 @@ from withcache._log import make_logger
 log = make_logger()
 
 # Most bytes one sendfile call is asked to move: the span whose residency was just checked.
-SPAN = 2 << 20
+SPAN = 8 << 20
 # A blob this small that is in the page cache goes out with its headers in one write.
 SMALL = 256 << 10
 # Reused by _read_cached: the reactor thread is the only one that reads into it.
