@@ -53,19 +53,25 @@ def total_rss(pids: Callable[[], list[int]]) -> int:
     return sum(proc_status(pid, "VmRSS") for pid in pids())
 
 
+def download_all(url: str, size: int, readers: int) -> float:
+    """Wall seconds for `readers` curl clients to download url at once, each checked whole."""
+    argv = ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code} %{size_download}", url]
+    start = time.perf_counter()
+    procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, text=True) for _ in range(readers)]
+    outs = [p.communicate(timeout=600)[0] for p in procs]
+    wall = time.perf_counter() - start
+    if any(out.split() != ["200", str(size)] for out in outs):
+        raise BenchError(f"{readers} readers: not every download was a whole 200: {outs}")
+    return wall
+
+
 def many_readers(
     pids: Callable[[], list[int]], url: str, size: int, readers: int = 32
 ) -> dict[str, float]:
     """RSS growth of the host while `readers` curl clients download the blob at once."""
     before = total_rss(pids)
-    argv = ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code} %{size_download}", url]
     with Sampler(lambda: total_rss(pids), 0.1) as rss:
-        start = time.perf_counter()
-        procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, text=True) for _ in range(readers)]
-        outs = [p.communicate(timeout=600)[0] for p in procs]
-        wall = time.perf_counter() - start
-    if any(out.split() != ["200", str(size)] for out in outs):
-        raise BenchError(f"{readers} readers: not every download was a whole 200: {outs}")
+        wall = download_all(url, size, readers)
     return {
         "readers": readers,
         "rss_before_mib": before / MIB,
@@ -147,14 +153,8 @@ def cold_reads(host_url: str, url: str, size: int, readers: int = 4) -> dict[str
     with Sampler(_healthz_ms(host_url), 0.02) as idle:
         time.sleep(2)
     drop_caches()
-    argv = ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code} %{size_download}", url]
     with Sampler(_healthz_ms(host_url), 0.02) as busy:
-        start = time.perf_counter()
-        procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, text=True) for _ in range(readers)]
-        outs = [p.communicate(timeout=600)[0] for p in procs]
-        wall = time.perf_counter() - start
-    if any(out.split() != ["200", str(size)] for out in outs):
-        raise BenchError(f"cold readers: not every download was a whole 200: {outs}")
+        wall = download_all(url, size, readers)
     return {
         "readers": readers,
         "cold_mb_s": readers * size / wall / 1e6,
