@@ -2,9 +2,10 @@
 
 Hits are served by static.File on the blob path (HEAD, single and multiple byte ranges, 416,
 Last-Modified) with sendfile bodies (withcache.web.sendfile); this module adds the entity tag,
-the digest header and the hit/miss bookkeeping. A /b/ hit the cache's in-memory index knows is
-answered by `serve_known_hit` before Klein's routing: the common case pays for neither routing
-nor a database round-trip. Everything else (misses, /blob, errors) goes through the Klein app.
+the digest header and the hit/miss bookkeeping. A hit (/b/ or /blob) the cache's in-memory
+index knows is answered by `serve_known_hit` before Klein's routing: the common case pays for
+neither routing nor a database round-trip. Everything else (keys the index does not know yet,
+misses, malformed requests) goes through the Klein app.
 """
 
 from __future__ import annotations
