@@ -25,7 +25,7 @@ from withcache._log import make_logger
 from withcache.downloads import DownloadManager, Job
 from withcache.fetcher import Fetcher
 from withcache.index import HitIndex, PendingHits
-from withcache.keys import cache_key
+from withcache.keys import cache_key, remembered_key
 from withcache.metrics import Metrics
 from withcache.policy import OriginPolicy
 from withcache.store import Store
@@ -35,8 +35,6 @@ log = make_logger()
 
 # A miss of a key whose fill failed this recently does not queue another fill by itself.
 RETRY_FAILED_AFTER = 600.0
-# Remembered URL -> key normalisations (a pure function, so never stale).
-KEY_MEMO = 4096
 # How often batched hit counts are written and the catalog is checked for other writers; a
 # crash loses at most this much of hit counting, and withcache-admin's changes show this late.
 INDEX_SYNC_INTERVAL = 1.0
@@ -103,7 +101,6 @@ class Cache(service.MultiService):
         )
         self.downloads.setServiceParent(self)
         self.index = HitIndex()
-        self._keys: dict[str, str] = {}  # url -> key: the same few URLs are asked for all day
         self._data_version: int | None = None
         sync = TimerService(INDEX_SYNC_INTERVAL, self._sync_tick)
         sync.clock = reactor
@@ -117,13 +114,7 @@ class Cache(service.MultiService):
 
     def key_for(self, url: str) -> str:
         """The cache key of an origin URL under this host's settings (raises InvalidURL)."""
-        key = self._keys.get(url)
-        if key is None:
-            key = cache_key(url, keep_query=self.settings.keep_query)
-            if len(self._keys) >= KEY_MEMO:
-                self._keys.clear()
-            self._keys[url] = key
-        return key
+        return remembered_key(url, self.settings.keep_query)
 
     def cached(self, url: str) -> Hit | None:
         """The artifact for url if the index knows it, with no I/O at all; None means "ask

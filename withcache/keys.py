@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import re
 from urllib.parse import urlsplit
 
@@ -50,6 +51,13 @@ def cache_key(url: str, *, keep_query: bool = False) -> str:
     if keep_query and parts.query:
         key += f"?{parts.query}"
     return key
+
+
+@functools.lru_cache(maxsize=4096)
+def remembered_key(url: str, keep_query: bool) -> str:
+    """cache_key, remembered for the hit path: the same few URLs are asked for all day (a
+    pure function, so never stale; an InvalidURL is raised again each time)."""
+    return cache_key(url, keep_query=keep_query)
 
 
 def encode_token(url: str) -> str:

@@ -34,7 +34,7 @@ from withcache import catalog as cat
 from withcache._log import make_logger
 from withcache.cache import Hit
 from withcache.index import HitIndex
-from withcache.keys import cache_key
+from withcache.keys import remembered_key
 from withcache.store import Store
 from withcache.web.app import WithcacheSite
 from withcache.web.blobs import ReadPath, requested_url
@@ -66,17 +66,10 @@ class WorkerCache:
         self.index = HitIndex()
         self.served_bytes = _Counter()
         self.metrics = self  # ReadPath counts served bytes on cache.metrics.served_bytes
-        self._keys: dict[str, str] = {}
         self._data_version: int | None = None
 
     def key_for(self, url: str) -> str:
-        key = self._keys.get(url)
-        if key is None:
-            key = cache_key(url, keep_query=self.keep_query)
-            if len(self._keys) >= 4096:
-                self._keys.clear()
-            self._keys[url] = key
-        return key
+        return remembered_key(url, self.keep_query)
 
     def cached(self, url: str) -> Hit | None:
         found = self.index.get(self.key_for(url))
