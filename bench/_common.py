@@ -159,6 +159,10 @@ class Host:
     def url_for(self, origin_url: str, name: str = "file") -> str:
         return f"http://127.0.0.1:{self.port}/b/{token(origin_url)}/{name}"
 
+    def pids(self) -> list[int]:
+        """The host and its serving workers (--processes)."""
+        return [self.pid, *children(self.pid)]
+
 
 def start_host(ws: Workspace, data_dir: Path, *extra: str) -> Host:
     """`twistd -n withcache` on an ephemeral 127.0.0.1 port, parsed from its log."""

@@ -54,7 +54,6 @@ from _common import (
     Host,
     Workspace,
     blob_path,
-    children,
     cpu_seconds,
     median,
     proc_status,
@@ -434,9 +433,8 @@ def pressure(host: Host, size: int, blob: Path) -> str:
     processes)."""
     big = host.url_for(BIG_ORIGIN)
     read_through(blob)
-    pids = lambda: [host.pid, *children(host.pid)]  # noqa: E731
-    many = many_readers(pids, big, size)
-    slow = slow_readers(pids, big)
+    many = many_readers(host.pids, big, size)
+    slow = slow_readers(host.pids, big)
     lines = [
         f"{many['readers']} concurrent readers of the {size // MIB} MiB blob:"
         f" RSS {many['rss_before_mib']:.1f} MiB before, +{many['rss_growth_mib']:.1f} MiB at"
@@ -532,7 +530,7 @@ def run(args: argparse.Namespace) -> None:
                 "withcache",
                 host.url_for(BIG_ORIGIN),
                 host.url_for(SMALL_ORIGIN),
-                lambda: [host.pid, *children(host.pid)],  # and its serving workers
+                host.pids,
             ),
             Server(
                 "nginx",

@@ -6,6 +6,7 @@ import base64
 import hashlib
 import http.client
 import json
+import os
 import random
 import re
 import signal
@@ -46,25 +47,42 @@ def artifacts_by_key(data_dir: Path) -> dict[str, dict]:
     return {row["key"]: row for row in admin_json(data_dir, "ls")}
 
 
-def eventually(probe, predicate, timeout: float = 10.0):
+def eventually(probe, predicate, timeout: float = 10.0, *, what: str = "", every: float = 0.1):
     """probe()'s value once predicate holds for it (for state the host writes a moment later,
-    such as hit counts, which it batches); fails with the last value after timeout."""
+    such as hit counts, which it batches); fails with the last value (and `what` was awaited)
+    after timeout."""
     deadline = time.monotonic() + timeout
     while True:
         value = probe()
         if predicate(value) or time.monotonic() > deadline:
-            assert predicate(value), f"still {value!r} after {timeout}s"
+            assert predicate(value), (
+                f"not within {timeout} s: {what or 'a change'} (last: {value!r})"
+            )
             return value
-        time.sleep(0.1)
+        time.sleep(every)
 
 
-def db(data_dir: Path, sql: str) -> list[tuple]:
-    """The rows of one query on a data dir's cache.db."""
-    conn = sqlite3.connect(data_dir / "cache.db")
+def db(data_dir: Path, sql: str, *params) -> list[tuple]:
+    """The rows of one query on a data dir's cache.db, opened read-only (safe while the host
+    runs, or after it died)."""
+    conn = sqlite3.connect(f"file:{data_dir / 'cache.db'}?mode=ro", uri=True)
     try:
-        return conn.execute(sql).fetchall()
+        return conn.execute(sql, params).fetchall()
     finally:
         conn.close()
+
+
+def fd_count(pid: int) -> int:
+    """Open file descriptors of a process (/proc/<pid>/fd)."""
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def rss_kib(pid: int, field_name: str = "VmRSS") -> int:
+    """A kB field (VmRSS, VmHWM) of /proc/<pid>/status."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field_name + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"{field_name} not in /proc/{pid}/status")
 
 
 def raw_request(
@@ -161,10 +179,7 @@ class Host:
         raise AssertionError(f"{text!r} not logged within {timeout}s:\n{self.log()[-4000:]}")
 
     def rss_kib(self, field_name: str = "VmRSS") -> int:
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith(field_name + ":"):
-                return int(line.split()[1])
-        raise RuntimeError(f"{field_name} not in /proc/{self.pid}/status")
+        return rss_kib(self.pid, field_name)
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         if self.proc.poll() is None:

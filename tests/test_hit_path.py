@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from tests.support import Host, artifacts_by_key, eventually, token, tool, write_file
+from tests.support import Host, artifacts_by_key, eventually, fd_count, token, tool, write_file
 
 ORIGIN = "https://vendor.example.com/rocm/amdgpu-install.deb"
 BIG = 24 * 1024 * 1024 + 5  # well past the single-write threshold: sendfile, many sends
@@ -42,10 +42,6 @@ def fetch(conn: http.client.HTTPConnection, method: str, path: str, **headers: s
 
 def path_of(url: str) -> str:
     return f"/b/{token(url)}/file"
-
-
-def open_fds(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
 
 
 @pytest.mark.parametrize("size", [0, 1, 4096, 256 * 1024, 256 * 1024 + 1, 3 * 1024 * 1024 + 3])
@@ -130,10 +126,10 @@ def read_some_then_drop(host: Host, path: str, nbytes: int) -> None:
 def test_clients_that_hang_up_mid_body_leave_no_descriptors_behind(host, tmp_path):
     host.seed(ORIGIN, write_file(tmp_path / "big.bin", BIG))
     read_some_then_drop(host, path_of(ORIGIN), 1)  # warm up: the index, the catalog thread
-    before = open_fds(host.pid)
+    before = fd_count(host.pid)
     for i in range(20):
         read_some_then_drop(host, path_of(ORIGIN), 1 + i * 300_000)
-    assert eventually(lambda: open_fds(host.pid), lambda n: n <= before, 10) <= before
+    assert eventually(lambda: fd_count(host.pid), lambda n: n <= before, 10) <= before
     assert host.get("/healthz")[0] == 200
     status, body = host.get(path_of(ORIGIN))
     assert status == 200 and len(body) == BIG

@@ -6,7 +6,6 @@ import hashlib
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import artifacts_by_key, eventually, start_host, write_file
+from tests.support import artifacts_by_key, db, eventually, rss_kib, start_host, write_file
 
 ORIGIN = "https://vendor.example.com/doca/doca-host.deb"
 
@@ -104,11 +103,7 @@ def test_whatever_lands_on_a_worker_gets_the_hosts_answer(pair):
     ((miss_status, health, page, bad),) = seen
     assert (miss_status, page, bad) == (b"404", b"200", b"400")
     assert json.loads(health)["status"] == "ok"
-    db = sqlite3.connect(f"file:{host.data_dir / 'cache.db'}?mode=ro", uri=True)
-    try:
-        (count,) = db.execute("SELECT count FROM misses WHERE key = ?", (ORIGIN + ".missing",))
-    finally:
-        db.close()
+    (count,) = db(host.data_dir, "SELECT count FROM misses WHERE key = ?", ORIGIN + ".missing")
     assert count == (40,)  # each forwarded miss recorded once, by the host
 
 
@@ -147,10 +142,7 @@ def test_hits_a_worker_counted_are_written_when_the_host_stops(pair):
 
 
 def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError(f"no VmRSS for {pid}")
+    return rss_kib(pid) / 1024
 
 
 def test_big_hits_by_either_route_stream_from_the_worker_without_buffering(tmp_path):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
 import subprocess
 import threading
 import time
@@ -12,7 +11,7 @@ import urllib.request
 
 import pytest
 
-from tests.support import artifacts_by_key, eventually, token, write_file
+from tests.support import artifacts_by_key, db, eventually, token, write_file
 
 ORIGIN = "https://vendor.example.com/cuda/cuda_12.4.0_linux.run"
 
@@ -37,12 +36,8 @@ def listed(host) -> dict[str, dict]:
 
 
 def misses(host) -> dict[str, tuple]:
-    conn = sqlite3.connect(f"file:{host.data_dir / 'cache.db'}?mode=ro", uri=True)
-    try:
-        rows = conn.execute("SELECT key, url, count, first_seen, last_seen FROM misses")
-        return {row[0]: row[1:] for row in rows}
-    finally:
-        conn.close()
+    rows = db(host.data_dir, "SELECT key, url, count, first_seen, last_seen FROM misses")
+    return {row[0]: row[1:] for row in rows}
 
 
 @pytest.fixture

@@ -17,11 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.reliability.common import fd_count, percentile, wait_until
+from tests.reliability.common import percentile, wait_until
 from tests.reliability.loadgen import EXPECTED
 from tests.support import (
     MIB,
     assert_clean_log,
+    fd_count,
     metrics,
     payload_sha256,
     start_host,

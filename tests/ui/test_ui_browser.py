@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import OriginProcess, assert_clean_log, write_file
+from tests.support import assert_clean_log, write_file
 from tests.ui.ui_support import PASSWORD, start_ui_host
 
 pytestmark = pytest.mark.e2e
@@ -32,13 +32,6 @@ def browser():
         running = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
         yield running
         running.close()
-
-
-@pytest.fixture(scope="module")
-def web_origin():
-    running = OriginProcess()
-    yield running
-    running.stop()
 
 
 @pytest.fixture(scope="module")
@@ -81,11 +74,11 @@ def job_row(page, name: str):
     return page.locator("#downloads tr.job", has_text=name)
 
 
-def test_add_a_uri_and_watch_it_reach_100_percent(page, web_origin):
+def test_add_a_uri_and_watch_it_reach_100_percent(page, ui_origin):
     from playwright.sync_api import expect
 
     page.evaluate("window.notReloaded = true")
-    url = f"{web_origin.base}/f/3000000/8/browser-add.bin?rate=1500000"
+    url = f"{ui_origin.base}/f/3000000/8/browser-add.bin?rate=1500000"
     page.get_by_label("Origin URL").fill(url)
     page.locator("#add").get_by_role("button", name="Download").click()
     row = job_row(page, "browser-add.bin")
@@ -104,10 +97,10 @@ def test_a_bad_uri_is_reported_inline(page):
     expect(page.locator("#add-error")).to_contain_text("only http and https")
 
 
-def test_cancel_a_slow_download(page, web_origin):
+def test_cancel_a_slow_download(page, ui_origin):
     from playwright.sync_api import expect
 
-    url = f"{web_origin.base}/f/80000000/9/browser-slow.bin?rate=300000"
+    url = f"{ui_origin.base}/f/80000000/9/browser-slow.bin?rate=300000"
     page.get_by_label("Origin URL").fill(url)
     page.locator("#add").get_by_role("button", name="Download").click()
     row = job_row(page, "browser-slow.bin")
@@ -200,7 +193,7 @@ def test_log_out(page, web_host):
     expect(page).to_have_url(re.compile(r"/login$"))
 
 
-def test_dashboard_screenshot(page, web_host, web_origin, tmp_path):
+def test_dashboard_screenshot(page, web_host, ui_origin, tmp_path):
     """A screenshot with real data; WITHCACHE_SCREENSHOT=docs/img/dashboard.png keeps it."""
     from playwright.sync_api import expect
 
@@ -214,9 +207,7 @@ def test_dashboard_screenshot(page, web_host, web_origin, tmp_path):
     web_host.get("/blob?" + urllib.parse.urlencode({"url": "https://repo.radeon.com/rocm.tar"}))
     page.set_viewport_size({"width": 1600, "height": 1000})
     page.reload()
-    page.get_by_label("Origin URL").fill(
-        f"{web_origin.base}/f/90000000/12/firmware.bin?rate=600000"
-    )
+    page.get_by_label("Origin URL").fill(f"{ui_origin.base}/f/90000000/12/firmware.bin?rate=600000")
     page.locator("#add").get_by_role("button", name="Download").click()
     expect(job_row(page, "firmware.bin")).to_contain_text("/s · ETA")
     expect(page.locator("#stats")).to_contain_text("1 running")
