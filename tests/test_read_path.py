@@ -97,6 +97,22 @@ def test_single_range_is_a_206_with_the_right_bytes(seeded):
     assert tail == data[-100:]
 
 
+def test_many_small_ranges_are_each_answered_with_their_own_bytes(seeded):
+    # ~1500 part headers of ~100 bytes: several of them cross static.File's 64 KiB chunk size,
+    # where its multi-range producer used to ask read() for a negative count (a 500).
+    host, data, _digest = seeded
+    spans = [(i % 10, i % 10 + 1) for i in range(1500)]  # a header line under 16 KiB
+    ranges = ",".join(f"{a}-{b}" for a, b in spans)
+    out = curl("-sS", "-D", "/dev/stderr", "-H", f"Range: bytes={ranges}", host.blob_url(ORIGIN))
+    assert out.returncode == 0 and b" 206 " in out.stderr.split(b"\r\n", 1)[0]
+    parts = out.stdout.split(b"Content-range: bytes ")[1:]
+    assert len(parts) == len(spans)
+    for (a, b), part in zip(spans, parts, strict=True):
+        head, _, body = part.partition(b"\r\n\r\n")
+        assert head.startswith(f"{a}-{b}/{len(data)}".encode())
+        assert body[: b - a + 1] == data[a : b + 1]
+
+
 def test_unsatisfiable_range_is_a_416(seeded):
     host, data, _digest = seeded
     out = curl("-D", "-", "-o", "/dev/null", "-r", f"{len(data) + 10}-", host.blob_url(ORIGIN))

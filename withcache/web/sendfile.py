@@ -306,6 +306,9 @@ class BlobFile(static.File):
 
     def makeProducer(self, request: Any, fileForReading: Any) -> Any:
         producer = super().makeProducer(request, fileForReading)
+        if isinstance(producer, static.MultipleRangeStaticProducer):
+            producer.fileObject = _ClampedReads(fileForReading)
+            return producer
         if not usable(request):
             return producer
         if isinstance(producer, static.SingleRangeStaticProducer):
@@ -315,6 +318,28 @@ class BlobFile(static.File):
         else:
             return producer
         return SendfileProducer(request, fileForReading, offset, length, self._reactor)
+
+
+class _ClampedReads:
+    """A file whose read(n) never reads past what n allows.
+
+    MultipleRangeStaticProducer adds a part's boundary to its chunk before it computes how much
+    to read; when the boundary takes the chunk past its buffer size, it asks read() for a
+    negative count: -1 would read the rest of the blob into the part, anything lower raises
+    (a 500). Read nothing then; the next chunk goes on where this one stopped.
+    """
+
+    def __init__(self, file: Any):
+        self._file = file
+
+    def read(self, n: int) -> bytes:
+        return self._file.read(max(n, 0))
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._file.seek(offset, whence)
+
+    def close(self) -> None:
+        self._file.close()
 
 
 def blob_resource(
