@@ -5,6 +5,7 @@ Range support. Query parameters make it misbehave:
 
   rate=N        send at most N bytes/s
   drop=F        on the first request for the path, close the connection after fraction F
+  dropevery=N   on every request, close the connection after sending N bytes of the body
   stall=F       on the first request for the path, stop sending after fraction F (stays open)
   norange=1     ignore Range (always 200 with the whole body)
   fail=C&times=N  answer status C to the first N requests for this path
@@ -12,12 +13,15 @@ Range support. Query parameters make it misbehave:
   gzip=1        serve gzip(payload) with Content-Encoding: gzip
   lie=N         declare N bytes more than are sent, then close
   nolength=1    no Content-Length (chunked)
+  chunk=N       write the body N bytes at a time (default 64 KiB; with nolength=1, the chunk size)
   delay=S       wait S seconds before answering at all
   changing=1    a new ETag on every request (so a resume must restart)
   ignoreifrange=1  answer Range even when If-Range names an old ETag (a broken cache in between)
 
 Every request is recorded (method, path, Range, Authorization, User-Agent); `GET /_requests`
 returns them as JSON, which is how tests count origin traffic when this runs as a subprocess.
+
+`python -m tests.origin [PORT] [--tls CERT_PEM KEY_PEM]` serves HTTPS instead of HTTP.
 """
 
 from __future__ import annotations
@@ -145,11 +149,18 @@ class OriginResource(resource.Resource):
                 stall = int(size * float(args["stall"]))
         if args.get("lie"):
             cut = end
+        if "dropevery" in args:
+            cut = min(end, start + int(args["dropevery"]))
+            if cut == end:
+                cut = None
 
         def body(lo, hi):
             return data[lo:hi] if data is not None else payload(size, seed, lo, hi)
 
-        _Sender(self.clock, request, body, start, end, float(args.get("rate", 0)), cut, stall)
+        sender = _Sender(
+            self.clock, request, body, start, end, float(args.get("rate", 0)), cut, stall
+        )
+        sender.chunk = int(args.get("chunk", CHUNK))
         return server.NOT_DONE_YET
 
 
@@ -160,6 +171,7 @@ class _Sender:
         self.clock, self.request, self.body = clock, request, body
         self.pos, self.end, self.rate, self.cut, self.stall = start, end, rate, cut, stall
         self.started, self.sent, self.stopped, self.pending = clock.seconds(), 0, False, None
+        self.chunk = CHUNK
         request.registerProducer(self, False)
 
     def resumeProducing(self):
@@ -172,7 +184,7 @@ class _Sender:
         if self.stall is not None and self.pos >= self.stall:
             return
         limit = min(p for p in (self.end, self.cut, self.stall) if p is not None)
-        n = min(CHUNK, limit - self.pos)
+        n = min(self.chunk, limit - self.pos)
         delay = (
             (self.sent + n) / self.rate - (self.clock.seconds() - self.started) if self.rate else 0
         )
@@ -204,21 +216,46 @@ class _Sender:
             self.pending.cancel()
 
 
-def listen_in_process(reactor):
+def listen_in_process(reactor, tls=None):
     """(resource, listening port) of an origin on 127.0.0.1 in this process; resource.base is
-    its URL."""
+    its URL. tls: (cert PEM path, key PEM path) to serve HTTPS."""
     res = OriginResource(reactor)
-    port = reactor.listenTCP(0, server.Site(res), interface="127.0.0.1")
-    res.base = f"http://127.0.0.1:{port.getHost().port}"
+    site = server.Site(res)
+    if tls is None:
+        port = reactor.listenTCP(0, site, interface="127.0.0.1")
+    else:
+        port = reactor.listenSSL(0, site, tls_options(*tls), interface="127.0.0.1")
+    scheme = "https" if tls else "http"
+    res.base = f"{scheme}://127.0.0.1:{port.getHost().port}"
     return res, port
+
+
+def tls_options(cert_path, key_path):
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from twisted.internet import ssl
+
+    with open(cert_path, "rb") as c, open(key_path, "rb") as k:
+        certificate = x509.load_pem_x509_certificate(c.read())
+        key = serialization.load_pem_private_key(k.read(), None)
+    return ssl.CertificateOptions(privateKey=key, certificate=certificate)
 
 
 def main() -> None:
     """Serve on 127.0.0.1 (port from argv, default ephemeral) and print the port."""
     from twisted.internet import reactor
 
-    port = reactor.listenTCP(int(sys.argv[1]) if len(sys.argv) > 1 else 0,
-                             server.Site(OriginResource()), interface="127.0.0.1")  # fmt: skip
+    argv = sys.argv[1:]
+    tls = None
+    if "--tls" in argv:
+        i = argv.index("--tls")
+        tls, argv = (argv[i + 1], argv[i + 2]), argv[:i] + argv[i + 3 :]
+    site = server.Site(OriginResource())
+    number = int(argv[0]) if argv else 0
+    if tls is None:
+        port = reactor.listenTCP(number, site, interface="127.0.0.1")
+    else:
+        port = reactor.listenSSL(number, site, tls_options(*tls), interface="127.0.0.1")
     print(port.getHost().port, flush=True)
     reactor.run()
 

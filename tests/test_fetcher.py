@@ -4,17 +4,24 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import time
 
 import pytest
 import pytest_twisted
-from twisted.internet import defer
+from twisted.internet import defer, task
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+from twisted.web.client import ResponseDone
 
 import withcache
 from tests.origin import listen_in_process
-from tests.support import payload
-from withcache.fetcher import Fetcher, FetchError, make_http_client
+from tests.support import MIB, payload, payload_sha256
+from tests.tls import make_test_ca
+from withcache import writer
+from withcache.fetcher import Fetcher, FetchError, _BodySink, make_http_client
 from withcache.policy import OriginPolicy, RefusedOrigin
 from withcache.store import Store
+from withcache.writer import ThreadedWriter
 
 OPEN = OriginPolicy(allow_private=True)
 TIMEOUT = 60
@@ -124,7 +131,9 @@ async def test_5xx_and_429_are_retried_with_backoff(origin, store):
 
 @pytest_twisted.ensureDeferred
 async def test_a_5xx_storm_gives_up_after_five_attempts(origin, store):
-    with pytest.raises(FetchError, match="gave up after 5 attempts: origin answered 500"):
+    with pytest.raises(
+        FetchError, match="gave up after 5 attempts without progress: origin answered 500"
+    ):
         await Run(store)(f"{origin.base}/f/1000/5/x?fail=500&times=99")
     assert len(origin.seen) == 5
 
@@ -138,7 +147,7 @@ async def test_a_4xx_fails_at_once(origin, store):
 
 @pytest_twisted.ensureDeferred
 async def test_a_body_shorter_than_its_content_length_is_never_accepted(origin, store):
-    with pytest.raises(FetchError, match="gave up after 5 attempts"):
+    with pytest.raises(FetchError, match="gave up after 5 attempts without progress"):
         await Run(store)(f"{origin.base}/f/100000/7/x?lie=5000")
     assert list(store.digests()) == []
 
@@ -156,7 +165,9 @@ async def test_an_origin_that_never_sends_headers_times_out_and_is_retried_not_c
     origin, store
 ):
     run = Run(store, header_timeout=0.3, max_attempts=2)
-    with pytest.raises(FetchError, match="gave up after 2 attempts: timed out waiting for the"):
+    with pytest.raises(
+        FetchError, match="gave up after 2 attempts without progress: timed out waiting for the"
+    ):
         await run(f"{origin.base}/f/1000/12/x?delay=30")
     assert list(store.digests()) == []
 
@@ -235,3 +246,137 @@ async def test_default_policy_refuses_non_public_origins(origin, store, url):
     # Only the public-looking origin was ever contacted, and only for its redirect.
     assert [s.path for s in origin.seen] in ([], ["/f/10/1/x"])
     assert list(store.digests()) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_drops_that_advance_the_file_do_not_use_up_the_attempts(origin, store):
+    """Each attempt gets 150 kB further before the origin drops it: seven drops, two allowed in
+    a row without progress, and the fill still completes."""
+    run = Run(store, max_attempts=2)
+    _result, blob = await run(f"{origin.base}/f/1000000/13/x?dropevery=150000")
+    assert blob.sha256 == sha(payload(1000000, 13))
+    assert origin.gets("/f/1000000/13/x") == 7
+
+
+class FakeConnection(StringTransport):
+    """What _BodySink sees of the response's connection: pause/resume/stop are recorded."""
+
+    def __init__(self):
+        super().__init__()
+        self.pauses = self.resumes = 0
+
+    def pauseProducing(self):
+        self.pauses += 1
+        super().pauseProducing()
+
+    def resumeProducing(self):
+        self.resumes += 1
+        super().resumeProducing()
+
+
+def sink_with_a_slow_disk(idle=10.0):
+    """A _BodySink on a Clock whose disk is behind until the test fires `drained`."""
+    clock = task.Clock()
+    written: list[bytes] = []
+    drained: defer.Deferred = defer.Deferred()
+    behind = [True]
+    sink = _BodySink(written.append, clock, idle, lambda: drained if behind[0] else None)
+    connection = FakeConnection()
+    sink.makeConnection(connection)
+
+    def catch_up():
+        behind[0] = False
+        drained.callback(None)
+
+    return sink, clock, connection, written, catch_up
+
+
+def test_chunks_arriving_after_the_pause_are_kept_and_do_not_drop_the_connection():
+    """One socket read holds many TLS records or chunks: they keep arriving after the pause."""
+    sink, clock, connection, written, catch_up = sink_with_a_slow_disk()
+    for i in range(5):
+        sink.dataReceived(b"%d" % i)
+    assert written == [b"0", b"1", b"2", b"3", b"4"]
+    assert connection.pauses == 1 and connection.producerState == "paused"
+    assert not sink.done.called and not connection.disconnecting
+    catch_up()
+    assert connection.resumes == 1 and connection.producerState == "producing"
+    assert len(clock.getDelayedCalls()) == 1  # one idle timer, not one per chunk
+
+
+def test_the_idle_timer_is_off_while_paused_and_back_on_after():
+    sink, clock, connection, _written, catch_up = sink_with_a_slow_disk(idle=10.0)
+    sink.dataReceived(b"x")
+    sink.dataReceived(b"y")
+    clock.advance(3600)  # the disk is behind for an hour: not the origin's fault
+    assert not sink.done.called
+    catch_up()
+    clock.advance(9.9)
+    assert not sink.done.called
+    clock.advance(0.2)
+    failure = sink.done.result
+    sink.done.addErrback(lambda _: None)
+    assert "no data from the origin for 10 s" in str(failure.value)
+    assert connection.producerState == "stopped"
+
+
+def test_a_pause_that_ends_after_the_body_ended_does_not_resume_or_start_a_timer():
+    sink, clock, connection, _written, catch_up = sink_with_a_slow_disk()
+    sink.dataReceived(b"last")
+    sink.connectionLost(Failure(ResponseDone()))
+    catch_up()
+    assert sink.done.called and connection.resumes == 0
+    assert clock.getDelayedCalls() == []
+
+
+class SlowDisk:
+    """An Ingest whose writes take time (a busy disk), so the writer thread falls behind."""
+
+    def __init__(self, ingest, bytes_per_second: float):
+        self._ingest, self._rate = ingest, bytes_per_second
+
+    def write(self, data: bytes) -> None:
+        time.sleep(len(data) / self._rate)  # in the writer's thread, standing in for the disk
+        self._ingest.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self._ingest, name)
+
+
+@pytest.mark.parametrize(
+    ("tls", "query"),
+    [(True, ""), (True, "nolength=1&chunk=16384"), (False, "nolength=1&chunk=16384")],
+    ids=["https", "https-chunked", "http-chunked"],
+)
+@pytest_twisted.ensureDeferred
+async def test_a_fill_faster_than_its_disk_completes_in_one_attempt(
+    tmp_path, store, monkeypatch, tls, query
+):
+    """Hundreds of MiB from an origin faster than the sink: the connection is paused and
+    resumed many times and the fill never drops it."""
+    from twisted.internet import reactor
+
+    ca = make_test_ca(tmp_path / "ca") if tls else None
+    served, port = listen_in_process(reactor, (ca.cert_pem, ca.key_pem) if ca else None)
+    monkeypatch.setattr(writer, "HIGH_WATER", 4 * MIB)
+    size = 256 * MIB
+    client = make_http_client(reactor, OPEN, trust_root=ca.trust_root() if ca else None)
+    fetcher = Fetcher(reactor, client, OPEN, backoff=0.01, idle_timeout=10)
+    ingest = store.ingest()
+    sink = ThreadedWriter(SlowDisk(ingest, 400 * MIB), reactor)
+    pauses = []
+    throttle = sink.throttle
+    monkeypatch.setattr(sink, "throttle", lambda: pauses.append(1) or throttle())
+    try:
+        url = f"{served.base}/f/{size}/14/big.bin?{query}"
+        d = defer.ensureDeferred(fetcher.fetch(url, sink, lambda *_: None))
+        result = await d.addTimeout(TIMEOUT, reactor)
+        await defer.ensureDeferred(sink.finish())
+        blob = ingest.commit(result.size)
+    finally:
+        ingest.close()
+        await client._agent._agent._pool.closeCachedConnections()
+        await port.stopListening()
+    assert blob.size == size and blob.sha256 == payload_sha256(size, 14)
+    assert served.gets("/f/268435456/14/big.bin") == 1  # no drop, no retry
+    assert len(pauses) > 0

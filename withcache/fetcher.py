@@ -125,7 +125,8 @@ class _CheckedEndpoint:
             endpoint_type = TCP6ClientEndpoint if ":" in address else TCP4ClientEndpoint
             endpoint = endpoint_type(f.reactor, address, self._port, timeout=f.connect_timeout)
             if self._scheme == "https":
-                endpoint = wrapClientTLS(optionsForClientTLS(self._host), endpoint)
+                options = optionsForClientTLS(self._host, trustRoot=f.trust_root)
+                endpoint = wrapClientTLS(options, endpoint)
             protocol = await endpoint.connect(protocol_factory)
             transport = getattr(protocol, "transport", None)
             # Bodies are big: read up to 1 MiB per recv() instead of Twisted's 64 KiB, which
@@ -138,9 +139,16 @@ class _CheckedEndpoint:
 
 @implementer(IAgentEndpointFactory)
 class PolicyEndpointFactory:
-    def __init__(self, reactor, policy: OriginPolicy, resolve: Resolver, connect_timeout: float):
+    def __init__(
+        self,
+        reactor,
+        policy: OriginPolicy,
+        resolve: Resolver,
+        connect_timeout: float,
+        trust_root: Any = None,
+    ):
         self.reactor, self.policy, self.resolve = reactor, policy, resolve
-        self.connect_timeout = connect_timeout
+        self.connect_timeout, self.trust_root = connect_timeout, trust_root
 
     def endpointForURI(self, uri):
         host = uri.host.decode("ascii")
@@ -170,14 +178,20 @@ class RawBodyAgent:
 
 
 def make_http_client(
-    reactor, policy: OriginPolicy, resolve: Resolver = system_resolver, connect_timeout=30.0
+    reactor,
+    policy: OriginPolicy,
+    resolve: Resolver = system_resolver,
+    connect_timeout=30.0,
+    trust_root: Any = None,
 ) -> HTTPClient:
-    """A treq client whose every connection obeys the policy and whose bodies are raw bytes."""
+    """A treq client whose every connection obeys the policy and whose bodies are raw bytes.
+
+    trust_root: what https origins must chain to (an IOpenSSLTrustRoot); None is the system's
+    trust store (which honours SSL_CERT_FILE and SSL_CERT_DIR)."""
     pool = HTTPConnectionPool(reactor, persistent=True)
     pool.maxPersistentPerHost = 4
-    agent = Agent.usingEndpointFactory(
-        reactor, PolicyEndpointFactory(reactor, policy, resolve, connect_timeout), pool=pool
-    )
+    endpoints = PolicyEndpointFactory(reactor, policy, resolve, connect_timeout, trust_root)
+    agent = Agent.usingEndpointFactory(reactor, endpoints, pool=pool)
     return HTTPClient(cast(IAgent, RawBodyAgent(agent)))
 
 
@@ -186,6 +200,11 @@ class _BodySink(protocol.Protocol):
 
     treq.collect cannot time out a body that simply stops arriving, so this is its twin with an
     idle timer that is reset on every chunk and drops the connection when it fires.
+
+    While the disk is behind, the connection is paused and the idle timer is off. Chunks still
+    arrive after the pause (one socket read holds several TLS records or chunks of a chunked
+    body, and the parser hands them over one by one), so pausing and resuming are idempotent and
+    the timer is only touched while not paused.
     """
 
     def __init__(
@@ -199,36 +218,52 @@ class _BodySink(protocol.Protocol):
         self._write, self._clock, self._idle = write, clock, idle_timeout
         self._throttle = throttle
         self._timer = None
+        self._paused = False
 
     def connectionMade(self):
-        self._timer = self._clock.callLater(self._idle, self._timed_out)
+        self._start_timer()
 
     def dataReceived(self, data: bytes) -> None:
         if self.done.called:
             return
-        if self._timer is not None:
-            self._timer.reset(self._idle)
+        if not self._paused:
+            self._start_timer()
         try:
             self._write(data)
         except BaseException as e:
             self._fail(e)
             return
-        wait = self._throttle() if self._throttle is not None else None
+        if self._paused or self._throttle is None:
+            return
+        wait = self._throttle()
         if wait is not None:
             # The disk is behind: stop reading (and the idle clock) until it catches up.
-            if self._timer is not None and self._timer.active():
-                self._timer.cancel()
+            self._paused = True
+            self._stop_timer()
             cast(Any, self.transport).pauseProducing()
             wait.addCallback(self._resume)
 
     def _resume(self, _):
+        if not self._paused:
+            return
+        self._paused = False
         if not self.done.called:
-            self._timer = self._clock.callLater(self._idle, self._timed_out)
+            self._start_timer()
             cast(Any, self.transport).resumeProducing()
 
-    def connectionLost(self, reason=protocol.connectionDone):
+    def _start_timer(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.reset(self._idle)
+        else:
+            self._timer = self._clock.callLater(self._idle, self._timed_out)
+
+    def _stop_timer(self) -> None:
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
+        self._timer = None
+
+    def connectionLost(self, reason=protocol.connectionDone):
+        self._stop_timer()
         if self.done.called:
             return
         if reason.check(ResponseDone, http.PotentialDataLoss):
@@ -245,8 +280,7 @@ class _BodySink(protocol.Protocol):
             self.done.errback(exc)
 
     def _abort(self) -> None:
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
+        self._stop_timer()
         if self.transport is not None:
             self.transport.stopProducing()
 
@@ -293,7 +327,10 @@ class Fetcher:
     async def fetch(self, url: str, ingest: Sink, progress: Progress) -> FetchResult:
         """Fill ingest with the bytes of url; raises FetchError or RefusedOrigin for good."""
         state: dict[str, Any] = {"validator": None}
-        attempt = 0
+        # Only attempts that got no further than any before them count against max_attempts: a
+        # big fill over a flaky link may drop many times, and each drop that advanced the file
+        # starts the count (and the backoff) over.
+        furthest, attempt, fruitless = ingest.size, 0, 0
         while True:
             attempt += 1
             try:
@@ -306,11 +343,16 @@ class Fetcher:
                     # A cancel that landed before the response: the agent wraps it.
                     raise defer.CancelledError() from e
                 reason = describe(e)
-                if attempt >= self.max_attempts:
-                    raise FetchError(f"gave up after {attempt} attempts: {reason}") from None
+                if ingest.size > furthest:
+                    furthest, fruitless = ingest.size, 0
+                fruitless += 1
+                if fruitless >= self.max_attempts:
+                    raise FetchError(
+                        f"gave up after {fruitless} attempts without progress: {reason}"
+                    ) from None
                 delay = getattr(e, "delay", None)
                 if delay is None:
-                    delay = min(self.backoff * 2 ** (attempt - 1), 30.0)
+                    delay = min(self.backoff * 2 ** (fruitless - 1), 30.0)
                 log.info(
                     "fill of {url} attempt {attempt} failed ({reason}); next in {delay:.1f}s"
                     " from byte {offset}",

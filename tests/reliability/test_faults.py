@@ -39,20 +39,22 @@ FAULTS = [
         "stall before headers",
         "delay=600",
         "failed",
-        r"gave up after 5 attempts: timed out waiting for the origin's response headers",
+        r"gave up after 5 attempts without progress: "
+        r"timed out waiting for the origin's response headers",
     ),
     Fault("5xx storm that passes", "fail=503&times=3", "completed", r"origin answered 503"),
     Fault(
         "5xx storm that lasts",
         "fail=502&times=1000",
         "failed",
-        r"gave up after 5 attempts: origin answered 502 Bad Gateway",
+        r"gave up after 5 attempts without progress: origin answered 502 Bad Gateway",
     ),
     Fault(
         "Content-Length lie",
         "lie=1000",
         "failed",
-        r"gave up after 5 attempts: .*(connection lost|closed after \d+ of \d+ bytes|restart)",
+        r"gave up after 5 attempts without progress: "
+        r".*(connection lost|closed after \d+ of \d+ bytes|restart)",
     ),
     Fault("not found", "fail=404&times=1000", "failed", r"^origin answered 404 Not Found$"),
 ]
