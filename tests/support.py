@@ -11,6 +11,7 @@ import random
 import re
 import signal
 import sqlite3
+import ssl
 import subprocess
 import sys
 import threading
@@ -192,17 +193,28 @@ class Host:
         return self.proc.returncode
 
 
-def start_host(data_dir: Path, *args: str, timeout: float = 30.0) -> Host:
+def start_host(
+    data_dir: Path,
+    *args: str,
+    timeout: float = 30.0,
+    env: dict[str, str] | None = None,
+    twistd: list[str] | None = None,
+) -> Host:
+    """Start `twistd -n withcache` on an ephemeral port. env: extra environment variables;
+    twistd: the command that stands for twistd (e.g. tests.slow_disk_twistd)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir.parent / f"{data_dir.name}-twistd.log"
     offset = log_path.stat().st_size if log_path.exists() else 0
     with open(log_path, "ab") as log_file:
         proc = subprocess.Popen(
-            [tool("twistd"), "-n", "--pidfile=", "withcache", "--data-dir", str(data_dir)]
+            (twistd or [tool("twistd")])
+            + ["-n", "--pidfile=", "withcache", "--data-dir", str(data_dir)]
             + ["--listen", "tcp:0:interface=127.0.0.1", *args],
             stdout=log_file,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            env={**os.environ, **env} if env else None,
+            cwd=Path(__file__).resolve().parent.parent if twistd else None,
         )
     host = Host(data_dir, proc, log_path, log_offset=offset)
     marker = "withcache listening on 127.0.0.1:"
@@ -320,19 +332,24 @@ def write_file(path: Path, size: int, seed: int = 0) -> Path:
 
 
 class OriginProcess:
-    """tests/origin.py (the misbehaving Twisted origin) in a process of its own."""
+    """tests/origin.py (the misbehaving Twisted origin) in a process of its own; with a
+    tests.tls.TestCA it serves HTTPS with the CA's server certificate."""
 
-    def __init__(self):
+    def __init__(self, tls=None):
+        extra = ["--tls", str(tls.cert_pem), str(tls.key_pem)] if tls else []
+        self._context = ssl.create_default_context(cafile=str(tls.ca_pem)) if tls else None
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.origin"],
+            [sys.executable, "-m", "tests.origin", *extra],
             cwd=Path(__file__).resolve().parent.parent,
             stdout=subprocess.PIPE,
             text=True,
         )
-        self.base = f"http://127.0.0.1:{int(self.proc.stdout.readline())}"
+        scheme = "https" if tls else "http"
+        self.base = f"{scheme}://127.0.0.1:{int(self.proc.stdout.readline())}"
 
     def seen(self) -> list[dict]:
-        with urllib.request.urlopen(f"{self.base}/_requests", timeout=10) as r:
+        url = f"{self.base}/_requests"
+        with urllib.request.urlopen(url, timeout=10, context=self._context) as r:
             return json.loads(r.read())
 
     def gets(self, path: str) -> int:
