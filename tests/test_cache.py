@@ -359,3 +359,47 @@ async def test_a_change_by_another_process_empties_the_index_at_the_next_sync(ho
         assert await host.cache.lookup(a.url, count_hit=True) is None
 
     await stopped_after(host_factory(curate=True), body)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_miss_whose_caller_hangs_up_is_still_recorded_and_filled(origin, host_factory):
+    """Klein cancels a route's Deferred when its client disconnects (a shim probe that gave up):
+    the miss's bookkeeping and its fill go on regardless."""
+
+    async def body(host):
+        url = f"{origin.base}/f/300000/31/probe-gave-up.bin"
+        key = host.cache.key_for(url)
+        waiting = defer.ensureDeferred(host.cache.lookup(url, count_hit=False))
+        waiting.cancel()  # the client left while the catalog was being asked
+        assert waiting.called and isinstance(waiting.result.value, defer.CancelledError)
+        waiting.addErrback(lambda _: None)
+        await host.catalog.run(lambda conn: None)  # the catalog thread has done the lookup
+        job = host.cache.downloads.active(key)
+        assert job is not None and job.source == "auto"
+        assert (await host.finished(job)).state == "completed"
+        assert host.cache.metrics.misses._value.get() == 1
+        hit = await host.cache.lookup(url, count_hit=True)
+        assert hit.artifact.misses == 1
+
+    await stopped_after(host_factory(), body)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_delete_whose_caller_hangs_up_still_drops_the_blob_and_the_index(
+    origin, host_factory
+):
+    async def body(host):
+        url = f"{origin.base}/f/200000/32/gone.bin"
+        await host.cache.lookup(url, count_hit=False)
+        await host.finished(host.cache.downloads.active(host.cache.key_for(url)))
+        hit = await host.cache.lookup(url, count_hit=True)
+        assert host.cache.cached(url) is not None
+        deleting = defer.ensureDeferred(host.cache.delete(host.cache.key_for(url)))
+        deleting.cancel()
+        deleting.addErrback(lambda _: None)
+        for _ in range(3):  # get_artifact, delete_artifact, delete_unreferenced
+            await host.catalog.run(lambda conn: None)
+        assert host.cache.cached(url) is None
+        assert not os.path.exists(hit.path)
+
+    await stopped_after(host_factory(), body)

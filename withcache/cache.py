@@ -8,17 +8,19 @@ tests can drive it with a Clock and a stub HTTP client.
 
 from __future__ import annotations
 
+import functools
 import os
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 from urllib.parse import urlsplit
 
 from twisted.application import service
 from twisted.application.internet import TimerService
 from twisted.internet import defer, threads
+from twisted.python.failure import Failure
 
 from withcache import catalog as cat
 from withcache._log import make_logger
@@ -38,6 +40,37 @@ RETRY_FAILED_AFTER = 600.0
 # How often batched hit counts are written and the catalog is checked for other writers; a
 # crash loses at most this much of hit counting, and withcache-admin's changes show this late.
 INDEX_SYNC_INTERVAL = 1.0
+
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def to_completion(operation: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, defer.Deferred[T]]:
+    """An operation that, once started, runs to its end even if its caller stops waiting.
+
+    Klein cancels a route's Deferred when the client hangs up. Cancelling the caller's Deferred
+    here only stops the wait: a miss is still recorded and its fill queued, a deleted row still
+    takes its blob and the index with it. A failure nobody waits for any more is logged.
+    """
+
+    @functools.wraps(operation)
+    def run(*args: P.args, **kwargs: P.kwargs) -> defer.Deferred[T]:
+        caller: defer.Deferred[T] = defer.Deferred()
+
+        def relay(result: Any) -> None:
+            if not caller.called:
+                if isinstance(result, Failure):
+                    caller.errback(result)
+                else:
+                    caller.callback(result)
+            elif isinstance(result, Failure):
+                log.failure("{what} failed after its caller left", result, what=operation.__name__)
+
+        defer.ensureDeferred(operation(*args, **kwargs)).addBoth(relay)
+        return caller
+
+    return run
 
 
 @dataclass(frozen=True)
@@ -138,6 +171,7 @@ class Cache(service.MultiService):
         index so the next lookup asks the catalog what is true now."""
         self.index.invalidate()
 
+    @to_completion
     async def lookup(self, url: str, *, count_hit: bool) -> Hit | None:
         """The cached artifact for url, or None after recording the miss (and queueing a fill)."""
         hit = self.cached(url)
@@ -199,6 +233,7 @@ class Cache(service.MultiService):
             return False
         return not self.downloads.failed_since(key, self._now() - RETRY_FAILED_AFTER)
 
+    @to_completion
     async def add(self, url: str) -> Job:
         """Queue a fill of url on an operator's say-so (pre-seed); works when curating too."""
         return await self.downloads.enqueue(url, self.key_for(url), "operator")
@@ -248,6 +283,7 @@ class Cache(service.MultiService):
         if digests:
             await self.catalog.run(delete_unreferenced, self.store, digests)
 
+    @to_completion
     async def quarantine(self, sha256: str, reason: str) -> list[cat.Artifact]:
         """Take a bad blob out of service: move it aside, drop its rows, fetch it again."""
         moved = await self._in_thread(self.store.quarantine, sha256)
@@ -276,13 +312,16 @@ class Cache(service.MultiService):
     def cancel(self, job: Job) -> bool:
         return self.downloads.cancel(job)
 
+    @to_completion
     async def clear_finished(self) -> int:
         return await self.downloads.clear_finished()
 
+    @to_completion
     async def dismiss(self, key: str) -> bool:
         """Forget a miss (curate mode's "not this one")."""
         return await self.catalog.run(cat.delete_miss, key)
 
+    @to_completion
     async def delete(self, key: str) -> bool:
         """Remove an artifact and, when no other key shares it, its blob."""
         existed = await self.catalog.run(cat.get_artifact, key)
@@ -292,6 +331,7 @@ class Cache(service.MultiService):
         await self.refresh_totals()
         return existed is not None
 
+    @to_completion
     async def pin(self, key: str, pinned: bool = True) -> bool:
         """Pinned artifacts are never evicted to make room."""
         return await self.catalog.run(cat.set_pinned, key, pinned)

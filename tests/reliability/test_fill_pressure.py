@@ -8,12 +8,21 @@ once: every miss is counted and causes its fill, as if each client had waited fo
 
 from __future__ import annotations
 
+import socket
+import struct
 import sys
 
 import pytest
 
 from tests.reliability.common import check_data_dir, jobs_by_url, wait_until
-from tests.support import MIB, OriginProcess, assert_clean_log, payload_sha256, start_host
+from tests.support import (
+    MIB,
+    OriginProcess,
+    assert_clean_log,
+    metrics,
+    payload_sha256,
+    start_host,
+)
 from tests.tls import make_test_ca
 
 DISK_BYTES_PER_SECOND = 150 * MIB
@@ -57,6 +66,30 @@ def test_a_fill_from_a_tls_origin_faster_than_the_disk_completes_in_one_attempt(
         (row,) = check_data_dir(host.data_dir)
         assert row["size"] == size and row["sha256"] == payload_sha256(size, 23)
         assert "attempt 1 failed" not in host.log()
+    finally:
+        host.stop()
+    assert_clean_log(host)
+
+
+def hang_up_at_once(host, path: str) -> None:
+    """Send one request and close the connection without waiting for the answer (with a reset,
+    as a probe that gave up at its time budget does)."""
+    port = int(host.url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(f"HEAD {path} HTTP/1.1\r\nHost: cachehost\r\n\r\n".encode())
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
+def test_a_storm_of_misses_whose_clients_hang_up_still_fills_every_one(origin, tmp_path):
+    host = start_host(tmp_path / "data", "--allow-private", "--workers", "4")
+    try:
+        urls = [f"{origin.base}/f/100000/{i}/probe-{i}.bin" for i in range(30)]
+        for url in urls:
+            hang_up_at_once(host, f"/blob?url={url}")
+        wait_until(lambda: all(finished(host, url) for url in urls), timeout=60, what="30 fills")
+        assert {finished(host, url) for url in urls} == {("completed", None)}
+        assert metrics(host)["withcache_misses_total"] == 30
+        assert len(check_data_dir(host.data_dir)) == 30
     finally:
         host.stop()
     assert_clean_log(host)
