@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import threading
 import time
@@ -227,3 +228,49 @@ def test_big_artifact_streams_in_bounded_memory_to_concurrent_clients(host, tmp_
     assert results == [digest, digest]
     assert slowest < 1.0
     assert (peak - baseline) < 64 * 1024, f"RSS grew by {(peak - baseline) // 1024} MiB"
+
+
+def test_if_modified_since_with_the_served_date_is_a_304_on_every_path(seeded):
+    """The blob's mtime has a fraction of a second: the whole-blob and the range answers give
+    the same Last-Modified, and echoing it back gets a 304 (curl -z, wget -N)."""
+    host, _data, digest = seeded
+    blob = host.data_dir / "blobs" / digest[:2] / digest[2:]
+    os.utime(blob, ns=(1_700_000_000_600_000_000, 1_700_000_000_600_000_000))
+    url = host.blob_url(ORIGIN, "cuda.run")
+    _status, whole = headers(curl("-D", "-", "-o", "/dev/null", url).stdout)
+    _status, part = headers(curl("-D", "-", "-o", "/dev/null", "-r", "0-9", url).stdout)
+    assert whole["last-modified"] == part["last-modified"] == "Tue, 14 Nov 2023 22:13:21 GMT"
+    for extra in ([], ["-r", "0-9"]):
+        out = curl(
+            "-D",
+            "-",
+            "-o",
+            "/dev/null",
+            "-H",
+            f"If-Modified-Since: {whole['last-modified']}",
+            *extra,
+            url,
+        )
+        assert headers(out.stdout)[0] == 304, extra
+
+
+def test_curl_z_and_wget_n_do_not_download_an_unchanged_artifact_again(seeded, tmp_path):
+    host, data, digest = seeded
+    blob = host.data_dir / "blobs" / digest[:2] / digest[2:]
+    os.utime(blob, ns=(1_700_000_000_250_000_000, 1_700_000_000_250_000_000))
+    url = host.blob_url(ORIGIN, "cuda.run")
+    first = tmp_path / "cuda.run"
+    assert curl("-fR", "-o", str(first), url).returncode == 0
+    again = curl(
+        "-f", "-z", str(first), "-o", str(tmp_path / "again.run"), "-w", "%{http_code}", url
+    )
+    assert again.stdout == b"304" and not (tmp_path / "again.run").exists()
+    wget_dir = tmp_path / "wget"
+    wget_dir.mkdir()
+    for _ in range(2):
+        out = subprocess.run(
+            ["wget", "-N", "-S", url], cwd=wget_dir, capture_output=True, timeout=60
+        )
+        assert out.returncode == 0, out.stderr
+    assert "304 Not Modified" in out.stderr.decode() or "not retrieving" in out.stderr.decode()
+    assert (wget_dir / "cuda.run").read_bytes() == data

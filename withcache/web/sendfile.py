@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import math
 import os
 from typing import Any
 
@@ -240,6 +241,14 @@ def open_blob(path: str, size: int | None = None) -> OpenBlob | None:
     return OpenBlob(fd, info, path)
 
 
+def last_modified(mtime: float) -> int:
+    """A blob's Last-Modified in whole seconds, the one date every answer about it uses.
+
+    Rounded up, as twisted.web's setLastModified rounds: a client echoing the served date in
+    If-Modified-Since (curl -z, wget -N) is then "not older" and gets its 304."""
+    return math.ceil(mtime)
+
+
 @functools.lru_cache(maxsize=1024)
 def _http_date(mtime: int) -> bytes:
     return http.datetimeToString(mtime)
@@ -261,9 +270,10 @@ class WholeBlob(resource.Resource):
         opened, info = self._opened, self._opened.info
         try:
             request.setHeader(b"accept-ranges", b"bytes")
+            when = last_modified(info.st_mtime)
             if request.getHeader(b"if-modified-since") is None:
-                request.setHeader(b"last-modified", _http_date(int(info.st_mtime)))
-            elif request.setLastModified(info.st_mtime) is http.CACHED:
+                request.setHeader(b"last-modified", _http_date(when))
+            elif request.setLastModified(when) is http.CACHED:
                 opened.close()
                 return b""
             request.setHeader(b"content-type", self._type)
@@ -301,6 +311,9 @@ class BlobFile(static.File):
     def render_GET(self, request: Any) -> Any:
         request.notifyFinish().addBoth(lambda _: self._served.inc(request.sentLength))
         return super().render_GET(request)
+
+    def getModificationTime(self) -> int:
+        return last_modified(super().getModificationTime())
 
     render_HEAD = render_GET
 
