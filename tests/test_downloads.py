@@ -141,3 +141,18 @@ async def test_stopping_leaves_unfinished_jobs_for_the_next_start(tmp_path):
     finally:
         await within(again.stopService())
         await catalog.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_stopping_wakes_the_waiters_of_the_jobs_it_leaves_for_the_next_start(tmp_path):
+    m, _fills, catalog = await manager(tmp_path, workers=1)
+    try:
+        running = await m.enqueue("u", "k", "auto")
+        queued = await m.enqueue("v", "k2", "auto")
+        await settle()
+        waits = [m.wait(running), m.wait(queued)]
+        await within(m.stopService())
+        assert [w.called for w in waits] == [True, True]
+        assert [w.result.state for w in waits] == ["running", "queued"]
+    finally:
+        await catalog.stopService()

@@ -98,7 +98,9 @@ class DownloadManager(service.Service):
         return job
 
     def wait(self, job: Job) -> defer.Deferred:
-        """A Deferred of its own for this caller, fired with the job once it has finished."""
+        """A Deferred of its own for this caller, fired with the job once it has finished, or
+        once the manager has stopped (the job then still queued or running, for the next start
+        to resume)."""
         if job.state in FINISHED:
             return defer.succeed(job)
         waiters = job.waiters
@@ -124,6 +126,7 @@ class DownloadManager(service.Service):
         if self._stopping:
             # Not started; its row stays queued for the next start to resume.
             self._semaphore.release()
+            self._wake(job)
             return None
         d = defer.ensureDeferred(self._run(job))
         self._runs.add(d)
@@ -160,7 +163,9 @@ class DownloadManager(service.Service):
         if self._active.get(job.key) is job:
             del self._active[job.key]
         if self._stopping and state == CANCELLED:
-            # Left queued/running in the catalog on purpose: the next start resumes it.
+            # Left queued/running in the catalog on purpose: the next start resumes it. Its
+            # waiters still hear of it, with the job as it stays.
+            self._wake(job)
             return
         job.state, job.error, job.finished_at = state, error, self._now()
         job.committing = False
@@ -183,9 +188,13 @@ class DownloadManager(service.Service):
         try:
             await self.catalog.run(cat.update_job, job.row())
         finally:
-            waiters, job.waiters = job.waiters, []
-            for waiter in waiters:
-                waiter.callback(job)
+            self._wake(job)
+
+    @staticmethod
+    def _wake(job: Job) -> None:
+        waiters, job.waiters = job.waiters, []
+        for waiter in waiters:
+            waiter.callback(job)
 
     async def resume(self) -> int:
         """Re-queue the jobs a previous run left queued or running; returns how many."""
