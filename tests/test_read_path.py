@@ -12,7 +12,16 @@ import urllib.request
 
 import pytest
 
-from tests.support import artifacts_by_key, db, eventually, token, write_file
+from tests.support import (
+    artifacts_by_key,
+    assert_clean_log,
+    db,
+    eventually,
+    start_host,
+    token,
+    write_file,
+)
+from tests.tls import make_test_ca
 
 ORIGIN = "https://vendor.example.com/cuda/cuda_12.4.0_linux.run"
 
@@ -274,3 +283,21 @@ def test_curl_z_and_wget_n_do_not_download_an_unchanged_artifact_again(seeded, t
         assert out.returncode == 0, out.stderr
     assert "304 Not Modified" in out.stderr.decode() or "not retrieving" in out.stderr.decode()
     assert (wget_dir / "cuda.run").read_bytes() == data
+
+
+def test_a_tls_listener_serves_whole_blobs_ranges_and_multi_ranges(tmp_path):
+    ca = make_test_ca(tmp_path / "ca")
+    listen = f"ssl:0:interface=127.0.0.1:privateKey={ca.key_pem}:certKey={ca.cert_pem}"
+    host = start_host(tmp_path / "data", "--curate", "--listen", listen)
+    try:
+        data = write_file(tmp_path / "artifact.run", 5 * 1024 * 1024 + 3).read_bytes()
+        host.seed(ORIGIN, tmp_path / "artifact.run")
+        url = host.blob_url(ORIGIN, "cuda.run").replace("http://", "https://")
+        tls = ("--cacert", str(ca.ca_pem))
+        assert curl(*tls, url).stdout == data
+        assert curl(*tls, "-r", "1000-1999", url).stdout == data[1000:2000]
+        both = curl(*tls, "-r", "0-9,4000000-4000009", url).stdout
+        assert data[:10] in both and data[4000000:4000010] in both
+    finally:
+        host.stop()
+    assert_clean_log(host)

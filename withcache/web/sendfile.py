@@ -10,8 +10,9 @@ Disk reads stay off the reactor thread: before each sendfile the producer asks (
 RWF_NOWAIT, which fails rather than wait for the disk) whether the first and last page of the
 next span are in the page cache; when not, a pool thread reads the span in first.
 
-It only works on a plain TCP transport (twisted.internet.tcp); anything else (TLS needs the
-bytes in user space) keeps static.File's own producers, as do multi-range responses.
+It only works on a plain TCP transport (twisted.internet.tcp); TLS connections (which need the
+bytes in user space) and multi-range answers get withcache.web.filebody's PartsProducer, which
+also keeps disk reads off the reactor thread.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from twisted.web import http, resource, server, static
 from zope.interface import implementer
 
 from withcache._log import make_logger
+from withcache.web.filebody import PartsProducer
 
 log = make_logger()
 
@@ -300,7 +302,8 @@ class WholeBlob(resource.Resource):
 
 class BlobFile(static.File):
     """A blob as static.File (HEAD, Range, 416, Last-Modified), with sendfile bodies for
-    single ranges (and whole blobs) on plain TCP connections."""
+    single ranges (and whole blobs) on plain TCP connections and PartsProducer bodies for the
+    rest: static.File's own producers never read the disk on the reactor thread."""
 
     def __init__(self, path: str, content_type: str, reactor: Any, served: Any):
         super().__init__(path, defaultType=content_type)
@@ -320,39 +323,16 @@ class BlobFile(static.File):
     def makeProducer(self, request: Any, fileForReading: Any) -> Any:
         producer = super().makeProducer(request, fileForReading)
         if isinstance(producer, static.MultipleRangeStaticProducer):
-            producer.fileObject = _ClampedReads(fileForReading)
-            return producer
-        if not usable(request):
-            return producer
+            return PartsProducer(request, fileForReading, producer.rangeInfo, self._reactor)
         if isinstance(producer, static.SingleRangeStaticProducer):
             offset, length = producer.offset, producer.size
         elif isinstance(producer, static.NoRangeStaticProducer):
             offset, length = 0, os.fstat(fileForReading.fileno()).st_size
         else:
             return producer
-        return SendfileProducer(request, fileForReading, offset, length, self._reactor)
-
-
-class _ClampedReads:
-    """A file whose read(n) never reads past what n allows.
-
-    MultipleRangeStaticProducer adds a part's boundary to its chunk before it computes how much
-    to read; when the boundary takes the chunk past its buffer size, it asks read() for a
-    negative count: -1 would read the rest of the blob into the part, anything lower raises
-    (a 500). Read nothing then; the next chunk goes on where this one stopped.
-    """
-
-    def __init__(self, file: Any):
-        self._file = file
-
-    def read(self, n: int) -> bytes:
-        return self._file.read(max(n, 0))
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        return self._file.seek(offset, whence)
-
-    def close(self) -> None:
-        self._file.close()
+        if usable(request):
+            return SendfileProducer(request, fileForReading, offset, length, self._reactor)
+        return PartsProducer(request, fileForReading, [(b"", offset, length)], self._reactor)
 
 
 def blob_resource(
