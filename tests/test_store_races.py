@@ -8,6 +8,7 @@ host and `withcache-admin` do.
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import tempfile
 import threading
@@ -15,6 +16,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import pytest
 
+from withcache import catalog as cat
+from withcache.cli import admin_main
 from withcache.store import Store
 
 WAIT = 30  # seconds; only ever reached when a test is about to fail
@@ -110,3 +113,67 @@ def test_the_tmp_sweep_never_removes_a_fill_that_is_created_but_not_yet_locked(
     ingest.commit()
     ingest.close()
     assert list(store.digests()) and os.listdir(store.tmp_dir) == []
+
+
+def test_import_catalog_keeps_its_blob_from_the_orphan_sweep_of_a_host_starting_beside_it(
+    tmp_path, store, threads, monkeypatch, capsys
+):
+    data = b"a blob copied into blobs/ (rsync) before its row is imported"
+    ingest = store.ingest()
+    ingest.write(data)
+    digest = ingest.commit().sha256
+    ingest.close()
+    url = "https://e.example.com/a"
+    artifact = cat.Artifact(url, url, digest, len(data), None, 0)
+    export = tmp_path / "catalog.jsonl"
+    export.write_text(json.dumps(artifact.__dict__) + "\n")
+    data_dir = os.path.dirname(store.blobs_dir)
+    # import-catalog has found the blob and is about to write its row ...
+    checked, go_on = threading.Event(), threading.Event()
+    real_put = cat.put_artifact
+
+    def pause_then_put(*args, **kwargs):
+        checked.set()
+        assert go_on.wait(WAIT)
+        return real_put(*args, **kwargs)
+
+    monkeypatch.setattr(cat, "put_artifact", pause_then_put)
+    importing = threads.submit(admin_main, ["import-catalog", "-d", data_dir, str(export)])
+    assert checked.wait(WAIT)
+    # ... when the host starts and sweeps blobs no row names.
+    host_conn = cat.connect(os.path.join(data_dir, "cache.db"))
+    try:
+        swept = store.sweep_orphans(lambda sha256: cat.referenced(host_conn, sha256))
+        go_on.set()
+        assert importing.result(WAIT) == 0
+        assert swept == []
+        assert cat.get_artifact(host_conn, artifact.key) is not None
+        assert store.verify(digest, artifact.size)
+        # Once the row is there, later sweeps keep the blob too.
+        assert store.sweep_orphans(lambda sha256: cat.referenced(host_conn, sha256)) == []
+    finally:
+        go_on.set()
+        host_conn.close()
+    assert "imported 1 artifacts" in capsys.readouterr().out
+
+
+def test_import_catalog_copies_a_blob_and_keeps_nothing_when_its_bytes_do_not_match(
+    tmp_path, store, capsys
+):
+    """A source blob whose bytes are not its name is skipped, leaving no blob under either
+    digest (it used to be committed under its real digest and left there, unnamed)."""
+    source = Store(str(tmp_path / "old"))
+    claimed = "ab" * 32
+    bad = source.path_for(claimed)
+    os.makedirs(os.path.dirname(bad))
+    with open(bad, "wb") as f:
+        f.write(b"not what the digest says")
+    url = "https://e.example.com/b"
+    artifact = cat.Artifact(url, url, claimed, 24, None, 0)
+    export = tmp_path / "catalog.jsonl"
+    export.write_text(json.dumps(artifact.__dict__) + "\n")
+    data_dir = os.path.dirname(store.blobs_dir)
+    from_old = ["--blobs-from", str(tmp_path / "old")]
+    assert admin_main(["import-catalog", "-d", data_dir, str(export), *from_old]) == 1
+    assert "skipped (blob does not match its digest)" in capsys.readouterr().out
+    assert list(store.digests()) == []
