@@ -359,3 +359,59 @@ async def test_a_change_by_another_process_empties_the_index_at_the_next_sync(ho
         assert await host.cache.lookup(a.url, count_hit=True) is None
 
     await stopped_after(host_factory(curate=True), body)
+
+
+@pytest.fixture
+def tmp_unlinks(monkeypatch):
+    """(path, whether on the reactor thread) of every unlink in a data dir's tmp/."""
+    from twisted.python import threadable
+
+    seen = []
+    real_unlink = os.unlink
+
+    def unlink(path, *args, **kwargs):
+        if f"{os.sep}tmp{os.sep}" in os.fsdecode(path):
+            seen.append((os.fsdecode(path), threadable.isInIOThread()))
+        return real_unlink(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "unlink", unlink)
+    return seen
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_failed_fill_removes_its_temp_file_off_the_reactor_thread(
+    origin, host_factory, monkeypatch, tmp_unlinks
+):
+    """Gigabytes of temp file take a while to unlink: never on the thread serving hits."""
+    real_write = Ingest.write
+
+    def full_disk(self, data):
+        if self.size > 100_000:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_write(self, data)
+
+    monkeypatch.setattr(Ingest, "write", full_disk)
+
+    async def body(host):
+        done = await host.finished(await host.cache.add(f"{origin.base}/f/1000000/17/big"))
+        assert done.state == "failed"
+        assert os.listdir(host.store.tmp_dir) == []
+        assert [on_reactor for _path, on_reactor in tmp_unlinks] == [False]
+
+    await stopped_after(host_factory(), body)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_cancelled_fill_removes_its_temp_file_off_the_reactor_thread(
+    origin, host_factory, tmp_unlinks
+):
+    async def body(host):
+        job = await host.cache.add(f"{origin.base}/f/5000000/18/slow?rate=500000")
+        while job.bytes_done == 0:
+            await deferLater(0.01)
+        assert host.cache.cancel(job)
+        assert (await host.finished(job)).state == "cancelled"
+        assert os.listdir(host.store.tmp_dir) == []
+        assert [on_reactor for _path, on_reactor in tmp_unlinks] == [False]
+
+    await stopped_after(host_factory(), body)

@@ -28,7 +28,7 @@ from withcache.index import HitIndex, PendingHits
 from withcache.keys import cache_key, remembered_key
 from withcache.metrics import Metrics
 from withcache.policy import OriginPolicy
-from withcache.store import Store
+from withcache.store import Ingest, Store
 from withcache.writer import ThreadedWriter
 
 log = make_logger()
@@ -206,7 +206,16 @@ class Cache(service.MultiService):
     async def _fill(self, job: Job) -> None:
         if self.fetcher is None:
             raise RuntimeError("this host has no fetcher")
-        ingest = self.store.ingest()
+        ingest = await self._in_thread(self.store.ingest)
+        try:
+            await self._fill_into(job, ingest)
+        finally:
+            # Uncommitted bytes (gigabytes, maybe) are deleted in a thread; a committed blob's
+            # digest lock is let go once its row exists (see _commit_row).
+            await self._close_ingest(ingest)
+
+    async def _fill_into(self, job: Job, ingest: Ingest) -> None:
+        assert self.fetcher is not None
         writer = ThreadedWriter(ingest, self._reactor)
         fetched = self.metrics.fetched_bytes
 
@@ -216,28 +225,36 @@ class Cache(service.MultiService):
             job.progress(done, total)
 
         try:
-            try:
-                result = await self.fetcher.fetch(job.url, writer, progress)
-            finally:
-                # Whatever happened, the writer thread is done with the ingest after this.
-                job.committing = True
-                await writer.finish()
-            blob = await self._in_thread(ingest.commit, result.size)
-            artifact = cat.Artifact(
-                job.key, job.url, blob.sha256, blob.size, result.content_type, self._now()
-            )
-            try:
-                freed = await self.catalog.put_artifact(artifact, self.settings.max_bytes)
-                # It may have replaced a row for this key or evicted others.
-                self.index.invalidate()
-            except cat.NoRoom:
-                ingest.close()  # unlock the blob so it can go
-                await self._delete_blobs([blob.sha256])
-                raise
-            await self._delete_blobs(freed)
-            await self.refresh_totals()
+            result = await self.fetcher.fetch(job.url, writer, progress)
         finally:
-            # Uncommitted bytes are deleted; a committed blob is unlocked now its row exists.
+            # Whatever happened, the writer thread is done with the ingest after this.
+            job.committing = True
+            await writer.finish()
+        blob = await self._in_thread(ingest.commit, result.size)
+        artifact = cat.Artifact(
+            job.key, job.url, blob.sha256, blob.size, result.content_type, self._now()
+        )
+        try:
+            freed = await self.catalog.put_artifact(artifact, self.settings.max_bytes)
+            # It may have replaced a row for this key or evicted others.
+            self.index.invalidate()
+        except cat.NoRoom:
+            ingest.close()  # let go of the blob's digest lock so it can go
+            await self._delete_blobs([blob.sha256])
+            raise
+        finally:
+            # The row is written (or never will be): a delete of this blob may go ahead now.
+            await self._close_ingest(ingest)
+        await self._delete_blobs(freed)
+        await self.refresh_totals()
+
+    async def _close_ingest(self, ingest: Ingest) -> None:
+        """Close an ingest (idempotent). Deleting an uncommitted one happens in a thread; a
+        committed one only lets go of its file and digest lock, here, so that letting go never
+        waits for a pool thread that may itself be waiting for this lock."""
+        if ingest.blob is None:
+            await self._in_thread(ingest.close)
+        else:
             ingest.close()
 
     def _in_thread(self, fn: Callable[..., Any], *args: Any) -> defer.Deferred:
