@@ -415,3 +415,61 @@ async def test_a_cancelled_fill_removes_its_temp_file_off_the_reactor_thread(
         assert [on_reactor for _path, on_reactor in tmp_unlinks] == [False]
 
     await stopped_after(host_factory(), body)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_fill_of_the_same_bytes_during_a_quarantine_keeps_its_blob_and_row(
+    origin, host_factory, monkeypatch
+):
+    """The quarantine of a bad blob and a fill of the good bytes (under another URL) take
+    turns: the fill's blob is never the one moved aside, nor its row the one dropped."""
+    import fcntl
+    import threading
+
+    from twisted.internet import reactor
+
+    async def body(host):
+        first = await host.cache.add(f"{origin.base}/f/300000/19/a")
+        assert (await host.finished(first)).state == "completed"
+        (bad,) = await host.cache.artifacts()
+        with open(host.store.path_for(bad.sha256), "r+b") as f:
+            f.seek(1000)
+            f.write(b"\x00" if f.read(1) != b"\x00" else b"\x01")
+        # The quarantine is about to move the bad blob aside ...
+        about_to_move, go_on = defer.Deferred(), threading.Event()
+        real_quarantine = host.store.quarantine
+
+        def pause_then_quarantine(sha256):
+            reactor.callFromThread(about_to_move.callback, None)
+            assert go_on.wait(TIMEOUT)
+            return real_quarantine(sha256)
+
+        monkeypatch.setattr(host.store, "quarantine", pause_then_quarantine)
+        quarantined = defer.ensureDeferred(host.cache.quarantine(bad.sha256, "a flipped byte"))
+        await about_to_move.addTimeout(TIMEOUT, reactor)
+        # ... when a fill of the same bytes commits (or waits to).
+        waiting = defer.Deferred()
+        real_flock = fcntl.flock
+
+        def flock(fd, operation):
+            if operation & fcntl.LOCK_EX and not operation & fcntl.LOCK_NB:
+                try:
+                    return real_flock(fd, operation | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    reactor.callFromThread(waiting.callback, None)
+            return real_flock(fd, operation)
+
+        monkeypatch.setattr(fcntl, "flock", flock)
+        second = await host.cache.add(f"{origin.base}/f/300000/19/b")
+        finished = host.cache.downloads.wait(second)
+        either = defer.DeferredList([waiting, finished], fireOnOneCallback=True)
+        await either.addTimeout(TIMEOUT, reactor)
+        go_on.set()
+        await quarantined.addTimeout(TIMEOUT, reactor)
+        assert (await host.finished(second)).state == "completed"
+        hit = await host.cache.lookup(second.url, count_hit=False)
+        assert hit is not None and hit.artifact.sha256 == bad.sha256
+        assert host.store.verify(bad.sha256, bad.size)
+        assert await host.cache.lookup(first.url, count_hit=False) is None
+
+    await stopped_after(host_factory(curate=True), body)

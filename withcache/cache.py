@@ -102,6 +102,7 @@ class Cache(service.MultiService):
         self.downloads.setServiceParent(self)
         self.index = HitIndex()
         self._data_version: int | None = None
+        self._quarantining: set[str] = set()
         sync = TimerService(INDEX_SYNC_INTERVAL, self._sync_tick)
         sync.clock = reactor
         sync.setServiceParent(self)
@@ -267,8 +268,20 @@ class Cache(service.MultiService):
 
     async def quarantine(self, sha256: str, reason: str) -> list[cat.Artifact]:
         """Take a bad blob out of service: move it aside, drop its rows, fetch it again."""
-        moved = await self._in_thread(self.store.quarantine, sha256)
-        dropped = await self.catalog.run(cat.drop_blob, sha256)
+        if sha256 in self._quarantining:
+            return []  # many hits of one bad blob find it bad at once; one quarantine will do
+        self._quarantining.add(sha256)
+        try:
+            # Under the digest's lock, so a fill of the same bytes cannot put a good blob in
+            # place between the move and the rows going (and lose it).
+            locked = await self._in_thread(self.store.lock, sha256)
+            try:
+                moved = await self._in_thread(self.store.quarantine, sha256)
+                dropped = await self.catalog.run(cat.drop_blob, sha256)
+            finally:
+                locked.release()
+        finally:
+            self._quarantining.discard(sha256)
         self.index.invalidate()
         log.warn(
             "quarantined blob {sha256} ({reason}) to {moved}; dropped {keys}",
