@@ -473,3 +473,58 @@ async def test_a_fill_of_the_same_bytes_during_a_quarantine_keeps_its_blob_and_r
         assert await host.cache.lookup(first.url, count_hit=False) is None
 
     await stopped_after(host_factory(curate=True), body)
+
+
+@pytest_twisted.ensureDeferred
+async def test_stopping_during_a_paced_scrub_stops_its_read_and_judges_nothing(
+    host_factory, tmp_path, monkeypatch
+):
+    """Stopping must not wait for a blob to be read at the scrub's rate (a 4 GiB blob at
+    32 MiB/s would outlast systemd's stop timeout): the read stops part-way, and a blob read in
+    part is neither verified nor quarantined."""
+    from twisted.internet import reactor
+
+    from withcache import catalog as cat
+    from withcache.cache import import_file
+    from withcache.scrub import Scrubber
+    from withcache.store import CHUNK
+
+    size = 8 * CHUNK
+    src = tmp_path / "big.bin"
+    src.write_bytes(b"\x5a" * size)
+
+    async def body(host):
+        url = "https://e.example.com/big.bin"
+        artifact = await host.catalog.run(
+            lambda conn: import_file(host.store, conn, url, str(src), keep_query=False, now=0.0)
+        )
+        read, reading = [], defer.Deferred()
+        real_verify = host.store.verify
+
+        def counting_verify(sha256, size=None, pace=None):
+            def counted(n):
+                read.append(n)
+                if len(read) == 1:
+                    reactor.callFromThread(reading.callback, None)
+                pace(n)
+
+            return real_verify(sha256, size, counted)
+
+        monkeypatch.setattr(host.store, "verify", counting_verify)
+        # One chunk a second: the whole blob would take 8 s to read.
+        scrubber = Scrubber(host.cache, interval=3600, rate=CHUNK)
+        scrubber.startService()
+        await reading.addTimeout(TIMEOUT, reactor)
+        await defer.maybeDeferred(scrubber.stopService).addTimeout(TIMEOUT, reactor)
+        assert 0 < sum(read) < size
+        (row,) = await host.cache.artifacts()
+        assert row.sha256 == artifact.sha256
+        assert real_verify(artifact.sha256, size)
+        assert not os.path.exists(host.store.quarantine_dir)
+        verified = await host.catalog.run(
+            lambda conn: conn.execute("SELECT verified_at FROM artifacts").fetchall()
+        )
+        assert verified == [(None,)]
+        assert await host.catalog.run(cat.next_to_verify) == (artifact.sha256, size)
+
+    await stopped_after(host_factory(curate=True), body)
