@@ -528,3 +528,95 @@ async def test_stopping_during_a_paced_scrub_stops_its_read_and_judges_nothing(
         assert await host.catalog.run(cat.next_to_verify) == (artifact.sha256, size)
 
     await stopped_after(host_factory(curate=True), body)
+
+
+@pytest_twisted.ensureDeferred
+async def test_stopping_during_start_up_recovery_stops_the_sweeps_between_files(
+    host_factory, monkeypatch
+):
+    """A host stopped while it sweeps what a crash left (gigabytes of orphans, maybe) stops
+    sweeping at the next file; the rest is swept at the next start."""
+    import threading
+
+    from twisted.internet import reactor
+
+    from withcache import catalog as cat
+
+    host = host_factory()
+    orphans = [host.store.path_for(c * 64) for c in "abc"]
+    for path in orphans:
+        os.makedirs(os.path.dirname(path))
+        with open(path, "wb") as f:
+            f.write(b"renamed into place, never recorded")
+    checking, go_on = defer.Deferred(), threading.Event()
+    real_referenced = cat.referenced
+
+    def pause_then_check(conn, sha256):
+        if not checking.called:
+            reactor.callFromThread(checking.callback, None)
+            assert go_on.wait(TIMEOUT)
+        return real_referenced(conn, sha256)
+
+    monkeypatch.setattr(cat, "referenced", pause_then_check)
+    host.catalog.startService()
+    host.cache.startService()
+    await checking.addTimeout(TIMEOUT, reactor)
+    stopped = host.cache.stopService()
+    go_on.set()
+    await stopped.addTimeout(TIMEOUT, reactor)
+    await host.cache.recovery.addTimeout(TIMEOUT, reactor)
+    await host.pool.closeCachedConnections()
+    await host.catalog.stopService()
+    assert [os.path.exists(p) for p in orphans] == [False, True, True]
+    monkeypatch.undo()
+    again = host_factory()
+    await again.start()
+    await again.stop()
+    assert not any(os.path.exists(p) for p in orphans)
+
+
+@pytest_twisted.ensureDeferred
+async def test_stopping_while_a_fill_evicts_leaves_the_evicted_blobs_for_the_next_start(
+    origin, host_factory, monkeypatch
+):
+    """Stopping waits for a fill that is committing, but not for it to unlink the blobs it
+    evicted (gigabytes each, maybe): they are orphans, swept at the next start."""
+    import threading
+
+    from twisted.internet import reactor
+
+    from withcache import catalog as cat
+
+    host = await host_factory(max_bytes=130_000).start()
+    old = []
+    for seed in (20, 21, 22):
+        job = await host.cache.add(f"{origin.base}/f/40000/{seed}/old")
+        assert (await host.finished(job)).state == "completed"
+        old.append(host.store.path_for(payload_sha256(40000, seed)))
+    checking, go_on = defer.Deferred(), threading.Event()
+    real_referenced = cat.referenced
+
+    def pause_then_check(conn, sha256):
+        if not checking.called:
+            reactor.callFromThread(checking.callback, None)
+            assert go_on.wait(TIMEOUT)
+        return real_referenced(conn, sha256)
+
+    monkeypatch.setattr(cat, "referenced", pause_then_check)
+    new = await host.cache.add(f"{origin.base}/f/100000/23/new")  # evicts all three
+    await checking.addTimeout(TIMEOUT, reactor)  # its row is being written
+    stopped = host.cache.stopService()
+    go_on.set()
+    await stopped.addTimeout(TIMEOUT, reactor)
+    await host.pool.closeCachedConnections()
+    await host.catalog.stopService()
+    assert new.state == "completed"
+    assert all(os.path.exists(p) for p in old)
+    monkeypatch.undo()
+
+    async def body(again):
+        assert not any(os.path.exists(p) for p in old)
+        (artifact,) = await again.cache.artifacts()
+        assert artifact.sha256 == payload_sha256(100000, 23)
+
+    await stopped_after(host_factory(max_bytes=130_000), body)

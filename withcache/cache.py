@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -103,6 +104,9 @@ class Cache(service.MultiService):
         self.index = HitIndex()
         self._data_version: int | None = None
         self._quarantining: set[str] = set()
+        # Set first thing when stopping: sweeps and blob deletions in other threads stop at the
+        # next file. What they leave is what a crash would leave, swept at the next start.
+        self._stopping = threading.Event()
         sync = TimerService(INDEX_SYNC_INTERVAL, self._sync_tick)
         sync.clock = reactor
         sync.setServiceParent(self)
@@ -264,7 +268,7 @@ class Cache(service.MultiService):
 
     async def _delete_blobs(self, digests: list[str]) -> None:
         if digests:
-            await self.catalog.run(delete_unreferenced, self.store, digests)
+            await self.catalog.run(delete_unreferenced, self.store, digests, self._stopping.is_set)
 
     async def quarantine(self, sha256: str, reason: str) -> list[cat.Artifact]:
         """Take a bad blob out of service: move it aside, drop its rows, fetch it again."""
@@ -363,12 +367,14 @@ class Cache(service.MultiService):
         )
 
     def startService(self) -> None:
+        self._stopping.clear()
         super().startService()
         # Fires once the data dir is swept and interrupted fills are queued again.
         self.recovery = defer.ensureDeferred(self.recover())
         self.recovery.addErrback(lambda f: log.failure("start-up recovery failed", failure=f))
 
     def stopService(self) -> defer.Deferred:
+        self._stopping.set()
         # Queued on the database thread now, before the catalog closes its connection.
         final = self._sync_tick()
         stopped = defer.maybeDeferred(super().stopService)
@@ -376,11 +382,20 @@ class Cache(service.MultiService):
 
     async def recover(self) -> None:
         """Sweep what a crash can leave behind, then resume the fills it interrupted."""
-        swept = await self._in_thread(self.store.sweep_tmp)
+        stopping = self._stopping.is_set
+        swept = await self._in_thread(self.store.sweep_tmp, stopping)
         # On the database thread, so each blob is checked against the catalog under its lock.
         orphans = await self.catalog.run(
-            lambda conn: self.store.sweep_orphans(partial(cat.referenced, conn))
+            lambda conn: self.store.sweep_orphans(partial(cat.referenced, conn), stopping)
         )
+        if stopping():
+            log.info(
+                "stopped while recovering the data dir: {tmp} tmp files and {orphans} orphan"
+                " blobs removed, the rest left for the next start",
+                tmp=swept,
+                orphans=len(orphans),
+            )
+            return
         resumed = await self.downloads.resume() if self.fetcher is not None else 0
         await self.refresh_totals()
         log.info(
@@ -399,9 +414,17 @@ def _size_on_disk(path: str) -> int:
         return -1
 
 
-def delete_unreferenced(conn, store: Store, digests: list[str]) -> None:
-    """Blocking, on the database thread: drop blobs that no row names any more."""
+def delete_unreferenced(
+    conn, store: Store, digests: list[str], stopping: Callable[[], bool] = lambda: False
+) -> None:
+    """Blocking, on the database thread: drop blobs that no row names any more.
+
+    Until stopping(): each unlink of a big blob takes a while (0.2 s a GiB here), and an
+    eviction can free many. Those left are orphans, swept at the next start.
+    """
     for digest in digests:
+        if stopping():
+            break
         store.delete_unreferenced(digest, partial(cat.referenced, conn))
 
 

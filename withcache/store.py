@@ -235,8 +235,8 @@ class Store:
                 if _DIGEST_RE.match(fan + rest):
                     yield fan + rest
 
-    def sweep_tmp(self) -> int:
-        """Delete abandoned fills in tmp/ (those no live ingest holds locked)."""
+    def sweep_tmp(self, stopping: Callable[[], bool] = lambda: False) -> int:
+        """Delete abandoned fills in tmp/ (those no live ingest holds locked), until stopping()."""
         abandoned: list[tuple[str, int]] = []
         try:
             # No ingest is between creating its file and locking it while this is held; the
@@ -254,6 +254,8 @@ class Store:
                         os.close(fd)
             removed = 0
             for path, _fd in abandoned:
+                if stopping():
+                    break
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(path)
                     removed += 1
@@ -262,13 +264,17 @@ class Store:
             for _path, fd in abandoned:
                 os.close(fd)
 
-    def sweep_orphans(self, is_referenced: Callable[[str], bool]) -> list[str]:
-        """Delete every blob no catalog row names; see delete_unreferenced."""
-        return [
-            d
-            for d in list(self.digests())
-            if not is_referenced(d) and self.delete_unreferenced(d, is_referenced)
-        ]
+    def sweep_orphans(
+        self, is_referenced: Callable[[str], bool], stopping: Callable[[], bool] = lambda: False
+    ) -> list[str]:
+        """Delete every blob no catalog row names (see delete_unreferenced), until stopping()."""
+        removed = []
+        for d in list(self.digests()):
+            if stopping():
+                break
+            if not is_referenced(d) and self.delete_unreferenced(d, is_referenced):
+                removed.append(d)
+        return removed
 
     def delete_unreferenced(self, sha256: str, is_referenced: Callable[[str], bool]) -> bool:
         """Delete a blob unless a row names it or someone holds its digest's lock.
