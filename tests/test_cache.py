@@ -620,3 +620,40 @@ async def test_stopping_while_a_fill_evicts_leaves_the_evicted_blobs_for_the_nex
         assert artifact.sha256 == payload_sha256(100000, 23)
 
     await stopped_after(host_factory(max_bytes=130_000), body)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_fill_cancelled_while_its_temp_file_is_being_made_leaves_none(
+    origin, host_factory, monkeypatch
+):
+    import threading
+
+    from twisted.internet import reactor
+
+    async def body(host):
+        making, go_on = defer.Deferred(), threading.Event()
+        real_ingest = host.store.ingest
+
+        def slow_ingest():
+            reactor.callFromThread(making.callback, None)
+            assert go_on.wait(TIMEOUT)
+            return real_ingest()
+
+        monkeypatch.setattr(host.store, "ingest", slow_ingest)
+        job = await host.cache.add(f"{origin.base}/f/1000/24/x")
+        await making.addTimeout(TIMEOUT, reactor)
+        assert host.cache.cancel(job)
+        assert (await host.finished(job)).state == "cancelled"
+        closed = defer.Deferred()
+        real_close = Ingest.close
+
+        def close(self):
+            real_close(self)
+            reactor.callFromThread(closed.callback, None)
+
+        monkeypatch.setattr(Ingest, "close", close)
+        go_on.set()
+        await closed.addTimeout(TIMEOUT, reactor)
+        assert os.listdir(host.store.tmp_dir) == []
+
+    await stopped_after(host_factory(), body)

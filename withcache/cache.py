@@ -211,13 +211,29 @@ class Cache(service.MultiService):
     async def _fill(self, job: Job) -> None:
         if self.fetcher is None:
             raise RuntimeError("this host has no fetcher")
-        ingest = await self._in_thread(self.store.ingest)
+        ingest = await self._new_ingest()
         try:
             await self._fill_into(job, ingest)
         finally:
             # Uncommitted bytes (gigabytes, maybe) are deleted in a thread; a committed blob's
-            # digest lock is let go once its row exists (see _commit_row).
+            # digest lock was let go as soon as its row was written (in _fill_into).
             await self._close_ingest(ingest)
+
+    async def _new_ingest(self) -> Ingest:
+        """An ingest made in a thread (it creates and locks a file). A Deferred of our own: a
+        fill cancelled meanwhile stops waiting, and the ingest, when it comes, is thrown away."""
+        made = self._in_thread(self.store.ingest)
+        waiting: defer.Deferred = defer.Deferred()
+
+        def arrived(result: Any) -> Any:
+            if not waiting.called:
+                waiting.callback(result)
+            elif isinstance(result, Ingest):
+                return self._in_thread(result.close)
+            return None
+
+        made.addBoth(arrived)
+        return await waiting
 
     async def _fill_into(self, job: Job, ingest: Ingest) -> None:
         assert self.fetcher is not None
