@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import time
 from pathlib import Path
 
-from tests.support import artifacts_by_key, start_host, tool, write_file
+from tests.support import (
+    MIB,
+    artifacts_by_key,
+    assert_clean_log,
+    db,
+    eventually,
+    start_host,
+    tool,
+    write_file,
+)
+from withcache.scrub import SCRUB_BYTES_PER_SECOND
 
 
 def admin(*args):
@@ -124,3 +136,64 @@ def test_scrub_marks_good_blobs_verified(tmp_path):
         assert status == 200
     finally:
         host.stop()
+
+
+def scrub_position(pid: int, path: Path) -> int | None:
+    """How far the process has read into path through an open file of it, if it has one open."""
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") != str(path):
+                continue
+            fdinfo = Path(f"/proc/{pid}/fdinfo/{fd}").read_text()
+        except FileNotFoundError:  # closed meanwhile
+            continue
+        return int(fdinfo.split("pos:")[1].split()[0])
+    return None
+
+
+def test_sigterm_during_the_scrub_of_a_big_blob_exits_at_once_and_writes_the_hit_counts(
+    tmp_path,
+):
+    """Stopping does not wait for the scrub to read a blob at its paced rate (which could
+    outlast systemd's stop timeout, whose SIGKILL would skip the last hit-count write)."""
+    data = tmp_path / "data"
+    size = 256 * MIB  # 8 s of reading at the scrub's rate
+    sparse = tmp_path / "big.bin"
+    with open(sparse, "wb") as f:
+        f.truncate(size)
+    big = admin("import", "-d", str(data), "https://e.example.com/big.iso", str(sparse))
+    assert big.returncode == 0, big.stderr
+    big_sha = big.stdout.split()[0]
+    seed(data, tmp_path, "https://e.example.com/small", 10_000, 1)  # scrubbed after big.iso
+    host = start_host(data, "--curate", "--scrub-interval", "0.05")
+    try:
+        eventually(
+            lambda: scrub_position(host.pid, blob(data, big_sha)),
+            lambda pos: pos is not None and pos > 0,
+            what="the scrub reading big.iso",
+            every=0.01,
+        )
+        for _ in range(3):
+            assert host.get("/blob?url=https://e.example.com/small")[0] == 200
+        read = scrub_position(host.pid, blob(data, big_sha))
+        assert read is not None
+        asked = time.monotonic()
+        host.proc.send_signal(signal.SIGTERM)
+        # twistd shuts down, then exits by the signal it was sent.
+        assert host.proc.wait(timeout=60) == -signal.SIGTERM
+        took = time.monotonic() - asked
+    finally:
+        host.stop(signal.SIGKILL)
+    # Gone well before the paced read of the rest could have finished, the blob judged neither
+    # way, and the hits counted in the last second written.
+    assert took < (size - read) / SCRUB_BYTES_PER_SECOND / 4
+    rows = db(data, "SELECT key, hits, verified_at FROM artifacts ORDER BY key")
+    assert rows == [
+        ("https://e.example.com/big.iso", 0, None),
+        ("https://e.example.com/small", 3, None),
+    ]
+    log = host.log()
+    stopped = log.index(f"scrub of blob {big_sha} ({size} bytes) stopped after")
+    assert stopped < log.index("Main loop terminated") < log.index("Server Shut Down")
+    assert not (data / "quarantine").exists()
+    assert_clean_log(host)

@@ -381,6 +381,44 @@ async def test_a_miss_whose_caller_hangs_up_is_still_recorded_and_filled(origin,
         hit = await host.cache.lookup(url, count_hit=True)
         assert hit.artifact.misses == 1
 
+
+@pytest.fixture
+def tmp_unlinks(monkeypatch):
+    """(path, whether on the reactor thread) of every unlink in a data dir's tmp/."""
+    from twisted.python import threadable
+
+    seen = []
+    real_unlink = os.unlink
+
+    def unlink(path, *args, **kwargs):
+        if f"{os.sep}tmp{os.sep}" in os.fsdecode(path):
+            seen.append((os.fsdecode(path), threadable.isInIOThread()))
+        return real_unlink(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "unlink", unlink)
+    return seen
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_failed_fill_removes_its_temp_file_off_the_reactor_thread(
+    origin, host_factory, monkeypatch, tmp_unlinks
+):
+    """Gigabytes of temp file take a while to unlink: never on the thread serving hits."""
+    real_write = Ingest.write
+
+    def full_disk(self, data):
+        if self.size > 100_000:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_write(self, data)
+
+    monkeypatch.setattr(Ingest, "write", full_disk)
+
+    async def body(host):
+        done = await host.finished(await host.cache.add(f"{origin.base}/f/1000000/17/big"))
+        assert done.state == "failed"
+        assert os.listdir(host.store.tmp_dir) == []
+        assert [on_reactor for _path, on_reactor in tmp_unlinks] == [False]
+
     await stopped_after(host_factory(), body)
 
 
@@ -401,5 +439,260 @@ async def test_a_delete_whose_caller_hangs_up_still_drops_the_blob_and_the_index
             await host.catalog.run(lambda conn: None)
         assert host.cache.cached(url) is None
         assert not os.path.exists(hit.path)
+
+
+async def test_a_cancelled_fill_removes_its_temp_file_off_the_reactor_thread(
+    origin, host_factory, tmp_unlinks
+):
+    async def body(host):
+        job = await host.cache.add(f"{origin.base}/f/5000000/18/slow?rate=500000")
+        while job.bytes_done == 0:
+            await deferLater(0.01)
+        assert host.cache.cancel(job)
+        assert (await host.finished(job)).state == "cancelled"
+        assert os.listdir(host.store.tmp_dir) == []
+        assert [on_reactor for _path, on_reactor in tmp_unlinks] == [False]
+
+    await stopped_after(host_factory(), body)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_fill_of_the_same_bytes_during_a_quarantine_keeps_its_blob_and_row(
+    origin, host_factory, monkeypatch
+):
+    """The quarantine of a bad blob and a fill of the good bytes (under another URL) take
+    turns: the fill's blob is never the one moved aside, nor its row the one dropped."""
+    import fcntl
+    import threading
+
+    from twisted.internet import reactor
+
+    async def body(host):
+        first = await host.cache.add(f"{origin.base}/f/300000/19/a")
+        assert (await host.finished(first)).state == "completed"
+        (bad,) = await host.cache.artifacts()
+        with open(host.store.path_for(bad.sha256), "r+b") as f:
+            f.seek(1000)
+            f.write(b"\x00" if f.read(1) != b"\x00" else b"\x01")
+        # The quarantine is about to move the bad blob aside ...
+        about_to_move, go_on = defer.Deferred(), threading.Event()
+        real_quarantine = host.store.quarantine
+
+        def pause_then_quarantine(sha256):
+            reactor.callFromThread(about_to_move.callback, None)
+            assert go_on.wait(TIMEOUT)
+            return real_quarantine(sha256)
+
+        monkeypatch.setattr(host.store, "quarantine", pause_then_quarantine)
+        quarantined = defer.ensureDeferred(host.cache.quarantine(bad.sha256, "a flipped byte"))
+        await about_to_move.addTimeout(TIMEOUT, reactor)
+        # ... when a fill of the same bytes commits (or waits to).
+        waiting = defer.Deferred()
+        real_flock = fcntl.flock
+
+        def flock(fd, operation):
+            if operation & fcntl.LOCK_EX and not operation & fcntl.LOCK_NB:
+                try:
+                    return real_flock(fd, operation | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    reactor.callFromThread(waiting.callback, None)
+            return real_flock(fd, operation)
+
+        monkeypatch.setattr(fcntl, "flock", flock)
+        second = await host.cache.add(f"{origin.base}/f/300000/19/b")
+        finished = host.cache.downloads.wait(second)
+        either = defer.DeferredList([waiting, finished], fireOnOneCallback=True)
+        await either.addTimeout(TIMEOUT, reactor)
+        go_on.set()
+        await quarantined.addTimeout(TIMEOUT, reactor)
+        assert (await host.finished(second)).state == "completed"
+        hit = await host.cache.lookup(second.url, count_hit=False)
+        assert hit is not None and hit.artifact.sha256 == bad.sha256
+        assert host.store.verify(bad.sha256, bad.size)
+        assert await host.cache.lookup(first.url, count_hit=False) is None
+
+    await stopped_after(host_factory(curate=True), body)
+
+
+@pytest_twisted.ensureDeferred
+async def test_stopping_during_a_paced_scrub_stops_its_read_and_judges_nothing(
+    host_factory, tmp_path, monkeypatch
+):
+    """Stopping must not wait for a blob to be read at the scrub's rate (a 4 GiB blob at
+    32 MiB/s would outlast systemd's stop timeout): the read stops part-way, and a blob read in
+    part is neither verified nor quarantined."""
+    from twisted.internet import reactor
+
+    from withcache import catalog as cat
+    from withcache.cache import import_file
+    from withcache.scrub import Scrubber
+    from withcache.store import CHUNK
+
+    size = 8 * CHUNK
+    src = tmp_path / "big.bin"
+    src.write_bytes(b"\x5a" * size)
+
+    async def body(host):
+        url = "https://e.example.com/big.bin"
+        artifact = await host.catalog.run(
+            lambda conn: import_file(host.store, conn, url, str(src), keep_query=False, now=0.0)
+        )
+        read, reading = [], defer.Deferred()
+        real_verify = host.store.verify
+
+        def counting_verify(sha256, size=None, pace=None):
+            def counted(n):
+                read.append(n)
+                if len(read) == 1:
+                    reactor.callFromThread(reading.callback, None)
+                pace(n)
+
+            return real_verify(sha256, size, counted)
+
+        monkeypatch.setattr(host.store, "verify", counting_verify)
+        # One chunk a second: the whole blob would take 8 s to read.
+        scrubber = Scrubber(host.cache, interval=3600, rate=CHUNK)
+        scrubber.startService()
+        await reading.addTimeout(TIMEOUT, reactor)
+        await defer.maybeDeferred(scrubber.stopService).addTimeout(TIMEOUT, reactor)
+        assert 0 < sum(read) < size
+        (row,) = await host.cache.artifacts()
+        assert row.sha256 == artifact.sha256
+        assert real_verify(artifact.sha256, size)
+        assert not os.path.exists(host.store.quarantine_dir)
+        verified = await host.catalog.run(
+            lambda conn: conn.execute("SELECT verified_at FROM artifacts").fetchall()
+        )
+        assert verified == [(None,)]
+        assert await host.catalog.run(cat.next_to_verify) == (artifact.sha256, size)
+
+    await stopped_after(host_factory(curate=True), body)
+
+
+@pytest_twisted.ensureDeferred
+async def test_stopping_during_start_up_recovery_stops_the_sweeps_between_files(
+    host_factory, monkeypatch
+):
+    """A host stopped while it sweeps what a crash left (gigabytes of orphans, maybe) stops
+    sweeping at the next file; the rest is swept at the next start."""
+    import threading
+
+    from twisted.internet import reactor
+
+    from withcache import catalog as cat
+
+    host = host_factory()
+    orphans = [host.store.path_for(c * 64) for c in "abc"]
+    for path in orphans:
+        os.makedirs(os.path.dirname(path))
+        with open(path, "wb") as f:
+            f.write(b"renamed into place, never recorded")
+    checking, go_on = defer.Deferred(), threading.Event()
+    real_referenced = cat.referenced
+
+    def pause_then_check(conn, sha256):
+        if not checking.called:
+            reactor.callFromThread(checking.callback, None)
+            assert go_on.wait(TIMEOUT)
+        return real_referenced(conn, sha256)
+
+    monkeypatch.setattr(cat, "referenced", pause_then_check)
+    host.catalog.startService()
+    host.cache.startService()
+    await checking.addTimeout(TIMEOUT, reactor)
+    stopped = host.cache.stopService()
+    go_on.set()
+    await stopped.addTimeout(TIMEOUT, reactor)
+    await host.cache.recovery.addTimeout(TIMEOUT, reactor)
+    await host.pool.closeCachedConnections()
+    await host.catalog.stopService()
+    assert [os.path.exists(p) for p in orphans] == [False, True, True]
+    monkeypatch.undo()
+    again = host_factory()
+    await again.start()
+    await again.stop()
+    assert not any(os.path.exists(p) for p in orphans)
+
+
+@pytest_twisted.ensureDeferred
+async def test_stopping_while_a_fill_evicts_leaves_the_evicted_blobs_for_the_next_start(
+    origin, host_factory, monkeypatch
+):
+    """Stopping waits for a fill that is committing, but not for it to unlink the blobs it
+    evicted (gigabytes each, maybe): they are orphans, swept at the next start."""
+    import threading
+
+    from twisted.internet import reactor
+
+    from withcache import catalog as cat
+
+    host = await host_factory(max_bytes=130_000).start()
+    old = []
+    for seed in (20, 21, 22):
+        job = await host.cache.add(f"{origin.base}/f/40000/{seed}/old")
+        assert (await host.finished(job)).state == "completed"
+        old.append(host.store.path_for(payload_sha256(40000, seed)))
+    checking, go_on = defer.Deferred(), threading.Event()
+    real_referenced = cat.referenced
+
+    def pause_then_check(conn, sha256):
+        if not checking.called:
+            reactor.callFromThread(checking.callback, None)
+            assert go_on.wait(TIMEOUT)
+        return real_referenced(conn, sha256)
+
+    monkeypatch.setattr(cat, "referenced", pause_then_check)
+    new = await host.cache.add(f"{origin.base}/f/100000/23/new")  # evicts all three
+    await checking.addTimeout(TIMEOUT, reactor)  # its row is being written
+    stopped = host.cache.stopService()
+    go_on.set()
+    await stopped.addTimeout(TIMEOUT, reactor)
+    await host.pool.closeCachedConnections()
+    await host.catalog.stopService()
+    assert new.state == "completed"
+    assert all(os.path.exists(p) for p in old)
+    monkeypatch.undo()
+
+    async def body(again):
+        assert not any(os.path.exists(p) for p in old)
+        (artifact,) = await again.cache.artifacts()
+        assert artifact.sha256 == payload_sha256(100000, 23)
+
+    await stopped_after(host_factory(max_bytes=130_000), body)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_fill_cancelled_while_its_temp_file_is_being_made_leaves_none(
+    origin, host_factory, monkeypatch
+):
+    import threading
+
+    from twisted.internet import reactor
+
+    async def body(host):
+        making, go_on = defer.Deferred(), threading.Event()
+        real_ingest = host.store.ingest
+
+        def slow_ingest():
+            reactor.callFromThread(making.callback, None)
+            assert go_on.wait(TIMEOUT)
+            return real_ingest()
+
+        monkeypatch.setattr(host.store, "ingest", slow_ingest)
+        job = await host.cache.add(f"{origin.base}/f/1000/24/x")
+        await making.addTimeout(TIMEOUT, reactor)
+        assert host.cache.cancel(job)
+        assert (await host.finished(job)).state == "cancelled"
+        closed = defer.Deferred()
+        real_close = Ingest.close
+
+        def close(self):
+            real_close(self)
+            reactor.callFromThread(closed.callback, None)
+
+        monkeypatch.setattr(Ingest, "close", close)
+        go_on.set()
+        await closed.addTimeout(TIMEOUT, reactor)
+        assert os.listdir(host.store.tmp_dir) == []
 
     await stopped_after(host_factory(), body)

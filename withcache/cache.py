@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import os
 import sqlite3
+import threading
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from functools import partial
@@ -30,7 +31,7 @@ from withcache.index import HitIndex, PendingHits
 from withcache.keys import cache_key, remembered_key
 from withcache.metrics import Metrics
 from withcache.policy import OriginPolicy
-from withcache.store import Store
+from withcache.store import Ingest, Store
 from withcache.writer import ThreadedWriter
 
 log = make_logger()
@@ -135,6 +136,10 @@ class Cache(service.MultiService):
         self.downloads.setServiceParent(self)
         self.index = HitIndex()
         self._data_version: int | None = None
+        self._quarantining: set[str] = set()
+        # Set first thing when stopping: sweeps and blob deletions in other threads stop at the
+        # next file. What they leave is what a crash would leave, swept at the next start.
+        self._stopping = threading.Event()
         sync = TimerService(INDEX_SYNC_INTERVAL, self._sync_tick)
         sync.clock = reactor
         sync.setServiceParent(self)
@@ -241,7 +246,32 @@ class Cache(service.MultiService):
     async def _fill(self, job: Job) -> None:
         if self.fetcher is None:
             raise RuntimeError("this host has no fetcher")
-        ingest = self.store.ingest()
+        ingest = await self._new_ingest()
+        try:
+            await self._fill_into(job, ingest)
+        finally:
+            # Uncommitted bytes (gigabytes, maybe) are deleted in a thread; a committed blob's
+            # digest lock was let go as soon as its row was written (in _fill_into).
+            await self._close_ingest(ingest)
+
+    async def _new_ingest(self) -> Ingest:
+        """An ingest made in a thread (it creates and locks a file). A Deferred of our own: a
+        fill cancelled meanwhile stops waiting, and the ingest, when it comes, is thrown away."""
+        made = self._in_thread(self.store.ingest)
+        waiting: defer.Deferred = defer.Deferred()
+
+        def arrived(result: Any) -> Any:
+            if not waiting.called:
+                waiting.callback(result)
+            elif isinstance(result, Ingest):
+                return self._in_thread(result.close)
+            return None
+
+        made.addBoth(arrived)
+        return await waiting
+
+    async def _fill_into(self, job: Job, ingest: Ingest) -> None:
+        assert self.fetcher is not None
         writer = ThreadedWriter(ingest, self._reactor)
         fetched = self.metrics.fetched_bytes
 
@@ -251,28 +281,36 @@ class Cache(service.MultiService):
             job.progress(done, total)
 
         try:
-            try:
-                result = await self.fetcher.fetch(job.url, writer, progress)
-            finally:
-                # Whatever happened, the writer thread is done with the ingest after this.
-                job.committing = True
-                await writer.finish()
-            blob = await self._in_thread(ingest.commit, result.size)
-            artifact = cat.Artifact(
-                job.key, job.url, blob.sha256, blob.size, result.content_type, self._now()
-            )
-            try:
-                freed = await self.catalog.put_artifact(artifact, self.settings.max_bytes)
-                # It may have replaced a row for this key or evicted others.
-                self.index.invalidate()
-            except cat.NoRoom:
-                ingest.close()  # unlock the blob so it can go
-                await self._delete_blobs([blob.sha256])
-                raise
-            await self._delete_blobs(freed)
-            await self.refresh_totals()
+            result = await self.fetcher.fetch(job.url, writer, progress)
         finally:
-            # Uncommitted bytes are deleted; a committed blob is unlocked now its row exists.
+            # Whatever happened, the writer thread is done with the ingest after this.
+            job.committing = True
+            await writer.finish()
+        blob = await self._in_thread(ingest.commit, result.size)
+        artifact = cat.Artifact(
+            job.key, job.url, blob.sha256, blob.size, result.content_type, self._now()
+        )
+        try:
+            freed = await self.catalog.put_artifact(artifact, self.settings.max_bytes)
+            # It may have replaced a row for this key or evicted others.
+            self.index.invalidate()
+        except cat.NoRoom:
+            ingest.close()  # let go of the blob's digest lock so it can go
+            await self._delete_blobs([blob.sha256])
+            raise
+        finally:
+            # The row is written (or never will be): a delete of this blob may go ahead now.
+            await self._close_ingest(ingest)
+        await self._delete_blobs(freed)
+        await self.refresh_totals()
+
+    async def _close_ingest(self, ingest: Ingest) -> None:
+        """Close an ingest (idempotent). Deleting an uncommitted one happens in a thread; a
+        committed one only lets go of its file and digest lock, here, so that letting go never
+        waits for a pool thread that may itself be waiting for this lock."""
+        if ingest.blob is None:
+            await self._in_thread(ingest.close)
+        else:
             ingest.close()
 
     def _in_thread(self, fn: Callable[..., Any], *args: Any) -> defer.Deferred:
@@ -281,13 +319,25 @@ class Cache(service.MultiService):
 
     async def _delete_blobs(self, digests: list[str]) -> None:
         if digests:
-            await self.catalog.run(delete_unreferenced, self.store, digests)
+            await self.catalog.run(delete_unreferenced, self.store, digests, self._stopping.is_set)
 
     @to_completion
     async def quarantine(self, sha256: str, reason: str) -> list[cat.Artifact]:
         """Take a bad blob out of service: move it aside, drop its rows, fetch it again."""
-        moved = await self._in_thread(self.store.quarantine, sha256)
-        dropped = await self.catalog.run(cat.drop_blob, sha256)
+        if sha256 in self._quarantining:
+            return []  # many hits of one bad blob find it bad at once; one quarantine will do
+        self._quarantining.add(sha256)
+        try:
+            # Under the digest's lock, so a fill of the same bytes cannot put a good blob in
+            # place between the move and the rows going (and lose it).
+            locked = await self._in_thread(self.store.lock, sha256)
+            try:
+                moved = await self._in_thread(self.store.quarantine, sha256)
+                dropped = await self.catalog.run(cat.drop_blob, sha256)
+            finally:
+                locked.release()
+        finally:
+            self._quarantining.discard(sha256)
         self.index.invalidate()
         log.warn(
             "quarantined blob {sha256} ({reason}) to {moved}; dropped {keys}",
@@ -373,12 +423,14 @@ class Cache(service.MultiService):
         )
 
     def startService(self) -> None:
+        self._stopping.clear()
         super().startService()
         # Fires once the data dir is swept and interrupted fills are queued again.
         self.recovery = defer.ensureDeferred(self.recover())
         self.recovery.addErrback(lambda f: log.failure("start-up recovery failed", failure=f))
 
     def stopService(self) -> defer.Deferred:
+        self._stopping.set()
         # Queued on the database thread now, before the catalog closes its connection.
         final = self._sync_tick()
         stopped = defer.maybeDeferred(super().stopService)
@@ -386,11 +438,20 @@ class Cache(service.MultiService):
 
     async def recover(self) -> None:
         """Sweep what a crash can leave behind, then resume the fills it interrupted."""
-        swept = await self._in_thread(self.store.sweep_tmp)
+        stopping = self._stopping.is_set
+        swept = await self._in_thread(self.store.sweep_tmp, stopping)
         # On the database thread, so each blob is checked against the catalog under its lock.
         orphans = await self.catalog.run(
-            lambda conn: self.store.sweep_orphans(partial(cat.referenced, conn))
+            lambda conn: self.store.sweep_orphans(partial(cat.referenced, conn), stopping)
         )
+        if stopping():
+            log.info(
+                "stopped while recovering the data dir: {tmp} tmp files and {orphans} orphan"
+                " blobs removed, the rest left for the next start",
+                tmp=swept,
+                orphans=len(orphans),
+            )
+            return
         resumed = await self.downloads.resume() if self.fetcher is not None else 0
         await self.refresh_totals()
         log.info(
@@ -409,9 +470,17 @@ def _size_on_disk(path: str) -> int:
         return -1
 
 
-def delete_unreferenced(conn, store: Store, digests: list[str]) -> None:
-    """Blocking, on the database thread: drop blobs that no row names any more."""
+def delete_unreferenced(
+    conn, store: Store, digests: list[str], stopping: Callable[[], bool] = lambda: False
+) -> None:
+    """Blocking, on the database thread: drop blobs that no row names any more.
+
+    Until stopping(): each unlink of a big blob takes a while (0.2 s a GiB here), and an
+    eviction can free many. Those left are orphans, swept at the next start.
+    """
     for digest in digests:
+        if stopping():
+            break
         store.delete_unreferenced(digest, partial(cat.referenced, conn))
 
 

@@ -19,7 +19,7 @@ from withcache import catalog as cat
 from withcache.cache import delete_unreferenced, import_file
 from withcache.keys import InvalidURL, cache_key
 from withcache.sizes import format_size
-from withcache.store import Store
+from withcache.store import DigestLock, IntegrityError, Store
 
 
 def server_main(argv: list[str] | None = None) -> None:
@@ -132,8 +132,10 @@ def _cmd_verify(args: argparse.Namespace) -> int:
                 cat.set_verified(conn, sha256, time.time())
                 continue
             bad += 1
-            moved = store.quarantine(sha256)
-            for artifact in cat.drop_blob(conn, sha256):
+            with store.lock(sha256):
+                moved = store.quarantine(sha256)
+                dropped = cat.drop_blob(conn, sha256)
+            for artifact in dropped:
                 print(f"BAD  {sha256[:12]}  {artifact.key}  -> {moved or 'missing'}")
     print(f"{len(blobs) - bad} blobs ok, {bad} bad")
     return 1 if bad else 0
@@ -158,26 +160,43 @@ def _cmd_import_catalog(args: argparse.Namespace) -> int:
         with open(args.file, encoding="utf-8") as f:
             rows = [cat.Artifact(**json.loads(line)) for line in f if line.strip()]
         for artifact in rows:
-            ingest = None
-            if not store.verify(artifact.sha256, artifact.size):
-                if source is None or not source.exists(artifact.sha256):
-                    print(f"skipped (no blob): {artifact.key}")
-                    skipped += 1
-                    continue
-                ingest = store.import_file(source.path_for(artifact.sha256))
-                if ingest.blob.sha256 != artifact.sha256:
-                    ingest.close()
-                    print(f"skipped (blob does not match its digest): {artifact.key}")
-                    skipped += 1
-                    continue
-            try:
-                cat.put_artifact(conn, artifact)
-            finally:
-                if ingest is not None:
-                    ingest.close()
-            imported += 1
+            # The digest's lock from the blob check to the row: a host starting beside us must
+            # not sweep the blob as an orphan in between.
+            with store.lock(artifact.sha256) as locked:
+                why_not = _import_row(store, conn, source, artifact, locked)
+            if why_not:
+                print(f"skipped ({why_not}): {artifact.key}")
+                skipped += 1
+            else:
+                imported += 1
     print(f"imported {imported} artifacts, skipped {skipped}")
     return 1 if skipped else 0
+
+
+def _import_row(
+    store: Store,
+    conn: cat.sqlite3.Connection,
+    source: Store | None,
+    artifact: cat.Artifact,
+    locked: DigestLock,
+) -> str | None:
+    """Write one imported row, copying its blob from source if it is not here; why not, if not."""
+    ingest = None
+    if not store.verify(artifact.sha256, artifact.size):
+        if source is None or not source.exists(artifact.sha256):
+            return "no blob"
+        try:
+            ingest = store.import_file(
+                source.path_for(artifact.sha256), expected_sha256=artifact.sha256, lock=locked
+            )
+        except IntegrityError:
+            return "blob does not match its digest"
+    try:
+        cat.put_artifact(conn, artifact)
+    finally:
+        if ingest is not None:
+            ingest.close()
+    return None
 
 
 def admin_parser() -> argparse.ArgumentParser:

@@ -2,10 +2,16 @@
 
 A blob whose bytes no longer match its digest is quarantined, its artifact rows go, and (unless
 curating) it is fetched again. Each tick is wrapped so one failure is logged and the loop goes on.
+
+Stopping interrupts a read in progress at once (issue 20: a 400 MiB blob kept a SIGTERM waiting
+8.5 s, and a 4 GiB one would outlast systemd's stop timeout, whose SIGKILL skips the last
+hit-count write). A blob read in part is neither verified nor quarantined; it is first in line
+next time.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
@@ -21,17 +27,23 @@ log = make_logger()
 SCRUB_BYTES_PER_SECOND = 32 << 20
 
 
-class _Pace:
-    """Sleeps (in the scrub's thread) to keep reading under a rate."""
+class Stopped(Exception):
+    """The scrub was stopped part-way through a blob."""
 
-    def __init__(self, rate: float):
+
+class _Pace:
+    """Waits (in the scrub's thread) to keep reading under a rate; raises Stopped as soon as
+    stopping is set, waking a wait in progress."""
+
+    def __init__(self, rate: float, stopping: threading.Event):
         self.rate, self.read, self.start = rate, 0, time.monotonic()
+        self.stopping = stopping
 
     def __call__(self, n: int) -> None:
         self.read += n
         ahead = self.read / self.rate - (time.monotonic() - self.start)
-        if ahead > 0:
-            time.sleep(ahead)
+        if self.stopping.wait(ahead) if ahead > 0 else self.stopping.is_set():
+            raise Stopped(f"stopped after {self.read} bytes")
 
 
 class Scrubber(TimerService):
@@ -39,6 +51,16 @@ class Scrubber(TimerService):
         super().__init__(interval, self._tick)
         self.cache = cache
         self.rate = rate
+        self._stopping = threading.Event()
+
+    def startService(self) -> None:
+        self._stopping.clear()
+        super().startService()
+
+    def stopService(self) -> defer.Deferred:
+        # First, so the tick in progress (which TimerService waits for) ends now.
+        self._stopping.set()
+        return super().stopService()
 
     def _tick(self) -> defer.Deferred:
         d = defer.ensureDeferred(self.verify_next())
@@ -51,15 +73,21 @@ class Scrubber(TimerService):
         if nxt is None:
             return None
         sha256, size = nxt
+        if self._stopping.is_set():
+            return None
         reactor = self.cache.reactor
-        good = await threads.deferToThreadPool(
-            reactor,
-            reactor.getThreadPool(),
-            self.cache.store.verify,
-            sha256,
-            size,
-            _Pace(self.rate),
-        )
+        try:
+            good = await threads.deferToThreadPool(
+                reactor,
+                reactor.getThreadPool(),
+                self.cache.store.verify,
+                sha256,
+                size,
+                _Pace(self.rate, self._stopping),
+            )
+        except Stopped as e:
+            log.info("scrub of blob {sha256} ({size} bytes) {why}", sha256=sha256, size=size, why=e)
+            return None
         if good:
             await self.cache.catalog.run(cat.set_verified, sha256, self.cache.now())
             return None
