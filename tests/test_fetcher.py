@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import socket
+import ssl
+import struct
+import threading
 import time
 
 import pytest
@@ -380,3 +384,82 @@ async def test_a_fill_faster_than_its_disk_completes_in_one_attempt(
     assert blob.size == size and blob.sha256 == payload_sha256(size, 14)
     assert served.gets("/f/268435456/14/big.bin") == 1  # no drop, no retry
     assert len(pauses) > 0
+
+
+class RawOrigin:
+    """An origin on 127.0.0.1 that answers HTTP/1.1 with a close-delimited body (no
+    Content-Length, no chunking), ending each answer as the test says: "clean" closes the
+    connection (after TLS's close_notify), "reset" cuts it with a TCP reset part-way."""
+
+    def __init__(self, body: bytes, endings: list[str], ca=None):
+        self.body, self.endings, self.requests = body, list(endings), 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.tls = None
+        if ca is not None:
+            self.tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            self.tls.load_cert_chain(ca.cert_pem, ca.key_pem)
+        scheme = "https" if ca else "http"
+        self.url = f"{scheme}://127.0.0.1:{self.listener.getsockname()[1]}/tool.run"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while self.endings:
+            conn, _ = self.listener.accept()
+            if self.tls is not None:
+                conn = self.tls.wrap_socket(conn, server_side=True)
+            request = b""
+            while b"\r\n\r\n" not in request:
+                request += conn.recv(4096)
+            self.requests += 1
+            ending = self.endings.pop(0)
+            head = b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Type: text/plain\r\n\r\n"
+            if ending == "clean":
+                conn.sendall(head + self.body)
+                if self.tls is not None:
+                    conn = conn.unwrap()
+                conn.close()
+            else:
+                conn.sendall(head + self.body[: len(self.body) // 3])
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                conn.close()
+        self.listener.close()
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])
+@pytest_twisted.ensureDeferred
+async def test_a_close_delimited_body_cut_by_a_reset_is_retried_not_committed(store, tmp_path, tls):
+    from twisted.internet import reactor
+
+    ca = make_test_ca(tmp_path / "ca") if tls else None
+    body = payload(3 * MIB, 33)
+    origin = RawOrigin(body, ["reset", "clean"], ca)
+    client = make_http_client(reactor, OPEN, trust_root=ca.trust_root() if ca else None)
+    fetcher = Fetcher(reactor, client, OPEN, backoff=0.01, idle_timeout=10)
+    ingest = store.ingest()
+    try:
+        d = defer.ensureDeferred(fetcher.fetch(origin.url, ingest, lambda *_: None))
+        result = await d.addTimeout(TIMEOUT, reactor)
+        blob = ingest.commit(result.size)
+    finally:
+        ingest.close()
+        await client._agent._agent._pool.closeCachedConnections()
+    assert origin.requests == 2
+    assert blob.size == len(body) and blob.sha256 == sha(body)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_close_delimited_body_that_ends_cleanly_is_complete(store, tmp_path):
+    from twisted.internet import reactor
+
+    body = payload(MIB + 5, 34)
+    origin = RawOrigin(body, ["clean"])
+    client = make_http_client(reactor, OPEN)
+    fetcher = Fetcher(reactor, client, OPEN, backoff=0.01, idle_timeout=10, max_attempts=1)
+    ingest = store.ingest()
+    try:
+        d = defer.ensureDeferred(fetcher.fetch(origin.url, ingest, lambda *_: None))
+        result = await d.addTimeout(TIMEOUT, reactor)
+        assert ingest.commit(result.size).sha256 == sha(body)
+    finally:
+        ingest.close()
+        await client._agent._agent._pool.closeCachedConnections()

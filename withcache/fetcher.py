@@ -24,6 +24,7 @@ from twisted.internet import defer, error, protocol, task, threads
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.ssl import optionsForClientTLS
+from twisted.protocols import policies
 from twisted.python.failure import Failure
 from twisted.web import http
 from twisted.web._newclient import ResponseDone, ResponseFailed
@@ -127,14 +128,41 @@ class _CheckedEndpoint:
             if self._scheme == "https":
                 options = optionsForClientTLS(self._host, trustRoot=f.trust_root)
                 endpoint = wrapClientTLS(options, endpoint)
-            protocol = await endpoint.connect(protocol_factory)
-            transport = getattr(protocol, "transport", None)
+            noted = policies.WrappingFactory(protocol_factory)
+            noted.protocol = _NotesHowItEnded
+            wrapper = await endpoint.connect(noted)
+            protocol = wrapper.wrappedProtocol
+            transport = getattr(wrapper, "transport", None)
             # Bodies are big: read up to 1 MiB per recv() instead of Twisted's 64 KiB, which
             # cuts the per-chunk work (callbacks, hashing calls, writes) by up to 16x.
             if transport is not None and hasattr(transport, "bufferSize"):
                 transport.bufferSize = RECV_SIZE
             return protocol
         raise refusal or FetchError(f"{self._host} has no addresses")
+
+
+# Why the connection whose end is being reported right now ended (see _NotesHowItEnded).
+_ending: list[Failure] = []
+
+
+class _NotesHowItEnded(policies.ProtocolWrapper):
+    """Keeps, while the HTTP client hears of it, why an origin connection ended.
+
+    A body with neither Content-Length nor chunking ends when the connection does, and the HTTP
+    client reports a clean close and a reset alike (PotentialDataLoss). _BodySink looks here to
+    tell them apart: only a clean close completes such a body.
+    """
+
+    def connectionLost(self, reason):
+        _ending.append(reason)
+        try:
+            super().connectionLost(reason)
+        finally:
+            _ending.pop()
+
+
+def _ended_cleanly() -> bool:
+    return bool(_ending) and _ending[-1].check(error.ConnectionDone) is not None
 
 
 @implementer(IAgentEndpointFactory)
@@ -266,8 +294,15 @@ class _BodySink(protocol.Protocol):
         self._stop_timer()
         if self.done.called:
             return
-        if reason.check(ResponseDone, http.PotentialDataLoss):
+        if reason.check(ResponseDone) or (
+            reason.check(http.PotentialDataLoss) and _ended_cleanly()
+        ):
             self.done.callback(None)
+        elif reason.check(http.PotentialDataLoss):
+            why = _ending[-1].getErrorMessage() if _ending else "unknown"
+            self.done.errback(
+                _Transient(f"connection lost before the end of a body of unknown length ({why})")
+            )
         else:
             self.done.errback(reason)
 
