@@ -212,7 +212,7 @@ async def test_credentials_go_only_to_their_own_host(origin, store):
     async def resolve(host, _port):
         return ["127.0.0.1"]
 
-    run = Run(store, credentials=creds.get, resolve=resolve)
+    run = Run(store, credentials=creds.get, resolve=resolve, credentials_over_http=True)
     await run(f"{origin.base}/f/10/1/x?redirect={other}")
     first, second = origin.seen
     assert first.authorization == "Basic bGFiOnMzY3JldA=="
@@ -463,3 +463,34 @@ async def test_a_close_delimited_body_that_ends_cleanly_is_complete(store, tmp_p
     finally:
         ingest.close()
         await client._agent._agent._pool.closeCachedConnections()
+
+
+@pytest_twisted.ensureDeferred
+async def test_netrc_credentials_are_never_sent_over_plain_http(origin, store):
+    """One miss URL naming the vendor's host over http:// would otherwise give its password to
+    anyone on the path (finding 4)."""
+    run = Run(store, credentials={"127.0.0.1": ("lab", "s3cret")}.get)
+    await run(f"{origin.base}/f/10/1/x")
+    (seen,) = origin.seen
+    assert seen.authorization is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_netrc_credentials_go_to_an_https_origin(store, tmp_path):
+    from twisted.internet import reactor
+
+    ca = make_test_ca(tmp_path / "ca")
+    served, port = listen_in_process(reactor, (ca.cert_pem, ca.key_pem))
+    client = make_http_client(reactor, OPEN, trust_root=ca.trust_root())
+    creds = {"127.0.0.1": ("lab", "s3cret")}
+    fetcher = Fetcher(reactor, client, OPEN, credentials=creds.get)
+    ingest = store.ingest()
+    try:
+        url = f"{served.base}/f/10/1/x"
+        await defer.ensureDeferred(fetcher.fetch(url, ingest, lambda *_: None))
+    finally:
+        ingest.close()
+        await client._agent._agent._pool.closeCachedConnections()
+        await port.stopListening()
+    (seen,) = served.seen
+    assert seen.authorization == "Basic bGFiOnMzY3JldA=="

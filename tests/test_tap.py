@@ -19,6 +19,7 @@ DEFAULTS = {
     "max-bytes": 0,
     "max-size": 0,
     "allow-private": 0,
+    "netrc-over-http": 0,
     "allow-host": [],
     "netrc": None,
     "credentials": None,
@@ -45,6 +46,7 @@ def test_every_option_parsed():
         "--data-dir /srv/wc --port 8080 --workers 5 --curate --keep-query --max-bytes 1.5G"
         " --max-size 20G --allow-private --allow-host *.NVIDIA.com --allow-host repo.radeon.com"
         " --scrub-interval 0.5 --idle-timeout 2.5 --log-format json --no-access-log --processes 3"
+        " --netrc-over-http"
     )
     assert parse(*argv.split()) == {
         "data-dir": "/srv/wc",
@@ -56,6 +58,7 @@ def test_every_option_parsed():
         "max-bytes": 3 << 29,
         "max-size": 20 << 30,
         "allow-private": 1,
+        "netrc-over-http": 1,
         "allow-host": ["*.nvidia.com", "repo.radeon.com"],
         "netrc": None,
         "credentials": None,

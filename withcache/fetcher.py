@@ -348,6 +348,7 @@ class Fetcher:
         policy: OriginPolicy,
         *,
         credentials: Credentials | None = None,
+        credentials_over_http: bool = False,
         idle_timeout: float = 60.0,
         header_timeout: float = 60.0,
         max_attempts: int = 5,
@@ -356,6 +357,7 @@ class Fetcher:
     ):
         self.reactor, self.http, self.policy = reactor, http_client, policy
         self.credentials = credentials or (lambda host: None)
+        self.credentials_over_http = credentials_over_http
         self.idle_timeout, self.header_timeout = idle_timeout, header_timeout
         self.max_attempts, self.max_redirects, self.backoff = max_attempts, max_redirects, backoff
 
@@ -455,7 +457,8 @@ class Fetcher:
         )
 
     async def _get(self, url: str, extra: dict[bytes, bytes]):
-        """GET url following up to max_redirects redirects; credentials only for each hop's host."""
+        """GET url following up to max_redirects redirects; credentials only for each hop's host,
+        and only over https unless credentials_over_http."""
         for _hop in range(self.max_redirects + 1):
             parts = urlsplit(url)
             self.policy.check_scheme(parts.scheme)
@@ -464,7 +467,10 @@ class Fetcher:
                 # Refused before treq sees it (its URL handling cannot encode IPv6 literals).
                 self.policy.check_address(host, host)
             headers = {b"user-agent": [USER_AGENT], **{k: [v] for k, v in extra.items()}}
-            auth = self.credentials(host)
+            # A password in the clear is anyone's on the path: netrc entries go over https
+            # only, unless the operator opted in for an internal mirror.
+            secure = parts.scheme == "https" or self.credentials_over_http
+            auth = self.credentials(host) if secure else None
             try:
                 d = self.http.get(
                     url,

@@ -34,6 +34,11 @@ class Options(usage.Options):
         ["keep-query", None, "Keep the query string in cache keys (dropped by default)."],
         ["allow-private", None, "Let fills reach loopback/private/link-local origins."],
         [
+            "netrc-over-http",
+            None,
+            "Also send netrc credentials to plain http:// origins (an internal mirror).",
+        ],
+        [
             "no-access-log",
             None,
             "No log line per request (for thousands of hits a second; /metrics still counts).",
@@ -241,6 +246,7 @@ def makeService(options: Options) -> service.MultiService:
         make_http_client(reactor, settings.policy),
         settings.policy,
         credentials=options["credentials"],
+        credentials_over_http=bool(options["netrc-over-http"]),
         idle_timeout=options["idle-timeout"],
         header_timeout=options["idle-timeout"],
     )
