@@ -494,3 +494,11 @@ async def test_netrc_credentials_go_to_an_https_origin(store, tmp_path):
         await port.stopListening()
     (seen,) = served.seen
     assert seen.authorization == "Basic bGFiOnMzY3JldA=="
+
+
+@pytest_twisted.ensureDeferred
+async def test_error_texts_never_carry_the_query_of_the_url(store):
+    """A job's error is logged and shown in the UI: a signature in the query stays out."""
+    with pytest.raises(FetchError) as failed:
+        await Run(store)("http://-bad-.example/x.run?X-Amz-Signature=SIGSECRET")
+    assert "SIGSECRET" not in str(failed.value) and "-bad-.example/x.run?…" in str(failed.value)

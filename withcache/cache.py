@@ -29,6 +29,7 @@ from withcache.downloads import DownloadManager, Job
 from withcache.fetcher import Fetcher
 from withcache.index import HitIndex, PendingHits
 from withcache.keys import cache_key, remembered_key
+from withcache.logs import redact_url
 from withcache.metrics import Metrics
 from withcache.policy import OriginPolicy
 from withcache.store import Ingest, Store
@@ -202,7 +203,9 @@ class Cache(service.MultiService):
         self.metrics.misses.inc()
         if self._should_auto_fill(url, key):
             queued = defer.ensureDeferred(self.downloads.enqueue(url, key, "auto"))
-            queued.addErrback(lambda f: log.failure("could not queue a fill of {url}", f, url=url))
+            queued.addErrback(
+                lambda f: log.failure("could not queue a fill of {url}", f, url=redact_url(url))
+            )
         return None
 
     def _sync_tick(self) -> defer.Deferred:

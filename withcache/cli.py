@@ -19,7 +19,7 @@ from withcache import catalog as cat
 from withcache.cache import delete_unreferenced, import_file
 from withcache.keys import InvalidURL, cache_key
 from withcache.sizes import format_size
-from withcache.store import DigestLock, IntegrityError, Store
+from withcache.store import DigestLock, IntegrityError, Store, keep_files_private
 
 
 def server_main(argv: list[str] | None = None) -> None:
@@ -250,6 +250,7 @@ def admin_parser() -> argparse.ArgumentParser:
 
 def admin_main(argv: list[str] | None = None) -> int:
     args = admin_parser().parse_args(argv)
+    keep_files_private()
     return args.func(args)
 
 

@@ -481,7 +481,7 @@ class Fetcher:
                     reactor=self.reactor,
                 )
             except ValueError as e:  # idna and hyperlink errors are ValueErrors
-                raise FetchError(f"cannot request {url}: {e}") from None
+                raise FetchError(f"cannot request {redact_url(url)}: {e}") from None
             response = await d.addTimeout(
                 self.header_timeout, self.reactor, onTimeoutCancel=_headers_timed_out
             )

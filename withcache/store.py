@@ -118,6 +118,16 @@ class DigestLock:
         self.release()
 
 
+def keep_files_private() -> None:
+    """Files and directories this process creates are never world-readable or -writable.
+
+    The data dir holds what vendors' credentials fetched, the catalog (URLs with signatures in
+    them) and the session secret; under a default umask of 022 cache.db and its WAL would be
+    readable by every local user. Group bits stay as the umask has them, for an operator's group.
+    """
+    os.umask(os.umask(0o077) | 0o007)
+
+
 class Store:
     """Blobs on disk under one data directory."""
 

@@ -20,7 +20,7 @@ from withcache.logs import json_observer
 from withcache.policy import OriginPolicy
 from withcache.scrub import Scrubber
 from withcache.sizes import parse_size
-from withcache.store import Store
+from withcache.store import Store, keep_files_private
 
 log = make_logger()
 
@@ -232,6 +232,7 @@ def makeService(options: Options) -> service.MultiService:
     from withcache.web.workers import ServingWorkers
 
     data_dir = os.path.abspath(options["data-dir"])
+    keep_files_private()
     os.makedirs(data_dir, exist_ok=True)
     settings = options.settings()
 
