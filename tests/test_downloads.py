@@ -156,3 +156,48 @@ async def test_stopping_wakes_the_waiters_of_the_jobs_it_leaves_for_the_next_sta
         assert [w.result.state for w in waits] == ["running", "queued"]
     finally:
         await catalog.stopService()
+
+
+async def bounded(tmp_path, **bounds):
+    from twisted.internet import reactor
+
+    catalog = cat.Catalog(str(tmp_path / "cache.db"), reactor)
+    catalog.startService()
+    fills = Fills()
+    clock = iter(range(0, 100000, 100))  # 100 s apart: every refusal gets its row
+    m = DownloadManager(
+        catalog, fills, reactor=reactor, workers=1, now=lambda: next(clock), **bounds
+    )
+    m.startService()
+    return m, fills, catalog
+
+
+@pytest_twisted.ensureDeferred
+async def test_unbounded_fill_queue_misses_past_max_queued_are_refused_with_the_reason(tmp_path):
+    """Finding 9: hundreds of distinct misses no longer queue hundreds of fills."""
+    m, _fills, catalog = await bounded(tmp_path, max_queued=2)
+    try:
+        jobs = [await m.enqueue(f"u{i}", f"k{i}", "auto") for i in range(5)]
+        assert [j.state for j in jobs] == ["running", "queued", "queued", "refused", "refused"]
+        assert jobs[3].error == "refused: 2 fills already queued (--max-queued)"
+        operator = await m.enqueue("op", "kop", "operator")
+        assert operator.state == "queued"  # an operator's add is never refused
+        rows = {r.key: (r.state, r.error) for r in await catalog.run(cat.list_jobs)}
+        assert rows["k4"] == ("refused", "refused: 2 fills already queued (--max-queued)")
+    finally:
+        await within(m.stopService())
+        await catalog.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_unbounded_fill_queue_one_client_gets_its_share_and_no_more(tmp_path):
+    m, _fills, catalog = await bounded(tmp_path, per_client=2)
+    try:
+        mine = [await m.enqueue(f"u{i}", f"k{i}", "auto", "10.0.0.7") for i in range(3)]
+        theirs = await m.enqueue("v", "kv", "auto", "10.0.0.8")
+        assert [j.state for j in mine] == ["running", "queued", "refused"]
+        assert "10.0.0.7 already has 2 fills queued or running" in mine[2].error
+        assert theirs.state == "queued"
+    finally:
+        await within(m.stopService())
+        await catalog.stopService()

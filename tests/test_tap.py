@@ -25,6 +25,8 @@ DEFAULTS = {
     "credentials": None,
     "scrub-interval": 60.0,
     "idle-timeout": 60.0,
+    "max-queued": 100,
+    "max-fills-per-client": 10,
     "log-format": "text",
     "no-access-log": 0,
     "processes": 1,
@@ -46,7 +48,7 @@ def test_every_option_parsed():
         "--data-dir /srv/wc --port 8080 --workers 5 --curate --keep-query --max-bytes 1.5G"
         " --max-size 20G --allow-private --allow-host *.NVIDIA.com --allow-host repo.radeon.com"
         " --scrub-interval 0.5 --idle-timeout 2.5 --log-format json --no-access-log --processes 3"
-        " --netrc-over-http"
+        " --netrc-over-http --max-queued 0 --max-fills-per-client 3"
     )
     assert parse(*argv.split()) == {
         "data-dir": "/srv/wc",
@@ -64,6 +66,8 @@ def test_every_option_parsed():
         "credentials": None,
         "scrub-interval": 0.5,
         "idle-timeout": 2.5,
+        "max-queued": 0,
+        "max-fills-per-client": 3,
         "log-format": "json",
         "no-access-log": 1,
         "processes": 3,

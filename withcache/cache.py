@@ -83,6 +83,8 @@ class Settings:
     curate: bool = False
     workers: int = 2
     max_bytes: int = 0
+    max_queued: int = 100
+    fills_per_client: int = 10
     policy: OriginPolicy = field(default_factory=OriginPolicy)
 
 
@@ -133,6 +135,8 @@ class Cache(service.MultiService):
             workers=settings.workers,
             now=now,
             metrics=self.metrics,
+            max_queued=settings.max_queued,
+            per_client=settings.fills_per_client,
         )
         self.downloads.setServiceParent(self)
         self.index = HitIndex()
@@ -178,8 +182,9 @@ class Cache(service.MultiService):
         self.index.invalidate()
 
     @to_completion
-    async def lookup(self, url: str, *, count_hit: bool) -> Hit | None:
-        """The cached artifact for url, or None after recording the miss (and queueing a fill)."""
+    async def lookup(self, url: str, *, count_hit: bool, client: str | None = None) -> Hit | None:
+        """The cached artifact for url, or None after recording the miss (and queueing a fill
+        on behalf of the client address, if given, within its share of the queue)."""
         hit = self.cached(url)
         if hit is not None:
             if _size_on_disk(hit.path) == hit.artifact.size:
@@ -202,7 +207,7 @@ class Cache(service.MultiService):
             bad.addErrback(lambda f: log.failure("could not quarantine {sha}", f, sha=found.sha256))
         self.metrics.misses.inc()
         if self._should_auto_fill(url, key):
-            queued = defer.ensureDeferred(self.downloads.enqueue(url, key, "auto"))
+            queued = defer.ensureDeferred(self.downloads.enqueue(url, key, "auto", client))
             queued.addErrback(
                 lambda f: log.failure("could not queue a fill of {url}", f, url=redact_url(url))
             )

@@ -1,6 +1,7 @@
 """DownloadManager: background fill jobs, one per cache key, at most `workers` at a time.
 
 A job goes queued -> running -> completed | failed | cancelled and is persisted at each step,
+or is refused at once when the queue or its client's share of it is full,
 so a restarted host re-queues what was queued or running. What a fill *does* is the `fill`
 callable given to the manager (withcache.cache supplies it); this module owns the lifecycle:
 single flight per key, the semaphore, waiters, cancellation and persistence.
@@ -21,15 +22,18 @@ from withcache.logs import redact_url
 
 log = make_logger()
 
-QUEUED, RUNNING, COMPLETED, FAILED, CANCELLED = (
+QUEUED, RUNNING, COMPLETED, FAILED, CANCELLED, REFUSED = (
     "queued",
     "running",
     "completed",
     "failed",
     "cancelled",
+    "refused",
 )
+# A key refused again within this many seconds gets no new job row.
+REFUSALS_KEPT_EVERY = 60.0
 ACTIVE = (QUEUED, RUNNING)
-FINISHED = (COMPLETED, FAILED, CANCELLED)
+FINISHED = (COMPLETED, FAILED, CANCELLED, REFUSED)
 
 
 @dataclass
@@ -37,6 +41,8 @@ class Job(cat.JobRow):
     """A fill job as the manager tracks it (the persisted row plus live state)."""
 
     committing: bool = False
+    # The client address whose miss asked for this fill (auto fills), for the per-client bound.
+    client: str | None = field(default=None, repr=False, compare=False)
     # What cancel() cancels: the wait for a worker slot, then the fill itself.
     in_flight: defer.Deferred | None = field(default=None, repr=False, compare=False)
     waiters: list[defer.Deferred] = field(default_factory=list, repr=False, compare=False)
@@ -53,9 +59,21 @@ Fill = Callable[[Job], Coroutine[Any, Any, None]]
 
 class DownloadManager(service.Service):
     def __init__(
-        self, catalog: cat.Catalog, fill: Fill, *, reactor, workers: int, now, metrics=None
+        self,
+        catalog: cat.Catalog,
+        fill: Fill,
+        *,
+        reactor,
+        workers: int,
+        now,
+        metrics=None,
+        max_queued: int = 0,
+        per_client: int = 0,
     ):
         self.catalog = catalog
+        # Bounds on fills nobody vouched for (misses, refills); 0 is no bound. An operator's add
+        # is never refused.
+        self.max_queued, self.per_client = max_queued, per_client
         self.metrics = metrics
         self._fill = fill
         self._reactor = reactor
@@ -63,6 +81,7 @@ class DownloadManager(service.Service):
         self._semaphore = defer.DeferredSemaphore(workers)
         self._active: dict[str, Job] = {}
         self._last_failure: dict[str, float] = {}
+        self._refused: dict[str, float] = {}
         self._runs: set[defer.Deferred] = set()
         # Jobs this process created; resume() runs concurrently with new requests and must not
         # mistake them for leftovers of the previous run.
@@ -79,12 +98,17 @@ class DownloadManager(service.Service):
         """Whether the last fill of key failed after `since` (so a miss should not retry yet)."""
         return self._last_failure.get(key, float("-inf")) > since
 
-    async def enqueue(self, url: str, key: str, source: str) -> Job:
-        """Queue a fill of url under key, or return the job already filling that key."""
+    async def enqueue(self, url: str, key: str, source: str, client: str | None = None) -> Job:
+        """Queue a fill of url under key, or return the job already filling that key. A fill
+        over the bounds is not queued: the job returned is already finished, REFUSED, with the
+        reason in its error."""
         existing = self._active.get(key)
         if existing is not None:
             return existing
-        job = Job(None, key, url, source, QUEUED, created_at=self._now())
+        refusal = self._over_bounds(source, client)
+        if refusal is not None:
+            return await self._refuse(Job(None, key, url, source, REFUSED), refusal)
+        job = Job(None, key, url, source, QUEUED, created_at=self._now(), client=client)
         # Claimed before the first await: concurrent misses of one key must find this job.
         self._active[key] = job
         try:
@@ -95,6 +119,38 @@ class DownloadManager(service.Service):
             raise
         log.info("job {id} queued: {url} ({source})", id=job.id, url=redact_url(url), source=source)
         self._start(job)
+        return job
+
+    def _over_bounds(self, source: str, client: str | None) -> str | None:
+        if source == "operator":
+            return None
+        live = self._active.values()
+        if self.max_queued and sum(1 for j in live if j.state == QUEUED) >= self.max_queued:
+            return f"refused: {self.max_queued} fills already queued (--max-queued)"
+        mine = sum(1 for j in live if client is not None and j.client == client)
+        if self.per_client and mine >= self.per_client:
+            return (
+                f"refused: {client} already has {self.per_client} fills queued or running"
+                " (--max-fills-per-client)"
+            )
+        return None
+
+    async def _refuse(self, job: Job, reason: str) -> Job:
+        job.error, job.created_at = reason, self._now()
+        job.finished_at = job.created_at
+        if self.metrics is not None:
+            self.metrics.fills.labels(REFUSED).inc()
+        last = self._refused.get(job.key)
+        if last is not None and job.created_at - last < REFUSALS_KEPT_EVERY:
+            return job  # a flood of misses of one key leaves one row a minute, not one each
+        if len(self._refused) > 10_000:
+            now = job.created_at
+            self._refused = {
+                k: t for k, t in self._refused.items() if now - t < REFUSALS_KEPT_EVERY
+            }
+        self._refused[job.key] = job.created_at
+        log.warn("fill of {url} {reason}", url=redact_url(job.url), reason=reason, state=REFUSED)
+        job.id = await self.catalog.run(cat.insert_job, job.row())
         return job
 
     def wait(self, job: Job) -> defer.Deferred:

@@ -61,6 +61,8 @@ class Options(usage.Options):
         self["scrub-interval"] = 60.0
         self["processes"] = 1
         self["idle-timeout"] = 60.0
+        self["max-queued"] = 100
+        self["max-fills-per-client"] = 10
 
     def opt_scrub_interval(self, value: str) -> None:
         """Seconds between background re-hashes of one blob (default 60; 0 turns it off)."""
@@ -79,6 +81,16 @@ class Options(usage.Options):
     def opt_max_size(self, value: str) -> None:
         """Largest single artifact a fill may fetch (K/M/G/T); 0 means no cap (default)."""
         self["max-size"] = _size("--max-size", value)
+
+    def opt_max_queued(self, value: str) -> None:
+        """Fills a miss may queue behind the running ones (default 100; 0 = no bound); more
+        are refused, an operator's add never is."""
+        self["max-queued"] = _count("--max-queued", value)
+
+    def opt_max_fills_per_client(self, value: str) -> None:
+        """Fills one client address's misses may have queued or running (default 10; 0 = no
+        bound)."""
+        self["max-fills-per-client"] = _count("--max-fills-per-client", value)
 
     def opt_port(self, value: str) -> None:
         """Shorthand for --listen tcp:N."""
@@ -127,6 +139,8 @@ class Options(usage.Options):
             curate=bool(self["curate"]),
             workers=self["workers"],
             max_bytes=self["max-bytes"],
+            max_queued=self["max-queued"],
+            fills_per_client=self["max-fills-per-client"],
             policy=OriginPolicy.of(
                 bool(self["allow-private"]), self["allow-host"], self["max-size"]
             ),
@@ -170,6 +184,16 @@ def _load_netrc(path: str | None, data_dir: str):
         if login
     }
     return logins.get if logins else None
+
+
+def _count(name: str, value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise usage.UsageError(f"{name}: not an integer: {value!r}") from None
+    if number < 0:
+        raise usage.UsageError(f"{name}: must be 0 or more, got {number}")
+    return number
 
 
 def _positive(name: str, value: str, upper: int | None = None) -> int:
@@ -276,4 +300,9 @@ def makeService(options: Options) -> service.MultiService:
         allow_hosts=",".join(settings.policy.allow_hosts) or "any",
         logins=len(options["credentials"].__self__) if options["credentials"] else 0,
     )
+    if not settings.max_bytes and not settings.curate:
+        log.warn(
+            "no --max-bytes: misses fill the cache until the disk is full; set a capacity"
+            " (least recently hit artifacts are evicted to stay under it)"
+        )
     return top

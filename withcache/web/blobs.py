@@ -163,7 +163,8 @@ class ReadPath:
         return self._respond(request, hit, opened).render(request)
 
     async def _serve(self, request, url: str):
-        hit = await self.cache.lookup(url, count_hit=request.method == b"GET")
+        client = getattr(request.getClientAddress(), "host", None)
+        hit = await self.cache.lookup(url, count_hit=request.method == b"GET", client=client)
         if hit is None:
             return plain(request, http.NOT_FOUND, f"not cached: {self.cache.key_for(url)}")
         return self._respond(request, hit)
