@@ -67,7 +67,7 @@ class WorkerCache:
         self.index = HitIndex()
         self.served_bytes = _Counter()
         self.metrics = self  # ReadPath counts served bytes on cache.metrics.served_bytes
-        self._data_version: int | None = None
+        self._generation: int | None = None
 
     def key_for(self, url: str) -> str:
         return remembered_key(url, self.keep_query)
@@ -102,10 +102,10 @@ class WorkerCache:
         if hits or served:
             batch = [[key, p.count, p.last_at] for key, p in hits.items()]
             report.write(json.dumps({"hits": batch, "served": served}).encode() + b"\n")
-        version = await self.catalog.run(cat.add_hits, [])
-        if version != self._data_version:
+        generation = await self.catalog.run(cat.artifacts_generation)
+        if generation != self._generation:
             self.index.invalidate()
-            self._data_version = version
+            self._generation = generation
 
 
 class WorkerRoot(resource.Resource):
