@@ -80,20 +80,44 @@ def test_a_lookup_is_answered_even_when_its_bookkeeping_cannot_be_written(conn, 
     assert cat.get_artifact(conn, "https://e.com/f").hits == 1  # the lost one stays lost
 
 
-def test_batched_hits_add_up_and_data_version_moves_only_for_other_writers(conn, tmp_path):
+def test_batched_hits_add_up_and_leave_the_artifacts_generation_where_it_was(conn, tmp_path):
     cat.put_artifact(conn, art())
-    version = cat.add_hits(conn, [])
+    generation = cat.add_hits(conn, [])
     assert cat.add_hits(conn, [("https://e.com/f", 3, 70.0), ("https://e.com/gone", 2, 1)]) == (
-        version
+        generation
     )
     cat.add_hits(conn, [("https://e.com/f", 2, 65.0)])
     after = cat.get_artifact(conn, "https://e.com/f")
     assert (after.hits, after.last_hit_at) == (5, 70.0)
+    assert cat.artifacts_generation(conn) == generation
     other = sqlite3.connect(str(tmp_path / "cache.db"))
     with other:
         other.execute("UPDATE artifacts SET pinned = 1")
     other.close()
-    assert cat.add_hits(conn, []) != version
+    assert cat.add_hits(conn, []) != generation
+
+
+def test_the_artifacts_generation_moves_for_row_changes_only(conn):
+    seen = [cat.artifacts_generation(conn)]
+
+    def moved() -> bool:
+        seen.append(cat.artifacts_generation(conn))
+        return seen[-1] != seen[-2]
+
+    cat.put_artifact(conn, art())
+    assert moved()
+    cat.lookup(conn, "https://e.com/f", "https://e.com/f", 1.0, count_hit=True)
+    cat.lookup(conn, "https://e.com/g", "https://e.com/g", 1.0, count_hit=True)  # a miss
+    cat.add_hits(conn, [("https://e.com/f", 3, 2.0)])
+    cat.set_verified(conn, "a" * 64, 3.0)
+    cat.delete_miss(conn, "https://e.com/g")
+    assert not moved()
+    cat.put_artifact(conn, art(sha="b" * 64, size=4))  # replaced
+    assert moved()
+    cat.set_pinned(conn, "https://e.com/f", True)
+    assert moved()
+    cat.delete_artifact(conn, "https://e.com/f")
+    assert moved()
 
 
 def test_replacing_an_artifact_keeps_counters_and_reports_the_stale_blob(conn):

@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -13,7 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import artifacts_by_key, db, eventually, rss_kib, start_host, write_file
+from tests.support import (
+    artifacts_by_key,
+    assert_clean_log,
+    db,
+    eventually,
+    rss_kib,
+    start_host,
+    write_file,
+)
 
 ORIGIN = "https://vendor.example.com/doca/doca-host.deb"
 
@@ -159,5 +168,40 @@ def test_big_hits_by_either_route_stream_from_the_worker_without_buffering(tmp_p
         assert {hashlib.sha256(o.stdout).hexdigest() for o in outs} == {digest}
         growth = {pid: rss_mib(pid) - mib for pid, mib in before.items()}
         assert max(growth.values()) < 24, growth
+    finally:
+        host.stop()
+
+
+def hang_up_at_once(port: int, request: bytes) -> None:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(request)
+
+
+def test_clients_that_hang_up_at_once_leave_no_traceback_in_the_hosts_log(tmp_path):
+    """Issue 20, item 5: a forwarded request whose client has gone is dropped quietly (and its
+    upstream transfer with it), however often it happens."""
+    host = start_host(tmp_path / "data", "--curate", "--processes", "3")
+    try:
+        host.wait_for_log("started 2 serving workers")
+        port = int(host.url.rsplit(":", 1)[1])
+        miss = host.blob_url(ORIGIN + ".missing", "x").split(str(port), 1)[1]
+        requests = [
+            b"GET / HTTP/1.1\r\nHost: h\r\n\r\n",
+            f"HEAD {miss} HTTP/1.1\r\nHost: h\r\n\r\n".encode(),
+        ]
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda n: hang_up_at_once(port, requests[n % 2]), range(300)))
+        # Every process still answers (new connections land on any of the three).
+        with ThreadPoolExecutor(6) as pool:
+            codes = set(pool.map(lambda _: host.get("/healthz")[0], range(30)))
+        assert codes == {200}
+        # The host has recorded the misses it was handed; their answers had nowhere to go.
+        eventually(
+            lambda: db(host.data_dir, "SELECT count FROM misses"),
+            lambda rows: rows and rows[0][0] > 0,
+            what="a forwarded miss recorded",
+        )
+        host.stop()
+        assert_clean_log(host)
     finally:
         host.stop()

@@ -140,7 +140,7 @@ class Cache(service.MultiService):
         )
         self.downloads.setServiceParent(self)
         self.index = HitIndex()
-        self._data_version: int | None = None
+        self._generation: int | None = None
         self._quarantining: set[str] = set()
         # Set first thing when stopping: sweeps and blob deletions in other threads stop at the
         # next file. What they leave is what a crash would leave, swept at the next start.
@@ -226,18 +226,18 @@ class Cache(service.MultiService):
             log.failure("could not write hit counts", failure)
 
     async def sync_index(self) -> None:
-        """Write the hits counted in memory; forget the index if another process (the admin
-        CLI) changed the catalog since the last sync."""
+        """Write the hits counted in memory; forget the index if the artifact rows changed
+        since the last sync (by another process, the admin CLI, say)."""
         hits = self.index.take_hits()
         batch = [(key, p.count, p.last_at) for key, p in hits.items()]
         try:
-            version = await self.catalog.run(cat.add_hits, batch)
+            generation = await self.catalog.run(cat.add_hits, batch)
         except BaseException:
             self.index.merge_hits(hits)
             raise
-        if version != self._data_version:
+        if generation != self._generation:
             self.index.invalidate()
-            self._data_version = version
+            self._generation = generation
 
     def _should_auto_fill(self, url: str, key: str) -> bool:
         if self.settings.curate or self.fetcher is None or self.downloads.active(key):

@@ -159,7 +159,7 @@ def lookup(
 
 def add_hits(conn: sqlite3.Connection, hits: list[tuple[str, int, float]]) -> int:
     """Add batched GET hits, (key, count, last hit at) each, in one transaction; returns the
-    PRAGMA data_version after, which changes only when another connection commits."""
+    artifacts generation after (which hit counts do not move)."""
     if hits:
         with transaction(conn):
             conn.executemany(
@@ -167,7 +167,15 @@ def add_hits(conn: sqlite3.Connection, hits: list[tuple[str, int, float]]) -> in
                 " last_hit_at = MAX(COALESCE(last_hit_at, 0), ?) WHERE key = ?",
                 [(count, last_at, key) for key, count, last_at in hits],
             )
-    return conn.execute("PRAGMA data_version").fetchone()[0]
+    return artifacts_generation(conn)
+
+
+def artifacts_generation(conn: sqlite3.Connection) -> int:
+    """A number that changes whenever, by any connection, an artifact row is added, removed or
+    changed in what it serves (or its pin); not for hit counts, scrub stamps, misses or jobs.
+    PRAGMA data_version moves on any commit, and would have every serving process forget its
+    hit index each second the host writes hit counts (issue 20; schema/004)."""
+    return conn.execute("SELECT artifacts FROM catalog_generation").fetchone()[0]
 
 
 class NoRoom(Exception):

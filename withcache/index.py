@@ -3,9 +3,10 @@
 A hit answered from here costs no database round-trip. The index is a cache of the catalog, not
 a copy: a key it does not know is looked up in the catalog (which also records misses), and any
 change to the artifact rows (a fill, a delete, a quarantine here; `withcache-admin` in another
-process, noticed through SQLite's data_version) empties it, so a stale entry lives at most until
-the next sync. Hit counts add up here and are written in one transaction per sync, so a crash
-loses at most one sync interval of hit counts, never an artifact.
+process, noticed through the catalog's artifacts generation, which hit counts do not move)
+empties it, so a stale entry lives at most until the next sync. Hit counts add up here and are
+written in one transaction per sync, so a crash loses at most one sync interval of hit counts,
+never an artifact.
 """
 
 from __future__ import annotations

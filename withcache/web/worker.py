@@ -5,10 +5,11 @@ host starts N-1 of these beside itself. Each accepts connections on the host's o
 socket (inherited as a file descriptor) and answers hits straight from the blob files, exactly
 as the host does, asking the catalog (read only) about keys its index does not know yet. Every
 other request (a miss, /healthz, /metrics, the operator UI, anything malformed) it passes to the
-host over loopback, marked with a shared secret and the client's address. It counts hits in
-memory and reports them, with the bytes it served, to the host on stdout once a second; the
-host writes them with its own. It logs through the host (events as JSON lines on stderr) and
-exits when its stdin closes, i.e. when the host stops or dies. The host starts it as
+host over loopback (withcache.web.forward), marked with a shared secret and the client's
+address. It counts hits in memory and reports them, with the bytes it served, to the host on
+stdout once a second; the host writes them with its own. It logs through the host (events as
+JSON lines on stderr) and exits when its stdin closes, i.e. when the host stops or dies. The
+host starts it as
 
     python -c 'from withcache.web.worker import main; main()' --data-dir D --upstream PORT
         --fd 3 [--family 6] [--keep-query] [--no-access-log]   (secret: $WITHCACHE_WORKER_SECRET)
@@ -27,7 +28,7 @@ from typing import Any
 from twisted.internet import defer, protocol, stdio, task
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.logger import eventAsJSON, globalLogBeginner
-from twisted.web import proxy, resource, server
+from twisted.web import resource, server
 from zope.interface import implementer
 
 from withcache import catalog as cat
@@ -38,10 +39,10 @@ from withcache.keys import remembered_key
 from withcache.store import Store
 from withcache.web.app import WithcacheSite
 from withcache.web.blobs import ReadPath, requested_url
+from withcache.web.forward import Forward
 
 log = make_logger()
 
-SECRET_HEADER = b"x-withcache-worker"
 SYNC_INTERVAL = 1.0
 
 
@@ -66,7 +67,7 @@ class WorkerCache:
         self.index = HitIndex()
         self.served_bytes = _Counter()
         self.metrics = self  # ReadPath counts served bytes on cache.metrics.served_bytes
-        self._data_version: int | None = None
+        self._generation: int | None = None
 
     def key_for(self, url: str) -> str:
         return remembered_key(url, self.keep_query)
@@ -101,39 +102,10 @@ class WorkerCache:
         if hits or served:
             batch = [[key, p.count, p.last_at] for key, p in hits.items()]
             report.write(json.dumps({"hits": batch, "served": served}).encode() + b"\n")
-        version = await self.catalog.run(cat.add_hits, [])
-        if version != self._data_version:
+        generation = await self.catalog.run(cat.artifacts_generation)
+        if generation != self._generation:
             self.index.invalidate()
-            self._data_version = version
-
-
-class Forward(resource.Resource):
-    """Everything a worker does not answer itself goes to the host, as it came."""
-
-    isLeaf = True
-
-    def __init__(self, reactor: Any, port: int, secret: bytes):
-        super().__init__()
-        self._reactor, self._port, self._secret = reactor, port, secret
-
-    def render(self, request: Any) -> Any:
-        request.forwarded = True
-        headers = request.requestHeaders
-        headers.setRawHeaders(b"x-forwarded-for", [request.getClientAddress().host.encode()])
-        headers.setRawHeaders(SECRET_HEADER, [self._secret])
-        request.content.seek(0, 0)
-        # The Host header stays the client's: the operator UI builds cache URLs from it.
-        factory = proxy.ProxyClientFactory(
-            request.method,
-            request.uri,
-            request.clientproto,
-            request.getAllHeaders(),
-            request.content.read(),
-            request,
-        )
-        factory.noisy = False
-        self._reactor.connectTCP("127.0.0.1", self._port, factory)
-        return server.NOT_DONE_YET
+            self._generation = generation
 
 
 class WorkerRoot(resource.Resource):

@@ -27,7 +27,7 @@ from withcache._log import make_logger
 from withcache.cache import Cache
 from withcache.index import PendingHits
 from withcache.web.app import WithcacheSite
-from withcache.web.worker import SECRET_HEADER
+from withcache.web.forward import SECRET_HEADER
 
 log = make_logger()
 
