@@ -14,7 +14,8 @@ from tests.origin import listen_in_process
 from tests.support import payload_sha256
 from withcache.cache import Cache, Settings
 from withcache.catalog import Artifact, Catalog
-from withcache.fetcher import Fetcher, make_http_client
+from withcache.fetcher import Fetcher
+from withcache.origin_client import make_http_client
 from withcache.policy import OriginPolicy
 from withcache.store import Ingest, Store
 

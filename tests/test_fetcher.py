@@ -22,7 +22,8 @@ from tests.origin import listen_in_process
 from tests.support import MIB, payload, payload_sha256
 from tests.tls import make_test_ca
 from withcache import writer
-from withcache.fetcher import Fetcher, FetchError, _BodySink, make_http_client
+from withcache.fetcher import Fetcher, FetchError, _BodySink
+from withcache.origin_client import make_http_client
 from withcache.policy import OriginPolicy, RefusedOrigin
 from withcache.store import Store
 from withcache.writer import ThreadedWriter

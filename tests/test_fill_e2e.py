@@ -146,3 +146,29 @@ def test_metrics_move_with_misses_fills_and_hits(origin, open_host):
     assert after["withcache_served_bytes_total"] == 100000 + 1000
     assert (after["withcache_artifacts"], after["withcache_cache_bytes"]) == (1, 100000)
     assert after["withcache_fill_jobs{state=running}"] == 0
+
+
+def test_unbounded_fill_queue_misses_past_the_bounds_are_refused_jobs(origin, tmp_path):
+    """Issue 13, finding 9: one client naming many URLs gets its share of fills, the rest are
+    refused jobs with a reason, every miss is still a 404, and the host says at start that it
+    has no capacity set."""
+    host = start_host(
+        tmp_path / "data", "--allow-private", "--workers", "1", "--max-fills-per-client", "3"
+    )
+    try:
+        urls = [f"{origin.base}/f/500000/{i}/slow-{i}.bin?rate=100000" for i in range(8)]
+        assert {status(host.blob_url(url), "-I") for url in urls} == {404}
+        states = eventually(
+            lambda: sorted(j["state"] for j in jobs(host)),
+            lambda found: len(found) == 8,
+            what="eight jobs",
+        )
+        assert states.count("refused") == 5
+        refused = [j for j in jobs(host) if j["state"] == "refused"]
+        assert {j["error"] for j in refused} == {
+            "refused: 127.0.0.1 already has 3 fills queued or running (--max-fills-per-client)"
+        }
+        assert "no --max-bytes" in host.log()
+    finally:
+        host.stop()
+    assert_clean_log(host)

@@ -205,3 +205,32 @@ def test_clients_that_hang_up_at_once_leave_no_traceback_in_the_hosts_log(tmp_pa
         assert_clean_log(host)
     finally:
         host.stop()
+
+
+def chunked_post(port: int) -> bytes:
+    """A chunked POST (the login form) and the status line of its answer."""
+    body = b"password=wrong"
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(
+            b"POST /login HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n"
+            b"Content-Type: application/x-www-form-urlencoded\r\nConnection: close\r\n\r\n"
+            + b"%x\r\n%s\r\n0\r\n\r\n"
+            % (len(body), body)
+        )
+        answer = b""
+        while b"\r\n" not in answer:
+            data = s.recv(4096)
+            if not data:
+                break
+            answer += data
+    return answer.split(b"\r\n", 1)[0]
+
+
+def test_chunked_requests_through_workers_are_answered(pair):
+    """Issue 13, finding 10: a worker forwarded a de-chunked body still labelled chunked, and the
+    host waited for chunks that never came."""
+    host, _data = pair
+    port = int(host.url.rsplit(":", 1)[1])
+    with ThreadPoolExecutor(6) as pool:
+        lines = list(pool.map(lambda _: chunked_post(port), range(30)))
+    assert all(line.startswith(b"HTTP/1.1 ") and b" 5" not in line for line in lines), lines

@@ -1,51 +1,38 @@
-"""One origin fill with treq: stream into a store ingest, resume with Range, retry, time out.
+"""One origin fill: stream into a store ingest, resume with Range, retry, time out.
 
-The HTTP client is built here (make_http_client) so the origin policy sits where connections are
-made: every connection, including each redirect hop, goes to an address the policy checked
-after resolving the name, never to whatever a second lookup might return.
-
-Stored bytes are exactly the bytes the URL names. treq always asks for gzip and decodes it; a
-`.tar.gz` that an origin labels `Content-Encoding: gzip` would then be stored gunzipped. So the
-agent under treq asks for `identity` and hides any Content-Encoding from treq's decoder: what is
-stored is what `curl -o` (without --compressed) would have written.
+The connections come from withcache.origin_client (policy-checked, raw bytes); this module
+decides what each answer means for the fill: resume or start over, retry or give up, and when a
+body is complete.
 """
 
 from __future__ import annotations
 
 import re
-import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 from urllib.parse import urljoin, urlsplit
 
-from treq.client import HTTPClient
-from twisted.internet import defer, error, protocol, task, threads
-from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, wrapClientTLS
-from twisted.internet.interfaces import IStreamClientEndpoint
-from twisted.internet.ssl import optionsForClientTLS
-from twisted.protocols import policies
+from twisted.internet import defer, error, protocol, task
 from twisted.python.failure import Failure
 from twisted.web import http
 from twisted.web._newclient import ResponseDone, ResponseFailed
-from twisted.web.client import Agent, HTTPConnectionPool, ResponseNeverReceived
-from twisted.web.http_headers import Headers
-from twisted.web.iweb import IAgent, IAgentEndpointFactory
-from zope.interface import implementer
+from twisted.web.client import ResponseNeverReceived
 
 import withcache
 from withcache._log import make_logger
 from withcache.logs import redact_url
+from withcache.origin_client import FetchError, how_it_ended, is_address
 from withcache.policy import OriginPolicy, RefusedOrigin
+
+__all__ = ["FetchError", "FetchResult", "Fetcher"]
 
 log = make_logger()
 
 USER_AGENT = f"withcache/{withcache.__version__}".encode()
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
-RECV_SIZE = 1 << 20
 _CONTENT_RANGE = re.compile(rb"\Abytes (\d+)-(\d+)/(\d+|\*)\Z")
 
-Resolver = Callable[[str, int], Awaitable[list[str]]]
 Credentials = Callable[[str], "tuple[str, str] | None"]
 Progress = Callable[[int, "int | None"], None]
 
@@ -58,10 +45,6 @@ class Sink(Protocol):
     def write(self, data: bytes) -> None: ...
 
     def truncate(self) -> None: ...
-
-
-class FetchError(Exception):
-    """A fill that failed for good; the message is for the operator."""
 
 
 class _Transient(Exception):
@@ -77,150 +60,6 @@ class FetchResult:
     url: str
     size: int
     content_type: str | None
-
-
-def _is_address(host: str) -> bool:
-    try:
-        socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
-    except OSError:
-        return False
-    return True
-
-
-def system_resolver(host: str, port: int) -> Awaitable[list[str]]:
-    """Addresses for host from the system resolver (getaddrinfo, in a thread)."""
-    if _is_address(host):
-        return defer.succeed([host])
-    d = threads.deferToThread(socket.getaddrinfo, host, port, 0, socket.SOCK_STREAM)
-    return d.addCallback(_addresses)
-
-
-def _addresses(infos: list) -> list[str]:
-    return [str(info[4][0]) for info in infos]
-
-
-@implementer(IStreamClientEndpoint)
-class _CheckedEndpoint:
-    """Resolves, checks each address against the policy, connects to the first allowed one."""
-
-    def __init__(self, factory: PolicyEndpointFactory, scheme: str, host: str, port: int):
-        self._factory, self._scheme, self._host, self._port = factory, scheme, host, port
-
-    def connect(self, protocol_factory):
-        return defer.ensureDeferred(self._connect(protocol_factory))
-
-    async def _connect(self, protocol_factory):
-        f = self._factory
-        f.policy.check_scheme(self._scheme)
-        try:
-            addresses = await f.resolve(self._host, self._port)
-        except socket.gaierror as e:
-            raise FetchError(f"cannot resolve {self._host}: {e.strerror}") from None
-        refusal = None
-        for address in addresses:
-            try:
-                f.policy.check_address(self._host, address)
-            except RefusedOrigin as e:
-                refusal = refusal or e
-                continue
-            endpoint_type = TCP6ClientEndpoint if ":" in address else TCP4ClientEndpoint
-            endpoint = endpoint_type(f.reactor, address, self._port, timeout=f.connect_timeout)
-            if self._scheme == "https":
-                options = optionsForClientTLS(self._host, trustRoot=f.trust_root)
-                endpoint = wrapClientTLS(options, endpoint)
-            noted = policies.WrappingFactory(protocol_factory)
-            noted.protocol = _NotesHowItEnded
-            wrapper = await endpoint.connect(noted)
-            protocol = wrapper.wrappedProtocol
-            transport = getattr(wrapper, "transport", None)
-            # Bodies are big: read up to 1 MiB per recv() instead of Twisted's 64 KiB, which
-            # cuts the per-chunk work (callbacks, hashing calls, writes) by up to 16x.
-            if transport is not None and hasattr(transport, "bufferSize"):
-                transport.bufferSize = RECV_SIZE
-            return protocol
-        raise refusal or FetchError(f"{self._host} has no addresses")
-
-
-# Why the connection whose end is being reported right now ended (see _NotesHowItEnded).
-_ending: list[Failure] = []
-
-
-class _NotesHowItEnded(policies.ProtocolWrapper):
-    """Keeps, while the HTTP client hears of it, why an origin connection ended.
-
-    A body with neither Content-Length nor chunking ends when the connection does, and the HTTP
-    client reports a clean close and a reset alike (PotentialDataLoss). _BodySink looks here to
-    tell them apart: only a clean close completes such a body.
-    """
-
-    def connectionLost(self, reason):
-        _ending.append(reason)
-        try:
-            super().connectionLost(reason)
-        finally:
-            _ending.pop()
-
-
-def _ended_cleanly() -> bool:
-    return bool(_ending) and _ending[-1].check(error.ConnectionDone) is not None
-
-
-@implementer(IAgentEndpointFactory)
-class PolicyEndpointFactory:
-    def __init__(
-        self,
-        reactor,
-        policy: OriginPolicy,
-        resolve: Resolver,
-        connect_timeout: float,
-        trust_root: Any = None,
-    ):
-        self.reactor, self.policy, self.resolve = reactor, policy, resolve
-        self.connect_timeout, self.trust_root = connect_timeout, trust_root
-
-    def endpointForURI(self, uri):
-        host = uri.host.decode("ascii")
-        return _CheckedEndpoint(self, uri.scheme.decode("ascii"), host, uri.port)
-
-
-@implementer(IAgent)
-class RawBodyAgent:
-    """Asks for the identity encoding and hides Content-Encoding from treq's gzip decoder."""
-
-    def __init__(self, agent: IAgent):
-        self._agent = agent
-
-    def request(self, method, uri, headers=None, bodyProducer=None):
-        headers = headers.copy() if headers is not None else Headers()
-        headers.setRawHeaders(b"accept-encoding", [b"identity"])
-        d = self._agent.request(method, uri, headers, bodyProducer)
-        return d.addCallback(self._hide_encoding)
-
-    @staticmethod
-    def _hide_encoding(response):
-        encoding = response.headers.getRawHeaders(b"content-encoding")
-        if encoding:
-            response.headers.removeHeader(b"content-encoding")
-            response.headers.setRawHeaders(b"x-origin-content-encoding", encoding)
-        return response
-
-
-def make_http_client(
-    reactor,
-    policy: OriginPolicy,
-    resolve: Resolver = system_resolver,
-    connect_timeout=30.0,
-    trust_root: Any = None,
-) -> HTTPClient:
-    """A treq client whose every connection obeys the policy and whose bodies are raw bytes.
-
-    trust_root: what https origins must chain to (an IOpenSSLTrustRoot); None is the system's
-    trust store (which honours SSL_CERT_FILE and SSL_CERT_DIR)."""
-    pool = HTTPConnectionPool(reactor, persistent=True)
-    pool.maxPersistentPerHost = 4
-    endpoints = PolicyEndpointFactory(reactor, policy, resolve, connect_timeout, trust_root)
-    agent = Agent.usingEndpointFactory(reactor, endpoints, pool=pool)
-    return HTTPClient(cast(IAgent, RawBodyAgent(agent)))
 
 
 class _BodySink(protocol.Protocol):
@@ -294,15 +133,16 @@ class _BodySink(protocol.Protocol):
         self._stop_timer()
         if self.done.called:
             return
-        if reason.check(ResponseDone) or (
-            reason.check(http.PotentialDataLoss) and _ended_cleanly()
-        ):
+        if reason.check(http.PotentialDataLoss):
+            # A body of unknown length: complete only if the connection closed cleanly.
+            cleanly, why = how_it_ended()
+            if cleanly:
+                self.done.callback(None)
+            else:
+                message = f"connection lost before the end of a body of unknown length ({why})"
+                self.done.errback(_Transient(message))
+        elif reason.check(ResponseDone):
             self.done.callback(None)
-        elif reason.check(http.PotentialDataLoss):
-            why = _ending[-1].getErrorMessage() if _ending else "unknown"
-            self.done.errback(
-                _Transient(f"connection lost before the end of a body of unknown length ({why})")
-            )
         else:
             self.done.errback(reason)
 
@@ -463,7 +303,7 @@ class Fetcher:
             parts = urlsplit(url)
             self.policy.check_scheme(parts.scheme)
             host = parts.hostname or ""
-            if _is_address(host):
+            if is_address(host):
                 # Refused before treq sees it (its URL handling cannot encode IPv6 literals).
                 self.policy.check_address(host, host)
             headers = {b"user-agent": [USER_AGENT], **{k: [v] for k, v in extra.items()}}

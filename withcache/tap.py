@@ -15,8 +15,9 @@ from twisted.python import usage
 from withcache._log import make_logger
 from withcache.cache import Cache, Settings
 from withcache.catalog import Catalog
-from withcache.fetcher import Fetcher, make_http_client
+from withcache.fetcher import Fetcher
 from withcache.logs import json_observer
+from withcache.origin_client import make_http_client
 from withcache.policy import OriginPolicy
 from withcache.scrub import Scrubber
 from withcache.sizes import parse_size

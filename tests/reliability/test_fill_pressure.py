@@ -81,7 +81,9 @@ def hang_up_at_once(host, path: str) -> None:
 
 
 def test_a_storm_of_misses_whose_clients_hang_up_still_fills_every_one(origin, tmp_path):
-    host = start_host(tmp_path / "data", "--allow-private", "--workers", "4")
+    host = start_host(
+        tmp_path / "data", "--allow-private", "--workers", "4", "--max-fills-per-client", "0"
+    )
     try:
         urls = [f"{origin.base}/f/100000/{i}/probe-{i}.bin" for i in range(30)]
         for url in urls:

@@ -60,7 +60,17 @@ WEIGHTS = {
 @pytest.fixture(scope="module")
 def loaded_host(tmp_path_factory, origin):
     tmp = tmp_path_factory.mktemp("load")
-    host = start_host(tmp / "data", "--allow-private", "--workers", "4")
+    # 200 clients that all come from 127.0.0.1, and every miss must be filled: no fill bounds.
+    host = start_host(
+        tmp / "data",
+        "--allow-private",
+        "--workers",
+        "4",
+        "--max-queued",
+        "0",
+        "--max-fills-per-client",
+        "0",
+    )
     artifacts = []
     for size, seed in ARTIFACTS:
         url = f"https://vendor.example/load/{size}-{seed}.bin"
