@@ -85,6 +85,7 @@ def test_a_storm_of_misses_whose_clients_hang_up_still_fills_every_one(origin, t
         tmp_path / "data", "--allow-private", "--workers", "4", "--max-fills-per-client", "0"
     )
     try:
+        host.wait_for_log("recovered data dir")  # its catalog is made: jobs can be polled
         urls = [f"{origin.base}/f/100000/{i}/probe-{i}.bin" for i in range(30)]
         for url in urls:
             hang_up_at_once(host, f"/blob?url={url}")
