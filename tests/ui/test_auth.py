@@ -11,6 +11,7 @@ import pytest
 from withcache.web.auth import (
     ANON,
     COOKIE,
+    MIN_SECRET_BYTES,
     SESSION_SECONDS,
     USER,
     Auth,
@@ -53,13 +54,16 @@ class Clock:
         return self.t
 
 
+SECRET = b"k" * MIN_SECRET_BYTES
+
+
 def follow(request: FakeRequest, secure: bool = False) -> FakeRequest:
     """The next request of the same browser: it sends back the cookie it was given."""
     return FakeRequest(secure, request.cookies_out[-1][1])
 
 
 def test_cookie_is_secure_only_over_https():
-    auth = Auth("pw", b"s" * 32, Clock())
+    auth = Auth("pw", SECRET, Clock())
     plain, tls = FakeRequest(), FakeRequest(secure=True)
     auth.start(plain, USER)
     auth.start(tls, USER)
@@ -73,7 +77,7 @@ def test_cookie_is_secure_only_over_https():
 
 def test_a_session_expires_after_seven_days():
     clock = Clock()
-    auth = Auth("pw", b"s" * 32, clock)
+    auth = Auth("pw", SECRET, clock)
     first = FakeRequest()
     auth.start(first, USER)
     clock.t += SESSION_SECONDS - 1
@@ -84,22 +88,22 @@ def test_a_session_expires_after_seven_days():
 
 def test_a_cookie_signed_with_another_secret_is_ignored():
     first = FakeRequest()
-    Auth("pw", b"one", Clock()).start(first, USER)
+    Auth("pw", b"1" * MIN_SECRET_BYTES, Clock()).start(first, USER)
     with pytest.raises(NotLoggedIn):
-        Auth("pw", b"two", Clock()).require(follow(first))
+        Auth("pw", b"2" * MIN_SECRET_BYTES, Clock()).require(follow(first))
 
 
 def test_an_anonymous_session_is_not_a_login():
-    auth = Auth("pw", b"s", Clock())
+    auth = Auth("pw", SECRET, Clock())
     first = FakeRequest()
     auth.start(first, ANON)
     with pytest.raises(NotLoggedIn):
         auth.require(follow(first))
-    assert Auth(None, b"s", Clock()).require(follow(first)).kind == ANON
+    assert Auth(None, SECRET, Clock()).require(follow(first)).kind == ANON
 
 
 def test_csrf_token_is_bound_to_the_session():
-    auth = Auth("pw", b"s", Clock())
+    auth = Auth("pw", SECRET, Clock())
     a, b = FakeRequest(), FakeRequest()
     token_a = auth.csrf_token(auth.start(a, USER))
     auth.start(b, USER)
@@ -116,11 +120,11 @@ def test_csrf_token_is_bound_to_the_session():
 
 
 def test_password_check():
-    auth = Auth("secret", b"s", Clock())
+    auth = Auth("secret", SECRET, Clock())
     assert auth.password_ok("secret")
     assert not auth.password_ok("secre")
     assert not auth.password_ok("")
-    assert not Auth(None, b"s", Clock()).password_ok("")
+    assert not Auth(None, SECRET, Clock()).password_ok("")
 
 
 def test_throttle_locks_out_one_address_for_the_window():
@@ -146,5 +150,37 @@ def test_session_secret_file_is_made_once_with_mode_0600(tmp_path):
 
 
 def test_session_secret_from_the_environment_wins(tmp_path):
-    assert load_secret(str(tmp_path), {"WITHCACHE_SESSION_SECRET": "abc"}) == b"abc"
+    given = "an operator-chosen secret of 40 bytes..."
+    assert load_secret(str(tmp_path), {"WITHCACHE_SESSION_SECRET": given}) == given.encode()
     assert not (tmp_path / "session-secret").exists()
+
+
+# -- issue 13, finding 7: weak session secrets ---------------------------------------------------
+
+
+@pytest.mark.parametrize("content", [b"", b"\n", b"ab\n", b"x" * (MIN_SECRET_BYTES - 1)])
+def test_weak_secret_file_is_refused_naming_the_file_and_the_fix(tmp_path, content):
+    """An empty session-secret file signed cookies with an empty key: anyone could forge one."""
+    path = tmp_path / "session-secret"
+    path.write_bytes(content)
+    with pytest.raises(ValueError) as refused:
+        load_secret(str(tmp_path), {})
+    message = str(refused.value)
+    assert str(path) in message and "delete it" in message
+    assert f"at least {MIN_SECRET_BYTES} bytes" in message
+    assert path.read_bytes() == content  # left for the operator to look at
+
+
+@pytest.mark.parametrize("given", ["ab", "x" * (MIN_SECRET_BYTES - 1)])
+def test_weak_secret_from_the_environment_is_refused_naming_the_variable(tmp_path, given):
+    """A 2-byte secret is brute-forced offline from any anonymous cookie in milliseconds."""
+    with pytest.raises(ValueError) as refused:
+        load_secret(str(tmp_path), {"WITHCACHE_SESSION_SECRET": given})
+    message = str(refused.value)
+    assert "WITHCACHE_SESSION_SECRET" in message
+    assert f"at least {MIN_SECRET_BYTES} bytes" in message
+
+
+def test_weak_secret_is_refused_by_auth_itself():
+    with pytest.raises(ValueError):
+        Auth("pw", b"s" * (MIN_SECRET_BYTES - 1), Clock())

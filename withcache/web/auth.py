@@ -24,6 +24,8 @@ log = make_logger()
 
 COOKIE = b"withcache_session"
 SESSION_SECONDS = 7 * 24 * 3600
+MIN_SECRET_BYTES = 32
+SECRET_ENV = "WITHCACHE_SESSION_SECRET"
 CSRF_FIELD = "csrf"
 CSRF_HEADER = b"X-CSRF-Token"
 ANON, USER = "anon", "user"
@@ -41,17 +43,29 @@ class Throttled(Exception):
     """Too many failed logins from one client address; the value is the seconds to wait."""
 
 
+_WHY = (
+    f"a session secret must be at least {MIN_SECRET_BYTES} bytes, since a shorter one lets"
+    " anyone who sees a cookie work it out and forge an operator login"
+)
+
+
+class WeakSecret(ValueError):
+    """A session secret too short to sign cookies with; the message says where it came from and
+    how to fix it."""
+
+
 def load_secret(data_dir: str, environ: dict[str, str]) -> bytes:
-    """WITHCACHE_SESSION_SECRET, else <data>/session-secret (made once, atomically, 0600)."""
-    given = environ.get("WITHCACHE_SESSION_SECRET")
-    if given:
-        return given.encode("utf-8")
+    """WITHCACHE_SESSION_SECRET, else <data>/session-secret (made once, atomically, 0600).
+
+    Raises WeakSecret for a secret shorter than MIN_SECRET_BYTES.
+    """
+    given = _environment_secret(environ)
+    if given is not None:
+        return given
     path = os.path.join(data_dir, "session-secret")
-    try:
-        with open(path, "rb") as f:
-            return f.read().strip()
-    except FileNotFoundError:
-        pass
+    found = _file_secret(path)
+    if found is not None:
+        return found
     # Written under a unique name, then linked into place: a concurrent start either wins the
     # link or reads the winner's secret, and nobody ever reads a half-written file.
     tmp = f"{path}.{os.getpid()}.{secrets.token_hex(4)}"
@@ -65,8 +79,46 @@ def load_secret(data_dir: str, environ: dict[str, str]) -> bytes:
             os.link(tmp, path)
     finally:
         os.unlink(tmp)
-    with open(path, "rb") as f:
-        return f.read().strip()
+    made = _file_secret(path)
+    assert made is not None
+    return made
+
+
+def check_secret(data_dir: str, environ: dict[str, str]) -> None:
+    """Raise WeakSecret now for a secret load_secret would refuse (creating nothing), so a
+    command line is refused before anything starts."""
+    if _environment_secret(environ) is None:
+        _file_secret(os.path.join(data_dir, "session-secret"))
+
+
+def _environment_secret(environ: dict[str, str]) -> bytes | None:
+    given = environ.get(SECRET_ENV)
+    if not given:
+        return None
+    secret = given.encode("utf-8")
+    if len(secret) < MIN_SECRET_BYTES:
+        raise WeakSecret(
+            f"{SECRET_ENV} is only {len(secret)} bytes; {_WHY}: set {SECRET_ENV} to a longer"
+            " random value (e.g. the output of python3 -c 'import secrets;"
+            " print(secrets.token_urlsafe(32))'), or unset it to have <data-dir>/session-secret"
+            " generated and used"
+        )
+    return secret
+
+
+def _file_secret(path: str) -> bytes | None:
+    try:
+        with open(path, "rb") as f:
+            secret = f.read().strip()
+    except FileNotFoundError:
+        return None
+    if len(secret) < MIN_SECRET_BYTES:
+        raise WeakSecret(
+            f"the session secret file {path} holds only {len(secret)} bytes; {_WHY}: delete it"
+            " to have a new one generated at the next start (every operator is logged out), or"
+            " write a longer random value into it"
+        )
+    return secret
 
 
 @dataclass(frozen=True)
@@ -111,6 +163,8 @@ class Auth:
     """The admin UI's gatekeeper; `password` None means the UI is open to anyone."""
 
     def __init__(self, password: str | None, secret: bytes, now: Callable[[], float]):
+        if len(secret) < MIN_SECRET_BYTES:
+            raise WeakSecret(_WHY)
         self.password = password or None
         self._secret = secret
         self._now = now
