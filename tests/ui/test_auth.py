@@ -184,3 +184,15 @@ def test_weak_secret_from_the_environment_is_refused_naming_the_variable(tmp_pat
 def test_weak_secret_is_refused_by_auth_itself():
     with pytest.raises(ValueError):
         Auth("pw", b"s" * (MIN_SECRET_BYTES - 1), Clock())
+
+
+def test_weak_secret_a_cookie_expiring_beyond_the_session_lifetime_is_refused():
+    """A signed expiry further out than now + lifetime is forged or from a clock that was wrong
+    when it was issued; either way it is not honoured."""
+    clock = Clock()
+    auth = Auth("pw", SECRET, clock)
+    first = FakeRequest()
+    auth.start(first, USER)
+    assert auth.session(follow(first)) is not None
+    clock.t -= 3600  # the clock is set back an hour: the cookie now claims lifetime + 1 h
+    assert auth.session(follow(first)) is None

@@ -188,7 +188,10 @@ class Auth:
             return None
         if not hmac.compare_digest(sig, self._sign(f"{kind}.{expires}.{nonce}")):
             return None
-        if deadline < self._now() or kind not in (ANON, USER):
+        now = self._now()
+        # A signed expiry beyond one lifetime from now was never issued by this clock: forged
+        # with a leaked key, or issued while the clock was wrong. Neither is honoured.
+        if not now <= deadline <= now + SESSION_SECONDS or kind not in (ANON, USER):
             return None
         return Session(kind, deadline, nonce)
 
