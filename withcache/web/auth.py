@@ -3,8 +3,11 @@
 Every admin visitor holds a session cookie, even before logging in (an "anon" session), so that
 every state-changing request - the login form included - can carry a CSRF token derived from it.
 Logging in replaces the cookie with a fresh "user" session (a new nonce, so a planted cookie is
-worthless). The cookie is `<kind>.<expiry>.<nonce>.<hmac>` signed with the session secret; there
-is no server-side session store, so a restart keeps operators logged in.
+worthless). The cookie is `<kind>.<expiry>.<nonce>.<hmac>`, signed with a key derived from the
+session secret and the admin password, so a host restarted with another password refuses every
+cookie issued before. A user session is also only good while the host holds it live (`Sessions`,
+the catalog's sessions table): logging out ends it there, so a copy of the cookie is worthless
+too. A restart with the same secret and password keeps operators logged in.
 """
 
 from __future__ import annotations
@@ -15,8 +18,9 @@ import hashlib
 import hmac
 import os
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from withcache._log import make_logger
 
@@ -159,15 +163,36 @@ class Throttle:
         return kept
 
 
+class Sessions(Protocol):
+    """The logged-in sessions the host holds live, by session id (withcache.sessions keeps them
+    in the catalog)."""
+
+    def begin(self, session_id: str, expires: float, now: float) -> Awaitable[object]: ...
+
+    def live(self, session_id: str, now: float) -> Awaitable[bool]: ...
+
+    def end(self, session_id: str) -> Awaitable[object]: ...
+
+
 class Auth:
     """The admin UI's gatekeeper; `password` None means the UI is open to anyone."""
 
-    def __init__(self, password: str | None, secret: bytes, now: Callable[[], float]):
+    def __init__(
+        self,
+        password: str | None,
+        secret: bytes,
+        now: Callable[[], float],
+        sessions: Sessions,
+    ):
         if len(secret) < MIN_SECRET_BYTES:
             raise WeakSecret(_WHY)
         self.password = password or None
-        self._secret = secret
+        # Bound to the password: a new password is a new key, and every older cookie (and CSRF
+        # token) fails its signature check. The password is only ever hashed into the key.
+        password_digest = _digest(self.password or "")
+        self._key = hmac.new(secret, b"withcache session\0" + password_digest, "sha256").digest()
         self._now = now
+        self._sessions = sessions
         self.throttle = Throttle(now)
 
     @property
@@ -175,9 +200,11 @@ class Auth:
         return self.password is not None
 
     def _sign(self, payload: str) -> str:
-        return hmac.new(self._secret, payload.encode(), hashlib.sha256).hexdigest()
+        return hmac.new(self._key, payload.encode(), hashlib.sha256).hexdigest()
 
     def session(self, request) -> Session | None:
+        """The session the request's cookie names, when its signature and expiry hold (whether
+        a user session is still live is for `current` to say)."""
         raw = request.getCookie(COOKIE)
         if not raw:
             return None
@@ -195,9 +222,33 @@ class Auth:
             return None
         return Session(kind, deadline, nonce)
 
-    def start(self, request, kind: str) -> Session:
-        """A new session of this kind, set as the response's cookie."""
-        session = Session(kind, int(self._now()) + SESSION_SECONDS, secrets.token_urlsafe(16))
+    async def current(self, request) -> Session | None:
+        """The request's session, a user session only while the host holds it live."""
+        session = self.session(request)
+        if session is None or session.kind != USER:
+            return session
+        return session if await self._sessions.live(session.nonce, self._now()) else None
+
+    def start_anonymous(self, request) -> Session:
+        """A new anonymous session, set as the response's cookie."""
+        return self._start(request, self._new(ANON))
+
+    async def log_in(self, request) -> Session:
+        """A new user session: held live by the host, then set as the response's cookie."""
+        session = self._new(USER)
+        await self._sessions.begin(session.nonce, session.expires, self._now())
+        return self._start(request, session)
+
+    async def log_out(self, request, session: Session) -> Session:
+        """End a user session on the host; the response's cookie becomes a new anonymous one."""
+        if session.kind == USER:
+            await self._sessions.end(session.nonce)
+        return self.start_anonymous(request)
+
+    def _new(self, kind: str) -> Session:
+        return Session(kind, int(self._now()) + SESSION_SECONDS, secrets.token_urlsafe(16))
+
+    def _start(self, request, session: Session) -> Session:
         payload = f"{session.kind}.{session.expires}.{session.nonce}"
         request.addCookie(
             COOKIE,
@@ -210,18 +261,18 @@ class Auth:
         )
         return session
 
-    def ensure(self, request) -> Session:
+    async def ensure(self, request) -> Session:
         """The visitor's session, starting an anonymous one for a first visit."""
-        return self.session(request) or self.start(request, ANON)
+        return await self.current(request) or self.start_anonymous(request)
 
     def logged_in(self, session: Session | None) -> bool:
         if not self.enabled:
             return True
         return session is not None and session.kind == USER
 
-    def require(self, request) -> Session:
+    async def require(self, request) -> Session:
         """The session of a visitor allowed into the admin pages, else NotLoggedIn."""
-        session = self.ensure(request)
+        session = await self.ensure(request)
         if not self.logged_in(session):
             raise NotLoggedIn()
         return session
@@ -229,9 +280,8 @@ class Auth:
     def csrf_token(self, session: Session) -> str:
         return self._sign(f"csrf.{session.nonce}")
 
-    def check_csrf(self, request) -> Session:
+    def check_csrf(self, request, session: Session | None) -> Session:
         """The session of a POST carrying its CSRF token (form field or header), else 403."""
-        session = self.session(request)
         raw = request.getHeader(CSRF_HEADER)
         if raw is None:
             values = request.args.get(CSRF_FIELD.encode())
@@ -243,6 +293,9 @@ class Auth:
 
     def password_ok(self, attempt: str) -> bool:
         # Digests first, so the comparison time says nothing about the password's length.
-        want = hashlib.sha256((self.password or "").encode()).digest()
-        got = hashlib.sha256(attempt.encode("utf-8", "surrogateescape")).digest()
-        return self.enabled and hmac.compare_digest(want, got)
+        return self.enabled and hmac.compare_digest(_digest(self.password or ""), _digest(attempt))
+
+
+def _digest(password: str) -> bytes:
+    # surrogateescape: the environment hands a password that is not UTF-8 over as surrogates.
+    return hashlib.sha256(password.encode("utf-8", "surrogateescape")).digest()
