@@ -99,7 +99,7 @@ def _environment_secret(environ: dict[str, str]) -> bytes | None:
     given = environ.get(SECRET_ENV)
     if not given:
         return None
-    secret = given.encode("utf-8")
+    secret = given.encode("utf-8", "surrogateescape")  # as the environment decoded it
     if len(secret) < MIN_SECRET_BYTES:
         raise WeakSecret(
             f"{SECRET_ENV} is only {len(secret)} bytes; {_WHY}: set {SECRET_ENV} to a longer"
