@@ -181,3 +181,33 @@ def test_withcache_server_runs_the_same_service_in_the_foreground(tmp_path):
         proc.wait(timeout=15)
     assert "curate=True" in log.read_text()
     assert not (tmp_path / "twistd.pid").exists()  # no pid file left in the working directory
+
+
+@pytest.mark.parametrize(
+    "where, named, fix",
+    [
+        ("file", "session-secret", "delete it"),
+        ("environment", "WITHCACHE_SESSION_SECRET", "set WITHCACHE_SESSION_SECRET to"),
+    ],
+)
+def test_weak_secret_twistd_refuses_to_start_naming_the_source_and_the_fix(
+    tmp_path, where, named, fix
+):
+    """Issue 13, finding 7: a weak session secret stops the host at start, with a message."""
+    env = {k: v for k, v in os.environ.items() if k != "WITHCACHE_SESSION_SECRET"}
+    if where == "file":
+        (tmp_path / "session-secret").write_bytes(b"")
+    else:
+        env["WITHCACHE_SESSION_SECRET"] = "ab"
+    out = subprocess.run(
+        [tool("twistd"), "-n", "--pidfile=", "withcache", "--data-dir", str(tmp_path)]
+        + ["--listen", "tcp:0:interface=127.0.0.1"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=env,
+    )
+    said = out.stdout + out.stderr
+    assert out.returncode != 0, said
+    assert named in said and fix in said and "at least 32 bytes" in said
+    assert "Traceback" not in said

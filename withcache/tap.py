@@ -22,6 +22,7 @@ from withcache.policy import OriginPolicy
 from withcache.scrub import Scrubber
 from withcache.sizes import parse_size
 from withcache.store import Store, keep_files_private
+from withcache.web.auth import WeakSecret, check_secret
 
 log = make_logger()
 
@@ -131,6 +132,10 @@ class Options(usage.Options):
         if self["processes"] > 1 and not self["listen"].startswith(("tcp:", "tcp6:")):
             raise usage.UsageError("--processes: more than one needs a tcp: or tcp6: --listen")
         self["credentials"] = _load_netrc(self["netrc"], self["data-dir"])
+        try:
+            check_secret(self["data-dir"], dict(os.environ))
+        except WeakSecret as e:
+            raise usage.UsageError(str(e)) from None
         if self["log-format"] not in ("text", "json"):
             raise usage.UsageError(f"--log-format: text or json, not {self['log-format']!r}")
 

@@ -232,6 +232,77 @@ def test_logout_ends_the_session(client):
     assert client.get("/").status == 303
 
 
+def _session_cookie(client: Client) -> str:
+    (value,) = [c.value for c in client.jar if c.name == "withcache_session"]
+    return value
+
+
+def _replay(host, cookie: str):
+    """GET / from another client that sends only this session cookie."""
+    return Client(host.url).get("/", Cookie=f"withcache_session={cookie}")
+
+
+def _logged_in_cookie(host, password: str = PASSWORD) -> str:
+    c = Client(host.url)
+    assert c.login(password).status == 303
+    cookie = _session_cookie(c)
+    assert _replay(host, cookie).status == 200
+    return cookie
+
+
+def test_logout_a_replayed_session_cookie_is_refused_also_after_a_restart(tmp_path):
+    """Issue 13, finding 8: logging out ends the session on the host, not just in the browser
+    that dropped its cookie."""
+    host = start_ui_host(tmp_path / "data")
+    try:
+        c = Client(host.url)
+        c.login()
+        c.get("/")
+        cookie = _session_cookie(c)
+        assert c.post("/logout").status == 303
+        reply = _replay(host, cookie)
+        assert (reply.status, reply.headers["Location"]) == (303, "/login")
+    finally:
+        host.stop()
+    host = start_ui_host(tmp_path / "data")
+    try:
+        assert _replay(host, cookie).status == 303
+    finally:
+        host.stop()
+    assert_clean_log(host)
+
+
+def test_password_change_restart_with_a_new_password_refuses_the_old_cookie(tmp_path):
+    """Issue 13, finding 8: a password change ends every session."""
+    host = start_ui_host(tmp_path / "data")
+    try:
+        cookie = _logged_in_cookie(host)
+    finally:
+        host.stop()
+    host = start_ui_host(tmp_path / "data", password="a different password")
+    try:
+        reply = _replay(host, cookie)
+        assert (reply.status, reply.headers["Location"]) == (303, "/login")
+        _logged_in_cookie(host, "a different password")
+    finally:
+        host.stop()
+    assert_clean_log(host)
+
+
+def test_password_change_a_restart_with_the_same_password_keeps_the_login(tmp_path):
+    host = start_ui_host(tmp_path / "data")
+    try:
+        cookie = _logged_in_cookie(host)
+    finally:
+        host.stop()
+    host = start_ui_host(tmp_path / "data")
+    try:
+        assert _replay(host, cookie).status == 200
+    finally:
+        host.stop()
+    assert_clean_log(host)
+
+
 def test_refused_origin_is_shown_inline(tmp_path):
     host = start_ui_host(tmp_path / "data")
     try:

@@ -23,7 +23,7 @@ from withcache.cache import Cache
 from withcache.keys import InvalidURL, encode_token
 from withcache.policy import RefusedOrigin
 from withcache.sizes import format_size
-from withcache.web.auth import ANON, CSRF_FIELD, USER, Auth, CSRFRejected, NotLoggedIn, Throttled
+from withcache.web.auth import CSRF_FIELD, USER, Auth, CSRFRejected, NotLoggedIn, Throttled
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 STATIC = os.path.join(HERE, "static")
@@ -124,7 +124,8 @@ class AdminUI:
     @app.handle_errors(InvalidURL, RefusedOrigin)
     async def bad_add(self, request, failure):
         request.setResponseCode(http.BAD_REQUEST)
-        return await self._dashboard(request, self.auth.require(request), add_error=failure.value)
+        session = await self.auth.require(request)
+        return await self._dashboard(request, session, add_error=failure.value)
 
     # -- pages ------------------------------------------------------------------------------
 
@@ -142,11 +143,11 @@ class AdminUI:
 
     @app.route("/", methods=["GET"])
     async def index(self, request):
-        return await self._dashboard(request, self.auth.require(request))
+        return await self._dashboard(request, await self.auth.require(request))
 
     @app.route("/admin/fragments/<name>", methods=["GET"])
     async def fragment(self, request, name):
-        session = self.auth.require(request)
+        session = await self.auth.require(request)
         if name not in ("stats", "downloads", "misses", "artifacts"):
             request.setResponseCode(http.NOT_FOUND)
             return b"no such fragment\n"
@@ -155,7 +156,7 @@ class AdminUI:
 
     @app.route("/admin/artifacts/delete", methods=["GET"])
     async def confirm_delete(self, request):
-        session = self.auth.require(request)
+        session = await self.auth.require(request)
         context = await self._base_context(request, session)
         context["key"] = _field(request, "key")
         return self._render(request, "confirm_delete.html", context)
@@ -164,7 +165,7 @@ class AdminUI:
 
     @app.route("/admin/add", methods=["POST"])
     async def add(self, request):
-        self._action(request)
+        await self._action(request)
         url = _field(request, "url").strip()
         await self._precheck(url)
         await self.cache.add(url)
@@ -172,19 +173,19 @@ class AdminUI:
 
     @app.route("/admin/misses/download", methods=["POST"])
     async def download_miss(self, request):
-        self._action(request)
+        await self._action(request)
         await self.cache.add(_field(request, "url"))
         return self._redirect(request, b"/")
 
     @app.route("/admin/misses/dismiss", methods=["POST"])
     async def dismiss(self, request):
-        self._action(request)
+        await self._action(request)
         await self.cache.dismiss(_field(request, "key"))
         return self._redirect(request, b"/")
 
     @app.route("/admin/jobs/cancel", methods=["POST"])
-    def cancel(self, request):
-        self._action(request)
+    async def cancel(self, request):
+        await self._action(request)
         wanted = _field(request, "id")
         for job in self.cache.downloads.active_jobs():
             if str(job.id) == wanted:
@@ -193,34 +194,34 @@ class AdminUI:
 
     @app.route("/admin/jobs/clear", methods=["POST"])
     async def clear(self, request):
-        self._action(request)
+        await self._action(request)
         await self.cache.clear_finished()
         return self._redirect(request, b"/")
 
     @app.route("/admin/artifacts/pin", methods=["POST"])
     async def pin(self, request):
-        self._action(request)
+        await self._action(request)
         await self.cache.pin(_field(request, "key"), _field(request, "pinned") == "1")
         return self._redirect(request, self._back(request))
 
     @app.route("/admin/artifacts/delete", methods=["POST"])
     async def delete(self, request):
-        self._action(request)
+        await self._action(request)
         await self.cache.delete(_field(request, "key"))
         return self._redirect(request, self._back(request))
 
     # -- login ------------------------------------------------------------------------------
 
     @app.route("/login", methods=["GET"])
-    def login_page(self, request):
-        session = self.auth.ensure(request)
+    async def login_page(self, request):
+        session = await self.auth.ensure(request)
         if not self.auth.enabled or session.kind == USER:
             return self._redirect(request, b"/")
         return self._render(request, "login.html", self._login_context(session))
 
     @app.route("/login", methods=["POST"])
-    def login(self, request):
-        session = self.auth.check_csrf(request)
+    async def login(self, request):
+        session = self.auth.check_csrf(request, await self.auth.current(request))
         client = getattr(request.getClientAddress(), "host", "-")
         try:
             self.auth.throttle.check(client)
@@ -236,21 +237,22 @@ class AdminUI:
                 request, "login.html", self._login_context(session, "Wrong password.")
             )
         self.auth.throttle.succeeded(client)
-        self.auth.start(request, USER)
+        await self.auth.log_in(request)
         return self._redirect(request, b"/")
 
     @app.route("/logout", methods=["POST"])
-    def logout(self, request):
-        self.auth.check_csrf(request)
-        self.auth.start(request, ANON)
+    async def logout(self, request):
+        # The signed session, live or not: a second tab logging out a session already ended
+        # lands on the login page, not on a CSRF error.
+        session = self.auth.check_csrf(request, self.auth.session(request))
+        await self.auth.log_out(request, session)
         return self._redirect(request, b"/login" if self.auth.enabled else b"/")
 
     # -- helpers ----------------------------------------------------------------------------
 
-    def _action(self, request) -> None:
+    async def _action(self, request) -> None:
         """Gate for a state-changing request: logged in, and the CSRF token matches."""
-        self.auth.require(request)
-        self.auth.check_csrf(request)
+        self.auth.check_csrf(request, await self.auth.require(request))
 
     async def _precheck(self, url: str) -> None:
         """Refuse at once what a fill would refuse: a bad URL, or a private address (when a

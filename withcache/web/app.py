@@ -15,6 +15,7 @@ from twisted.web import resource, server
 
 from withcache._log import make_logger
 from withcache.cache import Cache
+from withcache.sessions import CatalogSessions
 from withcache.web.admin import AdminUI
 from withcache.web.auth import Auth, load_secret
 from withcache.web.blobs import ReadPath
@@ -84,7 +85,12 @@ def build_site(
 ) -> server.Site:
     environ = dict(os.environ if environ is None else environ)
     data_dir = os.path.dirname(cache.store.blobs_dir)
-    auth = Auth(environ.get("WITHCACHE_ADMIN_PASSWORD"), load_secret(data_dir, environ), cache.now)
+    auth = Auth(
+        environ.get("WITHCACHE_ADMIN_PASSWORD"),
+        load_secret(data_dir, environ),
+        cache.now,
+        CatalogSessions(cache.catalog),
+    )
     if not auth.enabled:
         log.warn(
             "WITHCACHE_ADMIN_PASSWORD is not set: the operator UI is open to anyone who can"
