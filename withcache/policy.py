@@ -46,6 +46,10 @@ def public_address(address: str) -> bool:
         inner = _embedded_ipv4(ip)
         if inner is not None and not public_address(str(inner)):
             return False
+        if ip.is_site_local:
+            # fec0::/10, deprecated site-local (RFC 3879): private in practice, yet neither
+            # private nor reserved to ipaddress, so is_global calls it public.
+            return False
     if ip.is_multicast or ip.is_unspecified or ip.is_loopback or ip.is_link_local:
         return False
     if ip.is_private or ip.is_reserved or ip in _CGNAT:
