@@ -87,6 +87,21 @@ class OriginPolicy:
             "to fetch from internal mirrors)"
         )
 
+    def allowed(self, host: str, addresses: Iterable[str]) -> list[str]:
+        """Those of the addresses host resolved to that a fill may connect to, in order; when
+        there were some and none is allowed, RefusedOrigin for the first."""
+        allowed, refusal = [], None
+        for address in addresses:
+            try:
+                self.check_address(host, address)
+            except RefusedOrigin as e:
+                refusal = refusal or e
+                continue
+            allowed.append(address)
+        if refusal is not None and not allowed:
+            raise refusal
+        return allowed
+
     def address_allowed(self, host: str, address: str) -> bool:
         return public_address(address)
 

@@ -20,6 +20,7 @@ from twisted.web import http, static
 
 import withcache
 from withcache.cache import Cache
+from withcache.fetcher import precheck_origin
 from withcache.keys import InvalidURL, encode_token
 from withcache.policy import RefusedOrigin
 from withcache.sizes import format_size
@@ -253,18 +254,11 @@ class AdminUI:
         self.auth.check_csrf(request)
 
     async def _precheck(self, url: str) -> None:
-        """Refuse at once what a fill would refuse: a bad URL, or a private address (when a
-        name resolves now; the fill checks the address it connects to again)."""
+        """Refuse at once what a fill would refuse: a bad URL, or an origin whose address the
+        fill's policy refuses (an address literal, IPv6 ones included, or a name that resolves
+        now; the fill checks the address it connects to again)."""
         self.cache.key_for(url)
-        policy = self.cache.settings.policy
-        host = urlsplit(url).hostname or ""
-        if policy.allow_private:
-            return
-        try:
-            address = await self.cache.reactor.resolve(host, timeout=(1, 2))
-        except Exception:
-            return  # the fill reports a name that does not resolve, with the resolver's reason
-        policy.check_address(host, address)
+        await precheck_origin(self.cache.settings.policy, url, self.cache.reactor)
 
     def _back(self, request) -> bytes:
         query = {k: _field(request, k) for k in ("q", "page") if _field(request, k)}
