@@ -68,15 +68,13 @@ class Dispatch(resource.Resource):
     def __init__(self, read_path: ReadPath, admin: resource.IResource):
         super().__init__()
         self._read_path = read_path
-        self._read_app = read_path.app.resource()
         self._admin = admin
 
     def render(self, request):
         first = request.postpath[0] if request.postpath else b""
         if first in ADMIN_SEGMENTS:
             return self._admin.render(request)
-        served = self._read_path.serve_known_hit(request)
-        return self._read_app.render(request) if served is None else served
+        return self._read_path.render(request)
 
 
 def build_site(

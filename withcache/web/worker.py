@@ -37,7 +37,7 @@ from withcache.index import HitIndex
 from withcache.keys import remembered_key
 from withcache.store import Store
 from withcache.web.app import WithcacheSite
-from withcache.web.blobs import ReadPath, requested_url
+from withcache.web.blobs import READ_PATH_HEADERS, ReadPath, requested_url, secure_read_path
 
 log = make_logger()
 
@@ -107,6 +107,32 @@ class WorkerCache:
             self._data_version = version
 
 
+_PRESET = frozenset(name.lower() for name in READ_PATH_HEADERS)
+
+
+class _HostAnswer(proxy.ProxyClient):
+    """Copies the host's answer into the client's. The host's own security headers replace
+    the READ_PATH_HEADERS the worker set in case the host could not answer at all, rather than
+    join them."""
+
+    def connectionMade(self) -> None:
+        self._replaced: set[bytes] = set()
+        super().connectionMade()
+
+    def handleHeader(self, key: bytes, value: bytes) -> None:
+        name = key.lower()
+        if name in _PRESET and name not in self._replaced:
+            self._replaced.add(name)
+            self.father.responseHeaders.setRawHeaders(key, [value])
+        else:
+            super().handleHeader(key, value)
+
+
+class _HostAnswerFactory(proxy.ProxyClientFactory):
+    protocol = _HostAnswer
+    noisy = False
+
+
 class Forward(resource.Resource):
     """Everything a worker does not answer itself goes to the host, as it came."""
 
@@ -123,7 +149,7 @@ class Forward(resource.Resource):
         headers.setRawHeaders(SECRET_HEADER, [self._secret])
         request.content.seek(0, 0)
         # The Host header stays the client's: the operator UI builds cache URLs from it.
-        factory = proxy.ProxyClientFactory(
+        factory = _HostAnswerFactory(
             request.method,
             request.uri,
             request.clientproto,
@@ -131,7 +157,6 @@ class Forward(resource.Resource):
             request.content.read(),
             request,
         )
-        factory.noisy = False
         self._reactor.connectTCP("127.0.0.1", self._port, factory)
         return server.NOT_DONE_YET
 
@@ -146,6 +171,8 @@ class WorkerRoot(resource.Resource):
         self._cache, self._read_path, self._forward = cache, read_path, forward
 
     def render(self, request: Any) -> Any:
+        # Replaced by the host's own headers on an answer it gives (see _HostAnswer).
+        secure_read_path(request)
         served = self._read_path.serve_known_hit(request)
         if served is not None:
             return served
