@@ -104,10 +104,13 @@ class AdminUI:
 
     app = Klein()
 
-    def __init__(self, cache: Cache, auth: Auth):
+    def __init__(self, cache: Cache, auth: Auth, read_base: Any = None):
         self.cache = cache
         self.auth = auth
         self.templates = _templates()
+        # The base of the cache URLs shown: this request's own scheme and Host, unless the read
+        # path has a port of its own (--admin-listen).
+        self.read_base = read_base or _base_url
 
     # -- error mapping -----------------------------------------------------------------------
 
@@ -316,7 +319,7 @@ class AdminUI:
         jobs = [JobView.of(j, now) for j in await self.cache.jobs(50)]
         served = self.cache.metrics.registry.get_sample_value("withcache_served_bytes_total")
         lookups = stats.hits + stats.misses
-        base = _base_url(request)
+        base = self.read_base(request)
         return {
             **await self._base_context(request, session),
             "stats": stats,
