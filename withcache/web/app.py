@@ -24,7 +24,7 @@ from withcache.cache import Cache
 from withcache.web.admin import AdminUI
 from withcache.web.auth import Auth, load_secret
 from withcache.web.blobs import ReadPath, plain, secure_read_path
-from withcache.web.hosts import AdminHosts, host_name
+from withcache.web.hosts import AdminHosts, default_names, host_name
 
 log = make_logger()
 
@@ -90,7 +90,7 @@ class Dispatch(resource.Resource):
         super().__init__()
         self._read_path = read_path
         self._admin = admin
-        self._admin_hosts = admin_hosts or AdminHosts(["*"])
+        self._admin_hosts = admin_hosts or AdminHosts(default_names())
 
     def render(self, request):
         first = request.postpath[0] if request.postpath else b""
@@ -142,6 +142,10 @@ def _parts(cache: Cache, environ: dict[str, str] | None, read_base: Any = None):
     return ReadPath(cache), AdminUI(cache, auth, read_base=read_base).app.resource()
 
 
+def _admin_hosts(names: Iterable[str] | None) -> AdminHosts:
+    return AdminHosts(default_names() if names is None else names)
+
+
 def _site(root: resource.Resource, access_log: bool) -> WithcacheSite:
     site = WithcacheSite(root)
     site.access_log = access_log
@@ -153,11 +157,12 @@ def build_site(
     environ: dict[str, str] | None = None,
     *,
     access_log: bool = True,
-    admin_hosts: Iterable[str] = ("*",),
+    admin_hosts: Iterable[str] | None = None,
 ) -> server.Site:
-    """One Site for the read path and the operator UI on one port."""
+    """One Site for the read path and the operator UI on one port; the UI answers the
+    admin_hosts names (default: withcache.web.hosts.default_names)."""
     read_path, admin = _parts(cache, environ)
-    return _site(Dispatch(read_path, admin, AdminHosts(admin_hosts)), access_log)
+    return _site(Dispatch(read_path, admin, _admin_hosts(admin_hosts)), access_log)
 
 
 def build_split_sites(
@@ -166,10 +171,10 @@ def build_split_sites(
     environ: dict[str, str] | None = None,
     *,
     access_log: bool = True,
-    admin_hosts: Iterable[str] = ("*",),
+    admin_hosts: Iterable[str] | None = None,
 ) -> tuple[server.Site, server.Site]:
     """The read path's Site and the operator UI's, for ports of their own (--admin-listen)."""
     read_path, admin = _parts(cache, environ, read_base)
     read_site = _site(Dispatch(read_path, None), access_log)
-    admin_site = _site(Dispatch(None, admin, AdminHosts(admin_hosts)), access_log)
+    admin_site = _site(Dispatch(None, admin, _admin_hosts(admin_hosts)), access_log)
     return read_site, admin_site
