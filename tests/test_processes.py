@@ -116,6 +116,52 @@ def test_whatever_lands_on_a_worker_gets_the_hosts_answer(pair):
     assert count == (40,)  # each forwarded miss recorded once, by the host
 
 
+def header_lines(out: bytes, name: str) -> list[str]:
+    """The values of one header in `curl -D -` output (one response)."""
+    prefix = name.lower() + ":"
+    lines = out.decode("latin-1").split("\r\n")
+    return [line.split(":", 1)[1].strip() for line in lines if line.lower().startswith(prefix)]
+
+
+def test_answers_a_worker_gives_or_passes_on_are_sandboxed_once(pair, tmp_path):
+    """Issue 13, finding 1, on the worker path: a hit the worker serves itself (from its index
+    or after asking the catalog) and an answer it passes on from the host both carry one
+    sandbox policy and one nosniff; an HTML artifact goes out as application/octet-stream."""
+    host, _data = pair
+    page = b"<script>document.title = 'ran'</script>"
+    html = "https://evil.example/page.html"
+    (tmp_path / "page.html").write_bytes(page)
+    host.seed(html, tmp_path / "page.html", "--content-type", "text/html")
+    hit = host.blob_url(html, "page.html")
+    asks = [
+        ("-D", "-", hit),
+        ("-D", "-", "-r", "0-9", hit),
+        ("-I", hit),
+        ("-D", "-", "-H", "If-None-Match: *", hit),
+        ("-D", "-", host.blob_url(html + ".missing", "x")),
+        ("-D", "-", f"{host.url}/b/!!/x"),
+    ]
+
+    def answers(_):
+        return [curl(*ask).stdout for ask in asks]
+
+    for _ in range(10):
+        with ThreadPoolExecutor(8) as pool:
+            rounds = list(pool.map(answers, range(24)))
+        for outs in rounds:
+            for out in outs:
+                assert header_lines(out, "Content-Security-Policy") == [
+                    "sandbox; default-src 'none'"
+                ], out
+                assert header_lines(out, "X-Content-Type-Options") == ["nosniff"], out
+            assert header_lines(outs[0], "Content-Type") == ["application/octet-stream"]
+            assert outs[0].endswith(page)
+        time.sleep(0.3)  # the worker's log events reach the host's log through a pipe
+        if any(e.get("worker") and e.get("status") == 200 for e in events(host)):
+            break
+    assert any(e.get("worker") and e.get("status") == 200 for e in events(host))
+
+
 def test_a_worker_that_dies_is_replaced_and_a_dead_host_takes_its_workers_along(tmp_path):
     host = start_host(tmp_path / "data", "--curate", "--processes", "2")
     try:

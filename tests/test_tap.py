@@ -12,6 +12,7 @@ from withcache.tap import Options
 DEFAULTS = {
     "data-dir": "./data",
     "listen": "tcp:3000",
+    "admin-listen": None,
     "port": None,
     "workers": 2,
     "curate": 0,
@@ -21,6 +22,7 @@ DEFAULTS = {
     "allow-private": 0,
     "netrc-over-http": 0,
     "allow-host": [],
+    "admin-host": [],
     "netrc": None,
     "credentials": None,
     "scrub-interval": 60.0,
@@ -49,10 +51,13 @@ def test_every_option_parsed():
         " --max-size 20G --allow-private --allow-host *.NVIDIA.com --allow-host repo.radeon.com"
         " --scrub-interval 0.5 --idle-timeout 2.5 --log-format json --no-access-log --processes 3"
         " --netrc-over-http --max-queued 0 --max-fills-per-client 3"
+        " --admin-listen tcp:3001:interface=127.0.0.1 --admin-host Cache.Lab.example"
+        " --admin-host *.mirrors.example"
     )
     assert parse(*argv.split()) == {
         "data-dir": "/srv/wc",
         "listen": "tcp:8080",
+        "admin-listen": "tcp:3001:interface=127.0.0.1",
         "port": 8080,
         "workers": 5,
         "curate": 1,
@@ -62,6 +67,7 @@ def test_every_option_parsed():
         "allow-private": 1,
         "netrc-over-http": 1,
         "allow-host": ["*.nvidia.com", "repo.radeon.com"],
+        "admin-host": ["cache.lab.example", "*.mirrors.example"],
         "netrc": None,
         "credentials": None,
         "scrub-interval": 0.5,
@@ -112,6 +118,9 @@ def test_listen_takes_an_endpoint_string():
         (["--idle-timeout", "nan"], "--idle-timeout: must be more than 0"),
         (["--log-format", "xml"], "--log-format: text or json"),
         (["--allow-host", " "], "--allow-host: must not be empty"),
+        (["--admin-listen", "tcp:nope"], "--admin-listen: not a valid endpoint"),
+        (["--admin-host", " "], "--admin-host: not a host name"),
+        (["--admin-host", "http://x.example/"], "--admin-host: not a host name"),
         (["--netrc", "/nonexistent/netrc"], "--netrc: cannot read /nonexistent/netrc"),
         (["--processes", "0"], "--processes: must be between 1 and 64"),
         (["--processes", "2", "--listen", "unix:/tmp/wc.sock"], "--processes: more than one"),

@@ -18,6 +18,7 @@ from __future__ import annotations
 import socket
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
+from urllib.parse import urlsplit
 
 from treq.client import HTTPClient
 from twisted.internet import defer, error, threads
@@ -31,7 +32,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IAgentEndpointFactory
 from zope.interface import implementer
 
-from withcache.policy import OriginPolicy, RefusedOrigin
+from withcache.policy import OriginPolicy
 
 RECV_SIZE = 1 << 20
 
@@ -62,6 +63,39 @@ def _addresses(infos: list) -> list[str]:
     return [str(info[4][0]) for info in infos]
 
 
+async def precheck_origin(
+    policy: OriginPolicy,
+    url: str,
+    reactor: Any,
+    resolve: Resolver = system_resolver,
+    timeout: float = 3.0,
+) -> None:
+    """Raise RefusedOrigin now when a fill of url would be refused by the address check, as
+    _CheckedEndpoint would refuse it: an address literal (IPv4 or IPv6) that is not public, or
+    a name every address of which is refused. A name that does not resolve (within timeout)
+    passes: the fill itself reports it, with the resolver's reason."""
+    parts = urlsplit(url)
+    policy.check_scheme(parts.scheme)
+    if policy.allow_private:
+        return
+    host = parts.hostname or ""
+    try:
+        port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
+    except ValueError:
+        return
+
+    async def addresses_of() -> list[str]:
+        return await resolve(host, port)
+
+    resolving = defer.ensureDeferred(addresses_of())
+    resolving.addTimeout(timeout, reactor)
+    try:
+        addresses = await resolving
+    except Exception:
+        return
+    policy.allowed(host, addresses)
+
+
 @implementer(IStreamClientEndpoint)
 class _CheckedEndpoint:
     """Resolves, checks each address against the policy, connects to the first allowed one."""
@@ -79,13 +113,7 @@ class _CheckedEndpoint:
             addresses = await f.resolve(self._host, self._port)
         except socket.gaierror as e:
             raise FetchError(f"cannot resolve {self._host}: {e.strerror}") from None
-        refusal = None
-        for address in addresses:
-            try:
-                f.policy.check_address(self._host, address)
-            except RefusedOrigin as e:
-                refusal = refusal or e
-                continue
+        for address in f.policy.allowed(self._host, addresses):
             endpoint_type = TCP6ClientEndpoint if ":" in address else TCP4ClientEndpoint
             endpoint = endpoint_type(f.reactor, address, self._port, timeout=f.connect_timeout)
             if self._scheme == "https":
@@ -101,7 +129,7 @@ class _CheckedEndpoint:
             if transport is not None and hasattr(transport, "bufferSize"):
                 transport.bufferSize = RECV_SIZE
             return protocol
-        raise refusal or FetchError(f"{self._host} has no addresses")
+        raise FetchError(f"{self._host} has no addresses")
 
 
 # Why the connection whose end is being reported right now ended (see _NotesHowItEnded).

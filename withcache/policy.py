@@ -46,6 +46,10 @@ def public_address(address: str) -> bool:
         inner = _embedded_ipv4(ip)
         if inner is not None and not public_address(str(inner)):
             return False
+        if ip.is_site_local:
+            # fec0::/10, deprecated site-local (RFC 3879): private in practice, yet neither
+            # private nor reserved to ipaddress, so is_global calls it public.
+            return False
     if ip.is_multicast or ip.is_unspecified or ip.is_loopback or ip.is_link_local:
         return False
     if ip.is_private or ip.is_reserved or ip in _CGNAT:
@@ -82,6 +86,21 @@ class OriginPolicy:
             f"refused: {shown} is not a public address (start the host with --allow-private "
             "to fetch from internal mirrors)"
         )
+
+    def allowed(self, host: str, addresses: Iterable[str]) -> list[str]:
+        """Those of the addresses host resolved to that a fill may connect to, in order; when
+        there were some and none is allowed, RefusedOrigin for the first."""
+        allowed, refusal = [], None
+        for address in addresses:
+            try:
+                self.check_address(host, address)
+            except RefusedOrigin as e:
+                refusal = refusal or e
+                continue
+            allowed.append(address)
+        if refusal is not None and not allowed:
+            raise refusal
+        return allowed
 
     def address_allowed(self, host: str, address: str) -> bool:
         return public_address(address)

@@ -49,6 +49,12 @@ class Options(usage.Options):
     optParameters = [
         ["data-dir", "d", "./data", "Directory for cache.db, blobs/ and tmp/ (created)."],
         ["listen", "l", "tcp:3000", "Twisted endpoint string to serve HTTP on."],
+        [
+            "admin-listen",
+            None,
+            None,
+            "Serve the operator UI on this endpoint only (--listen then serves the read path).",
+        ],
         ["netrc", None, None, "Origin credentials (netrc format); default <data-dir>/netrc."],
         ["log-format", None, "text", "text (twistd's own) or json (one object per line)."],
     ]
@@ -60,6 +66,7 @@ class Options(usage.Options):
         self["max-size"] = 0
         self["port"] = None
         self["allow-host"] = []
+        self["admin-host"] = []
         self["scrub-interval"] = 60.0
         self["processes"] = 1
         self["idle-timeout"] = 60.0
@@ -79,6 +86,13 @@ class Options(usage.Options):
         if not glob.strip():
             raise usage.UsageError("--allow-host: must not be empty")
         self["allow-host"].append(glob.strip().lower())
+
+    def opt_admin_host(self, name: str) -> None:
+        """A Host name the operator UI answers to besides localhost, IP addresses and this
+        machine's names (repeatable; globs like '*.lab.example'; '*' for any)."""
+        if not name.strip() or "/" in name:
+            raise usage.UsageError(f"--admin-host: not a host name: {name!r}")
+        self["admin-host"].append(name.strip().lower())
 
     def opt_max_size(self, value: str) -> None:
         """Largest single artifact a fill may fetch (K/M/G/T); 0 means no cap (default)."""
@@ -122,11 +136,9 @@ class Options(usage.Options):
             if self["listen"] != "tcp:3000":
                 raise usage.UsageError("--port and --listen cannot be used together")
             self["listen"] = f"tcp:{self['port']}"
-        try:
-            # A throwaway reactor: twistd has not installed the real one yet.
-            endpoints.serverFromString(MemoryReactor(), self["listen"])
-        except (ValueError, TypeError, KeyError) as e:
-            raise usage.UsageError(f"--listen: not a valid endpoint {self['listen']!r}: {e}") from e
+        _check_endpoint("--listen", self["listen"])
+        if self["admin-listen"] is not None:
+            _check_endpoint("--admin-listen", self["admin-listen"])
         if not self["data-dir"]:
             raise usage.UsageError("--data-dir: must not be empty")
         if self["processes"] > 1 and not self["listen"].startswith(("tcp:", "tcp6:")):
@@ -151,6 +163,14 @@ class Options(usage.Options):
                 bool(self["allow-private"]), self["allow-host"], self["max-size"]
             ),
         )
+
+
+def _check_endpoint(name: str, description: str) -> None:
+    try:
+        # A throwaway reactor: twistd has not installed the real one yet.
+        endpoints.serverFromString(MemoryReactor(), description)
+    except (ValueError, TypeError, KeyError) as e:
+        raise usage.UsageError(f"{name}: not a valid endpoint {description!r}: {e}") from e
 
 
 def _seconds(name: str, value: str, zero_ok: bool) -> float:
@@ -216,15 +236,18 @@ def _positive(name: str, value: str, upper: int | None = None) -> int:
 class ListeningService(strports.StreamServerEndpointService):
     """Serves the site and logs the bound address (so `tcp:0` reveals its port)."""
 
+    what = "withcache"
+    address = None
+
     def privilegedStartService(self) -> None:
         super().privilegedStartService()
         self._waitingForPort.addCallback(self._announce)
 
-    @staticmethod
-    def _announce(port):
-        address = port.getHost()
+    def _announce(self, port):
+        self.address = address = port.getHost()
         log.info(
-            "withcache listening on {host}:{port}",
+            "{what} listening on {host}:{port}",
+            what=self.what,
             host=getattr(address, "host", address),
             port=getattr(address, "port", ""),
         )
@@ -258,7 +281,8 @@ class WithcacheService(service.MultiService):
 def makeService(options: Options) -> service.MultiService:
     from twisted.internet import reactor
 
-    from withcache.web.app import build_site
+    from withcache.web.app import build_site, build_split_sites, read_base_on
+    from withcache.web.hosts import default_names
     from withcache.web.workers import ServingWorkers
 
     data_dir = os.path.abspath(options["data-dir"])
@@ -285,10 +309,31 @@ def makeService(options: Options) -> service.MultiService:
     cache.setServiceParent(top)
     if options["scrub-interval"]:
         Scrubber(cache, options["scrub-interval"]).setServiceParent(top)
-    site = build_site(cache, access_log=not options["no-access-log"])
+    access_log = not options["no-access-log"]
+    admin_hosts = default_names() + options["admin-host"]
+    if options["admin-listen"] is None:
+        site = build_site(cache, access_log=access_log, admin_hosts=admin_hosts)
+    else:
+        secure = options["listen"].partition(":")[0] in ("ssl", "tls")
+
+        def read_port() -> int | None:
+            """The read path's port, for the cache URLs the UI shows (known once bound)."""
+            return getattr(web.address, "port", None)
+
+        read_base = read_base_on(read_port, "https" if secure else "http")
+        site, admin_site = build_split_sites(
+            cache, read_base, access_log=access_log, admin_hosts=admin_hosts
+        )
     web = ListeningService(endpoints.serverFromString(reactor, options["listen"]), site)
     web._raiseSynchronously = True
     web.setServiceParent(top)
+    if options["admin-listen"] is not None:
+        admin = ListeningService(
+            endpoints.serverFromString(reactor, options["admin-listen"]), admin_site
+        )
+        admin.what = "withcache operator UI"
+        admin._raiseSynchronously = True
+        admin.setServiceParent(top)
     if options["processes"] > 1:
         workers = ServingWorkers(
             options["processes"], cache, site, web, keep_query=settings.keep_query, reactor=reactor
@@ -297,7 +342,7 @@ def makeService(options: Options) -> service.MultiService:
     log.info(
         "withcache data dir {data_dir} (curate={curate}, keep_query={keep_query},"
         " workers={workers}, allow_private={allow_private}, allow_hosts={allow_hosts},"
-        " origin credentials for {logins} hosts)",
+        " origin credentials for {logins} hosts; operator UI names {admin_hosts})",
         data_dir=data_dir,
         curate=settings.curate,
         keep_query=settings.keep_query,
@@ -305,6 +350,7 @@ def makeService(options: Options) -> service.MultiService:
         allow_private=settings.policy.allow_private,
         allow_hosts=",".join(settings.policy.allow_hosts) or "any",
         logins=len(options["credentials"].__self__) if options["credentials"] else 0,
+        admin_hosts=",".join(admin_hosts) + ",<IP addresses>",
     )
     if not settings.max_bytes and not settings.curate:
         log.warn(

@@ -2,10 +2,27 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from tests.support import OriginProcess, assert_clean_log
-from tests.ui.ui_support import Client, start_ui_host
+from tests.ui.ui_support import CHROMIUM, CHROMIUM_ARGS, Client, start_ui_host
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's headless Chromium through Playwright (a browser is never downloaded)."""
+    if not os.path.exists(CHROMIUM):
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{CHROMIUM} is missing: ./dev test installs Debian's chromium")
+        pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        running = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield running
+        running.close()
 
 
 @pytest.fixture(scope="module")

@@ -11,27 +11,9 @@ from pathlib import Path
 import pytest
 
 from tests.support import assert_clean_log, write_file
-from tests.ui.ui_support import PASSWORD, start_ui_host
+from tests.ui.ui_support import PASSWORD, TIMEOUT_MS, start_ui_host
 
 pytestmark = pytest.mark.e2e
-
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-TIMEOUT_MS = 30_000
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not os.path.exists(CHROMIUM):
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{CHROMIUM} is missing: ./dev test installs Debian's chromium")
-        pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        running = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        yield running
-        running.close()
 
 
 @pytest.fixture(scope="module")

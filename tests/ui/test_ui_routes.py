@@ -11,7 +11,14 @@ import urllib.parse
 
 import pytest
 
-from tests.support import OriginProcess, artifacts_by_key, assert_clean_log, tool, write_file
+from tests.support import (
+    OriginProcess,
+    artifacts_by_key,
+    assert_clean_log,
+    db,
+    tool,
+    write_file,
+)
 from tests.ui.ui_support import PASSWORD, Client, start_ui_host
 
 pytestmark = pytest.mark.e2e
@@ -312,6 +319,11 @@ def test_refused_origin_is_shown_inline(tmp_path):
         reply = c.post("/admin/add", {"url": "http://127.0.0.1:9/x.bin"})
         assert reply.status == 400
         assert "not a public address" in reply.body
+        # The Add form refuses IPv6 literals of non-public addresses as the fill policy would.
+        for url in ("http://[::1]:9/x.bin", "http://[fec0::1]/x.bin", "http://[::ffff:7f00:1]/"):
+            reply = c.post("/admin/add", {"url": url})
+            assert (reply.status, "not a public address" in reply.body) == (400, True), url
+        assert db(host.data_dir, "SELECT url FROM jobs") == []
     finally:
         host.stop()
     assert_clean_log(host)

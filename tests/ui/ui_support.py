@@ -15,6 +15,9 @@ import pytest
 from tests.support import Host, start_host
 
 PASSWORD = "correct horse battery staple"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+TIMEOUT_MS = 30_000
 _CSRF_RE = re.compile(r'name="csrf" value="([0-9a-f]+)"')
 
 

@@ -21,6 +21,7 @@ from twisted.web import http, static
 import withcache
 from withcache.cache import Cache
 from withcache.keys import InvalidURL, encode_token
+from withcache.origin_client import precheck_origin
 from withcache.policy import RefusedOrigin
 from withcache.sizes import format_size
 from withcache.web.auth import CSRF_FIELD, USER, Auth, CSRFRejected, NotLoggedIn, Throttled
@@ -103,10 +104,13 @@ class AdminUI:
 
     app = Klein()
 
-    def __init__(self, cache: Cache, auth: Auth):
+    def __init__(self, cache: Cache, auth: Auth, read_base: Any = None):
         self.cache = cache
         self.auth = auth
         self.templates = _templates()
+        # The base of the cache URLs shown: this request's own scheme and Host, unless the read
+        # path has a port of its own (--admin-listen).
+        self.read_base = read_base or _base_url
 
     # -- error mapping -----------------------------------------------------------------------
 
@@ -255,18 +259,11 @@ class AdminUI:
         self.auth.check_csrf(request, await self.auth.require(request))
 
     async def _precheck(self, url: str) -> None:
-        """Refuse at once what a fill would refuse: a bad URL, or a private address (when a
-        name resolves now; the fill checks the address it connects to again)."""
+        """Refuse at once what a fill would refuse: a bad URL, or an origin whose address the
+        fill's policy refuses (an address literal, IPv6 ones included, or a name that resolves
+        now; the fill checks the address it connects to again)."""
         self.cache.key_for(url)
-        policy = self.cache.settings.policy
-        host = urlsplit(url).hostname or ""
-        if policy.allow_private:
-            return
-        try:
-            address = await self.cache.reactor.resolve(host, timeout=(1, 2))
-        except Exception:
-            return  # the fill reports a name that does not resolve, with the resolver's reason
-        policy.check_address(host, address)
+        await precheck_origin(self.cache.settings.policy, url, self.cache.reactor)
 
     def _back(self, request) -> bytes:
         query = {k: _field(request, k) for k in ("q", "page") if _field(request, k)}
@@ -324,7 +321,7 @@ class AdminUI:
         jobs = [JobView.of(j, now) for j in await self.cache.jobs(50)]
         served = self.cache.metrics.registry.get_sample_value("withcache_served_bytes_total")
         lookups = stats.hits + stats.misses
-        base = _base_url(request)
+        base = self.read_base(request)
         return {
             **await self._base_context(request, session),
             "stats": stats,

@@ -5,22 +5,31 @@ Two Klein apps share the URL space: the open read path (/b/, /blob, /healthz, /m
 operator UI (/, /login, /logout, /admin/..., /static/...). The root is a leaf resource that looks
 at the first path segment and renders the request with the app that owns it, so each app keeps
 its own routes and error handlers and neither needs to know about the other.
+
+The operator UI answers only requests whose Host is one of this cache-host's names
+(withcache.web.hosts; 421 otherwise), against DNS rebinding; the read path answers any. With
+--admin-listen the two get Sites (and ports) of their own: build_split_sites.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterable
+from typing import Any
 
-from twisted.web import resource, server
+from twisted.web import http, resource, server
 
 from withcache._log import make_logger
 from withcache.cache import Cache
 from withcache.sessions import CatalogSessions
 from withcache.web.admin import AdminUI
 from withcache.web.auth import Auth, load_secret
-from withcache.web.blobs import ReadPath
+from withcache.web.blobs import ReadPath, plain, secure_read_path
+from withcache.web.hosts import AdminHosts, default_names, host_name
 
 log = make_logger()
+
+MISDIRECTED = 421
 
 
 def _logged_path(request) -> str:
@@ -60,29 +69,69 @@ class WithcacheSite(server.Site):
 ADMIN_SEGMENTS = frozenset({b"", b"login", b"logout", b"admin", b"static"})
 
 
+def _not_here(request, line: str) -> bytes:
+    secure_read_path(request)
+    return plain(request, http.NOT_FOUND, line)
+
+
 class Dispatch(resource.Resource):
-    """The root: the operator UI's paths go to its app, a hit the index knows is served on the
-    spot, everything else goes to the read path's app."""
+    """The root: the operator UI's paths go to its app (when its Host is one of this
+    cache-host's names), a hit the index knows is served on the spot, everything else goes to
+    the read path's app. With --admin-listen the main port's Dispatch has no admin and the
+    admin port's no read path: each answers the other's paths with a 404."""
 
     isLeaf = True  # so the whole path is left in postpath for the app that renders it
 
-    def __init__(self, read_path: ReadPath, admin: resource.IResource):
+    def __init__(
+        self,
+        read_path: ReadPath | None,
+        admin: resource.IResource | None,
+        admin_hosts: AdminHosts | None = None,
+    ):
         super().__init__()
         self._read_path = read_path
-        self._read_app = read_path.app.resource()
         self._admin = admin
+        self._admin_hosts = admin_hosts or AdminHosts(default_names())
 
     def render(self, request):
         first = request.postpath[0] if request.postpath else b""
         if first in ADMIN_SEGMENTS:
+            if self._admin is None:
+                return _not_here(request, "not found: the operator UI is on its own port")
+            if not self._admin_hosts.allows(request.getHeader(b"host")):
+                return self._misdirected(request)
             return self._admin.render(request)
-        served = self._read_path.serve_known_hit(request)
-        return self._read_app.render(request) if served is None else served
+        if self._read_path is None:
+            return _not_here(request, "not found: the read path is on the main port")
+        return self._read_path.render(request)
+
+    @staticmethod
+    def _misdirected(request) -> bytes:
+        """421 for a Host name that is not this cache-host's (DNS rebinding)."""
+        secure_read_path(request)
+        name = host_name(request.getHeader(b"host") or b"") or "?"
+        line = (
+            f"misdirected request: the operator UI answers only to this host's own names, not"
+            f" {name!r} (add it with --admin-host)"
+        )
+        body = plain(request, MISDIRECTED, line)
+        request.setResponseCode(MISDIRECTED, b"Misdirected Request")
+        return body
 
 
-def build_site(
-    cache: Cache, environ: dict[str, str] | None = None, *, access_log: bool = True
-) -> server.Site:
+def read_base_on(port: Callable[[], int | None], scheme: str) -> Callable[[Any], str]:
+    """The base URL of cache URLs the operator UI shows when the read path has a port of its
+    own: the name the operator reached the UI by, with the read path's scheme and port."""
+
+    def base(request) -> str:
+        name = host_name(request.getHeader(b"host") or b"") or "localhost"
+        shown = f"[{name}]" if ":" in name else name
+        return f"{scheme}://{shown}:{port()}"
+
+    return base
+
+
+def _parts(cache: Cache, environ: dict[str, str] | None, read_base: Any = None):
     environ = dict(os.environ if environ is None else environ)
     data_dir = os.path.dirname(cache.store.blobs_dir)
     auth = Auth(
@@ -96,7 +145,42 @@ def build_site(
             "WITHCACHE_ADMIN_PASSWORD is not set: the operator UI is open to anyone who can"
             " reach this host"
         )
-    root = Dispatch(ReadPath(cache), AdminUI(cache, auth).app.resource())
+    return ReadPath(cache), AdminUI(cache, auth, read_base=read_base).app.resource()
+
+
+def _admin_hosts(names: Iterable[str] | None) -> AdminHosts:
+    return AdminHosts(default_names() if names is None else names)
+
+
+def _site(root: resource.Resource, access_log: bool) -> WithcacheSite:
     site = WithcacheSite(root)
     site.access_log = access_log
     return site
+
+
+def build_site(
+    cache: Cache,
+    environ: dict[str, str] | None = None,
+    *,
+    access_log: bool = True,
+    admin_hosts: Iterable[str] | None = None,
+) -> server.Site:
+    """One Site for the read path and the operator UI on one port; the UI answers the
+    admin_hosts names (default: withcache.web.hosts.default_names)."""
+    read_path, admin = _parts(cache, environ)
+    return _site(Dispatch(read_path, admin, _admin_hosts(admin_hosts)), access_log)
+
+
+def build_split_sites(
+    cache: Cache,
+    read_base: Callable[[Any], str],
+    environ: dict[str, str] | None = None,
+    *,
+    access_log: bool = True,
+    admin_hosts: Iterable[str] | None = None,
+) -> tuple[server.Site, server.Site]:
+    """The read path's Site and the operator UI's, for ports of their own (--admin-listen)."""
+    read_path, admin = _parts(cache, environ, read_base)
+    read_site = _site(Dispatch(read_path, None), access_log)
+    admin_site = _site(Dispatch(None, admin, _admin_hosts(admin_hosts)), access_log)
+    return read_site, admin_site

@@ -6,6 +6,10 @@ the digest header and the hit/miss bookkeeping. A hit (/b/ or /blob) the cache's
 index knows is answered by `serve_known_hit` before Klein's routing: the common case pays for
 neither routing nor a database round-trip. Everything else (keys the index does not know yet,
 misses, malformed requests) goes through the Klein app.
+
+The bytes served are whatever an origin chose, from the operator UI's own origin, so every answer
+here carries READ_PATH_HEADERS (a sandbox CSP: nothing served runs as this origin, and nosniff),
+and a hit goes out with withcache.mediatypes.served_type of its stored type.
 """
 
 from __future__ import annotations
@@ -21,7 +25,22 @@ from twisted.web.resource import IResource, Resource
 import withcache
 from withcache.cache import Cache, Hit
 from withcache.keys import InvalidURL, decode_token
+from withcache.mediatypes import served_type
 from withcache.web.sendfile import blob_resource, open_blob
+
+# On every read-path answer (hits, 206, 304, 404, 400, 416, HEAD; host and serving workers): a
+# document served here gets an opaque origin and may load nothing, so a script an origin put in
+# an "HTML" artifact cannot read the operator UI's pages or post its forms.
+READ_PATH_HEADERS = {
+    b"Content-Security-Policy": b"sandbox; default-src 'none'",
+    b"X-Content-Type-Options": b"nosniff",
+}
+
+
+def secure_read_path(request: Any) -> None:
+    """Set READ_PATH_HEADERS on request's response."""
+    for name, value in READ_PATH_HEADERS.items():
+        request.setHeader(name, value)
 
 
 def _etag_matches(header: bytes | None, etag: bytes) -> bool:
@@ -100,6 +119,18 @@ class ReadPath:
     def __init__(self, cache: Cache):
         self.cache = cache
         self._metrics = None
+        self._app_resource: IResource | None = None
+
+    def render(self, request) -> Any:
+        """Answer any request that is not the operator UI's: a hit the index knows at once,
+        everything else with the Klein app; READ_PATH_HEADERS on each answer."""
+        secure_read_path(request)
+        served = self.serve_known_hit(request)
+        if served is not None:
+            return served
+        if self._app_resource is None:
+            self._app_resource = self.app.resource()
+        return self._app_resource.render(request)
 
     @app.handle_errors(InvalidURL)
     def invalid(self, request, failure):
@@ -183,7 +214,7 @@ class ReadPath:
         _sanitise_range(request, artifact.size)
         return blob_resource(
             hit.path,
-            artifact.content_type or "application/octet-stream",
+            served_type(artifact.content_type),
             self.cache.reactor,
             self.cache.metrics.served_bytes,
             request,

@@ -38,7 +38,7 @@ from withcache.index import HitIndex
 from withcache.keys import remembered_key
 from withcache.store import Store
 from withcache.web.app import WithcacheSite
-from withcache.web.blobs import ReadPath, requested_url
+from withcache.web.blobs import ReadPath, requested_url, secure_read_path
 from withcache.web.forward import Forward
 
 log = make_logger()
@@ -118,6 +118,8 @@ class WorkerRoot(resource.Resource):
         self._cache, self._read_path, self._forward = cache, read_path, forward
 
     def render(self, request: Any) -> Any:
+        # Replaced by the host's own headers on an answer it gives (see _HostAnswer).
+        secure_read_path(request)
         served = self._read_path.serve_known_hit(request)
         if served is not None:
             return served
