@@ -17,6 +17,7 @@ Range support. Query parameters make it misbehave:
   delay=S       wait S seconds before answering at all
   changing=1    a new ETag on every request (so a resume must restart)
   ignoreifrange=1  answer Range even when If-Range names an old ETag (a broken cache in between)
+  ctype=V       send V (percent-decoded, as raw bytes: non-ASCII too) as the Content-Type
 
 Every request is recorded (method, path, Range, Authorization, User-Agent); `GET /_requests`
 returns them as JSON, which is how tests count origin traffic when this runs as a subprocess.
@@ -65,7 +66,8 @@ class OriginResource(resource.Resource):
 
     def render(self, request):
         path = request.path.decode()
-        args = {k.decode(): v[0].decode() for k, v in request.args.items()}
+        # Latin-1, so that ctype= can carry any byte.
+        args = {k.decode(): v[0].decode("latin-1") for k, v in request.args.items()}
         if "delay" in args and not getattr(request, "_delayed", False):
             request._delayed = True
             self.clock.callLater(float(args["delay"]), self._answer_later, request)
@@ -116,7 +118,8 @@ class OriginResource(resource.Resource):
             etag = f'"{size}-{seed}-{self._served[request.path.decode()]}"'
         request.setHeader(b"etag", etag.encode())
         request.setHeader(b"last-modified", b"Mon, 01 Jan 2024 00:00:00 GMT")
-        request.setHeader(b"content-type", b"application/octet-stream")
+        ctype = args.get("ctype", "application/octet-stream").encode("latin-1")
+        request.setHeader(b"content-type", ctype)
         data = None
         if args.get("gzip"):
             data = gzip.compress(payload(size, seed), mtime=0)

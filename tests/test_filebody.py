@@ -175,7 +175,7 @@ def test_blob_file_gives_parts_producers_where_sendfile_cannot_go(blob):
     from twisted.internet import reactor
     from twisted.web.test.requesthelper import DummyRequest
 
-    resource = BlobFile(str(blob), "application/octet-stream", reactor, None)
+    resource = BlobFile(str(blob), b"application/octet-stream", reactor, None)
     for ranges in (None, b"bytes=0-9", b"bytes=0-9,20-29"):
         request = DummyRequest([b""])
         if ranges:

@@ -21,7 +21,8 @@ from twisted.web.resource import IResource, Resource
 import withcache
 from withcache.cache import Cache, Hit
 from withcache.keys import InvalidURL, decode_token
-from withcache.web.sendfile import blob_resource, open_blob
+from withcache.sanitise import served_media_type
+from withcache.web.sendfile import OpenBlob, blob_resource, open_blob
 
 
 def _etag_matches(header: bytes | None, etag: bytes) -> bool:
@@ -168,26 +169,34 @@ class ReadPath:
             return plain(request, http.NOT_FOUND, f"not cached: {self.cache.key_for(url)}")
         return self._respond(request, hit)
 
-    def _respond(self, request, hit: Hit, opened: Any = None) -> IResource:
-        artifact = hit.artifact
-        etag = f'"{artifact.sha256}"'.encode("ascii")
-        request.setHeader(b"ETag", etag)
-        request.setHeader(b"X-Withcache-Sha256", artifact.sha256.encode("ascii"))
-        # Klein hands a returned resource whatever path is left; a file has no children.
-        request.postpath = []
-        if _etag_matches(request.getHeader(b"If-None-Match"), etag):
+    def _respond(self, request, hit: Hit, opened: OpenBlob | None = None) -> IResource:
+        """The resource that answers request with hit's blob; it owns `opened` (the blob, if
+        the caller opened it), which is closed here if anything goes wrong before."""
+        try:
+            artifact = hit.artifact
+            etag = f'"{artifact.sha256}"'.encode("ascii")
+            request.setHeader(b"ETag", etag)
+            request.setHeader(b"X-Withcache-Sha256", artifact.sha256.encode("ascii"))
+            # Klein hands a returned resource whatever path is left; a file has no children.
+            request.postpath = []
+            if _etag_matches(request.getHeader(b"If-None-Match"), etag):
+                if opened is not None:
+                    opened.close()
+                return NotModified()
+            _sanitise_range(request, artifact.size)
+            return blob_resource(
+                hit.path,
+                # Checked again here: the catalog row may come from a damaged data dir.
+                served_media_type(artifact.content_type),
+                self.cache.reactor,
+                self.cache.metrics.served_bytes,
+                request,
+                opened,
+            )
+        except BaseException:
             if opened is not None:
                 opened.close()
-            return NotModified()
-        _sanitise_range(request, artifact.size)
-        return blob_resource(
-            hit.path,
-            artifact.content_type or "application/octet-stream",
-            self.cache.reactor,
-            self.cache.metrics.served_bytes,
-            request,
-            opened,
-        )
+            raise
 
 
 class NotModified(Resource):

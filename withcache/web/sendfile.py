@@ -259,13 +259,13 @@ def _http_date(mtime: int) -> bytes:
 class WholeBlob(resource.Resource):
     """GET or HEAD of a whole blob on a plain TCP connection: the common case, kept short.
     A small blob in the page cache goes out with its headers in one write, anything else with
-    SendfileProducer."""
+    SendfileProducer. It owns `opened` and closes it on every path."""
 
     isLeaf = True
 
-    def __init__(self, opened: OpenBlob, content_type: str, reactor: Any, served: Any):
+    def __init__(self, opened: OpenBlob, content_type: bytes, reactor: Any, served: Any):
         super().__init__()
-        self._opened, self._type = opened, content_type.encode("ascii")
+        self._opened, self._type = opened, content_type
         self._reactor, self._served = reactor, served
 
     def render_GET(self, request: Any) -> Any:
@@ -305,9 +305,9 @@ class BlobFile(static.File):
     single ranges (and whole blobs) on plain TCP connections and PartsProducer bodies for the
     rest: static.File's own producers never read the disk on the reactor thread."""
 
-    def __init__(self, path: str, content_type: str, reactor: Any, served: Any):
-        super().__init__(path, defaultType=content_type)
-        self.type, self.encoding = content_type, None
+    def __init__(self, path: str, content_type: bytes, reactor: Any, served: Any):
+        super().__init__(path, defaultType=content_type.decode("ascii"))
+        self.type, self.encoding = content_type.decode("ascii"), None
         self._reactor = reactor
         self._served = served
 
@@ -336,10 +336,17 @@ class BlobFile(static.File):
 
 
 def blob_resource(
-    path: str, content_type: str, reactor: Any, served: Any, request: Any, opened: Any = None
+    path: str,
+    content_type: bytes,
+    reactor: Any,
+    served: Any,
+    request: Any,
+    opened: OpenBlob | None = None,
 ) -> resource.Resource:
     """The resource that answers request for a blob: WholeBlob when it can, else BlobFile.
-    `opened` is the blob already opened (and its size checked) by the caller, or None."""
+    content_type is what it is served as (printable ASCII: see withcache.sanitise). `opened` is
+    the blob already opened (and its size checked) by the caller, or None; the resource
+    returned owns it."""
     if request.getHeader(b"range") is None and usable(request):
         opened = opened or open_blob(path)
         if opened is not None:

@@ -1,0 +1,41 @@
+"""Values from outside (an origin's headers, a catalog row, an operator's option) made safe to
+store and to send in a response header.
+
+An origin is not trusted to send well-formed headers, and a catalog row may have been written by
+something other than this host (a damaged or hostile data dir). What the host repeats of either
+is checked here, once when it is stored and again when it is sent.
+"""
+
+from __future__ import annotations
+
+import re
+
+# A bound on what is stored and sent; real media types, parameters and all, are far shorter.
+MAX_MEDIA_TYPE = 255
+OCTET_STREAM = "application/octet-stream"
+
+# RFC 9110 section 5.6.2 (token), 5.6.4 (quoted-string, printable ASCII only: no HTAB, no
+# obs-text) and 8.3.1 (media-type = type "/" subtype *( OWS ";" OWS [ parameter ] )), with
+# spaces only for OWS. Possessive quantifiers throughout: the grammar never needs to give back
+# what a repetition took, and with backtracking a run of "; ; ; ;" takes exponential time.
+_TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]++"
+_QUOTED = r'"(?:[ !#-\[\]-~]|\\[ -~])*+"'
+_PARAMETER = rf"{_TOKEN}=(?:{_TOKEN}|{_QUOTED})"
+_MEDIA_TYPE = re.compile(rf"{_TOKEN}/{_TOKEN}(?: *+;(?: *+{_PARAMETER})?+)*+")
+
+
+def sanitise_media_type(value: str | None) -> str | None:
+    """value without surrounding spaces if it is a media type as RFC 9110 writes one (type,
+    subtype, parameters; printable ASCII; at most MAX_MEDIA_TYPE characters), else None."""
+    if value is None:
+        return None
+    value = value.strip(" ")
+    if len(value) > MAX_MEDIA_TYPE or not _MEDIA_TYPE.fullmatch(value):
+        return None
+    return value
+
+
+def served_media_type(value: str | None) -> bytes:
+    """The Content-Type to send for a stored value: the value if it is a media type, else
+    application/octet-stream."""
+    return (sanitise_media_type(value) or OCTET_STREAM).encode("ascii")
