@@ -1,8 +1,8 @@
 """The open read path: GET|HEAD /b/<token>/<name>, /blob?url=<origin>, /healthz, /metrics.
 
-Hits are served by static.File on the blob path (HEAD, single and multiple byte ranges, 416,
-Last-Modified) with sendfile bodies (withcache.web.sendfile); this module adds the entity tag,
-the digest header and the hit/miss bookkeeping. A hit (/b/ or /blob) the cache's in-memory
+Hits are served by withcache.web.sendfile (HEAD, Last-Modified, sendfile bodies; byte ranges as
+withcache.web.ranges decides, within its limits); this module adds the entity tag, the digest
+header and the hit/miss bookkeeping. A hit (/b/ or /blob) the cache's in-memory
 index knows is answered by `serve_known_hit` before Klein's routing: the common case pays for
 neither routing nor a database round-trip. Everything else (keys the index does not know yet,
 misses, malformed requests) goes through the Klein app.
@@ -33,34 +33,6 @@ def _etag_matches(header: bytes | None, etag: bytes) -> bool:
         if tag == b"*" or tag.removeprefix(b"W/") == etag:
             return True
     return False
-
-
-def _sanitise_range(request, size: int) -> None:
-    """Fix up what static.File mishandles in a Range header, before it sees it.
-
-    A header that is not ASCII, or names no range at all, is malformed and ignored (a 200), as
-    RFC 9110 allows; static.File would fail on either. A suffix longer than the blob
-    (`bytes=-N`, N > size) means the whole blob; static.File would seek to a negative offset.
-    """
-    value = request.getHeader(b"range")
-    if value is None:
-        return
-    if not value.isascii():
-        request.requestHeaders.removeHeader(b"range")
-        return
-    unit, _, specs = value.partition(b"=")
-    fixed = []
-    for spec in specs.split(b","):
-        spec = spec.strip()
-        if spec.startswith(b"-") and spec[1:].isdigit() and int(spec[1:]) > size:
-            spec = b"0-"
-        if spec:
-            fixed.append(spec)
-    if not fixed:
-        # `bytes=` (no ranges at all) is malformed too; static.File would answer 500.
-        request.requestHeaders.removeHeader(b"range")
-        return
-    request.requestHeaders.setRawHeaders(b"range", [unit + b"=" + b",".join(fixed)])
 
 
 @functools.lru_cache(maxsize=4096)
@@ -183,9 +155,9 @@ class ReadPath:
                 if opened is not None:
                     opened.close()
                 return NotModified()
-            _sanitise_range(request, artifact.size)
             return blob_resource(
                 hit.path,
+                artifact.size,
                 # Checked again here: the catalog row may come from a damaged data dir.
                 served_media_type(artifact.content_type),
                 self.cache.reactor,
