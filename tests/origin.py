@@ -9,6 +9,7 @@ Range support. Query parameters make it misbehave:
   stall=F       on the first request for the path, stop sending after fraction F (stays open)
   norange=1     ignore Range (always 200 with the whole body)
   fail=C&times=N  answer status C to the first N requests for this path
+  phrase=P      with fail=, the reason phrase P (percent-decoded, as raw bytes)
   redirect=URL  302 to URL
   gzip=1        serve gzip(payload) with Content-Encoding: gzip
   lie=N         declare N bytes more than are sent, then close
@@ -94,7 +95,8 @@ class OriginResource(resource.Resource):
         size, seed = int(parts[2]), int(parts[3])
         self._served[path] += 1
         if "fail" in args and self._served[path] <= int(args.get("times", "1")):
-            request.setResponseCode(int(args["fail"]))
+            phrase = args["phrase"].encode("latin-1") if "phrase" in args else None
+            request.setResponseCode(int(args["fail"]), phrase)
             return b"origin trouble\n"
         if "redirect" in args:
             request.redirect(args["redirect"].encode())

@@ -1,4 +1,4 @@
-"""withcache.sanitise: origin and catalog values made safe to store and send."""
+"""withcache.sanitise: origin and catalog values made safe to store, send and log."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import pytest
 
 from withcache.sanitise import (
     MAX_MEDIA_TYPE,
+    printable,
     sanitise_media_type,
     served_media_type,
 )
@@ -81,3 +82,18 @@ def test_checking_a_hostile_value_takes_no_exponential_time():
         for _ in range(100):
             assert sanitise_media_type(value) is None
     assert time.perf_counter() - started < 1.0
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("Not Found", "Not Found"),
+        ("Nicht gefunden \xfc", "Nicht gefunden \xfc"),
+        ("a\r\nb\x1b[2Jc\x00\x85\t", "a??b?[2Jc???"),
+        ("evil\u202egpj.exe", "evil?gpj.exe"),
+        ("x" * 300, "x" * 197 + "..."),
+        ("x" * 200, "x" * 200),
+    ],
+)
+def test_printable(text, shown):
+    assert printable(text) == shown

@@ -1,5 +1,5 @@
 """Values from outside (an origin's headers, a catalog row, an operator's option) made safe to
-store and to send in a response header.
+store, to send in a response header, and to log.
 
 An origin is not trusted to send well-formed headers, and a catalog row may have been written by
 something other than this host (a damaged or hostile data dir). What the host repeats of either
@@ -13,6 +13,8 @@ import re
 # A bound on what is stored and sent; real media types, parameters and all, are far shorter.
 MAX_MEDIA_TYPE = 255
 OCTET_STREAM = "application/octet-stream"
+# Most characters of an error text kept for the operator (a failed job's reason, a log line).
+ERROR_TEXT = 500
 
 # RFC 9110 section 5.6.2 (token), 5.6.4 (quoted-string, printable ASCII only: no HTAB, no
 # obs-text) and 8.3.1 (media-type = type "/" subtype *( OWS ";" OWS [ parameter ] )), with
@@ -39,3 +41,11 @@ def served_media_type(value: str | None) -> bytes:
     """The Content-Type to send for a stored value: the value if it is a media type, else
     application/octet-stream."""
     return (sanitise_media_type(value) or OCTET_STREAM).encode("ascii")
+
+
+def printable(text: str, limit: int = 200) -> str:
+    """text for a log line or an error message: what is not printable (control characters and
+    so terminal escapes, line breaks, format characters such as bidi overrides) as '?', at most
+    limit characters."""
+    shown = "".join(c if c.isprintable() else "?" for c in text[: limit + 1])
+    return shown if len(shown) <= limit else shown[: limit - 3] + "..."
