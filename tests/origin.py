@@ -9,6 +9,7 @@ Range support. Query parameters make it misbehave:
   stall=F       on the first request for the path, stop sending after fraction F (stays open)
   norange=1     ignore Range (always 200 with the whole body)
   fail=C&times=N  answer status C to the first N requests for this path
+  phrase=P      with fail=, the reason phrase P (percent-decoded, as raw bytes)
   redirect=URL  302 to URL
   gzip=1        serve gzip(payload) with Content-Encoding: gzip
   lie=N         declare N bytes more than are sent, then close
@@ -17,6 +18,7 @@ Range support. Query parameters make it misbehave:
   delay=S       wait S seconds before answering at all
   changing=1    a new ETag on every request (so a resume must restart)
   ignoreifrange=1  answer Range even when If-Range names an old ETag (a broken cache in between)
+  ctype=V       send V (percent-decoded, as raw bytes: non-ASCII too) as the Content-Type
 
 Every request is recorded (method, path, Range, Authorization, User-Agent); `GET /_requests`
 returns them as JSON, which is how tests count origin traffic when this runs as a subprocess.
@@ -65,7 +67,8 @@ class OriginResource(resource.Resource):
 
     def render(self, request):
         path = request.path.decode()
-        args = {k.decode(): v[0].decode() for k, v in request.args.items()}
+        # Latin-1, so that ctype= can carry any byte.
+        args = {k.decode(): v[0].decode("latin-1") for k, v in request.args.items()}
         if "delay" in args and not getattr(request, "_delayed", False):
             request._delayed = True
             self.clock.callLater(float(args["delay"]), self._answer_later, request)
@@ -92,7 +95,8 @@ class OriginResource(resource.Resource):
         size, seed = int(parts[2]), int(parts[3])
         self._served[path] += 1
         if "fail" in args and self._served[path] <= int(args.get("times", "1")):
-            request.setResponseCode(int(args["fail"]))
+            phrase = args["phrase"].encode("latin-1") if "phrase" in args else None
+            request.setResponseCode(int(args["fail"]), phrase)
             return b"origin trouble\n"
         if "redirect" in args:
             request.redirect(args["redirect"].encode())
@@ -116,7 +120,8 @@ class OriginResource(resource.Resource):
             etag = f'"{size}-{seed}-{self._served[request.path.decode()]}"'
         request.setHeader(b"etag", etag.encode())
         request.setHeader(b"last-modified", b"Mon, 01 Jan 2024 00:00:00 GMT")
-        request.setHeader(b"content-type", b"application/octet-stream")
+        ctype = args.get("ctype", "application/octet-stream").encode("latin-1")
+        request.setHeader(b"content-type", ctype)
         data = None
         if args.get("gzip"):
             data = gzip.compress(payload(size, seed), mtime=0)

@@ -73,6 +73,17 @@ def db(data_dir: Path, sql: str, *params) -> list[tuple]:
         conn.close()
 
 
+def db_write(data_dir: Path, sql: str, *params) -> None:
+    """Run one statement on a data dir's cache.db and commit it: a hostile or damaged catalog,
+    written behind the host's back."""
+    conn = sqlite3.connect(data_dir / "cache.db")
+    try:
+        with conn:
+            conn.execute(sql, params)
+    finally:
+        conn.close()
+
+
 def fd_count(pid: int) -> int:
     """Open file descriptors of a process (/proc/<pid>/fd)."""
     return len(os.listdir(f"/proc/{pid}/fd"))

@@ -77,3 +77,44 @@ def test_host_start_sweeps_tmp_and_orphan_blobs_but_keeps_listed_ones(tmp_path):
         assert status == 200
     finally:
         host.stop()
+
+
+def test_import_refuses_a_content_type_that_is_not_a_media_type(tmp_path):
+    data = tmp_path / "data"
+    src = str(write_file(tmp_path / "f", 10))
+    for bad in ("text/plain; charset=\xe9", "text/html\nX-Evil: 1", "sh"):
+        out = admin(
+            "import", "-d", str(data), "--content-type", bad, "https://e.example.com/f", src
+        )
+        assert out.returncode == 2 and "not a media type" in out.stderr, bad
+    good = admin(
+        "import",
+        "-d",
+        str(data),
+        "--content-type",
+        " application/x-sh ",
+        "https://e.example.com/f",
+        src,
+    )
+    assert good.returncode == 0, good.stderr
+    (row,) = map(json.loads, admin("ls", "--json", "--data-dir", str(data)).stdout.splitlines())
+    assert row["content_type"] == "application/x-sh"
+
+
+def test_import_catalog_stores_a_content_type_that_is_not_a_media_type_as_none(tmp_path):
+    """An export is a file anyone may have edited: its rows are checked like an origin's."""
+    data = tmp_path / "data"
+    src = str(write_file(tmp_path / "f", 10))
+    assert admin("import", "-d", str(data), "https://e.example.com/f", src).returncode == 0
+    export = tmp_path / "catalog.jsonl"
+    assert admin("export", "-d", str(data), str(export)).returncode == 0
+    row = json.loads(export.read_text())
+    row.update(key="https://e.example.com/g", url="https://e.example.com/g")
+    row["content_type"] = "text/html\r\nSet-Cookie: a=b"
+    export.write_text(json.dumps(row) + "\n")
+    assert admin("import-catalog", "-d", str(data), str(export)).returncode == 0
+    rows = {
+        r["key"]: r
+        for r in map(json.loads, admin("ls", "--json", "-d", str(data)).stdout.splitlines())
+    }
+    assert rows["https://e.example.com/g"]["content_type"] is None

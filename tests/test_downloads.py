@@ -201,3 +201,22 @@ async def test_unbounded_fill_queue_one_client_gets_its_share_and_no_more(tmp_pa
     finally:
         await within(m.stopService())
         await catalog.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_failed_jobs_error_is_printable_text(tmp_path):
+    """An error text can quote an origin (a reason phrase, a Location): it is logged, stored and
+    printed on the operator's terminal, so no control characters and no unbounded length."""
+    m, fills, catalog = await manager(tmp_path)
+    try:
+        job = await m.enqueue("u", "k", "auto")
+        await settle()
+        fills.started["u"].errback(RuntimeError("origin answered 404 \x1b[2J\x00\xfc" + "x" * 999))
+        done = await within(m.wait(job))
+        assert done.error.startswith("origin answered 404 ?[2J?\xfcx") and done.error.isprintable()
+        assert len(done.error) == 500 and done.error.endswith("x...")
+        (row,) = await catalog.run(cat.list_jobs)
+        assert row.error == done.error
+    finally:
+        await m.stopService()
+        await catalog.stopService()

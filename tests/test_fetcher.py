@@ -151,6 +151,21 @@ async def test_a_4xx_fails_at_once(origin, store):
 
 
 @pytest_twisted.ensureDeferred
+async def test_what_the_origin_says_reaches_errors_and_logs_as_printable_text(origin, store):
+    """A reason phrase or a redirect's Location can hold any byte but CR and LF: terminal
+    escapes and NULs must not reach the log, the jobs table or `withcache-admin jobs`."""
+    phrase = "%1B%5B2J%00Nicht%20gefunden%20%FC"  # ESC [2J, NUL, a Latin-1 u-umlaut
+    with pytest.raises(FetchError) as failed:
+        await Run(store)(f"{origin.base}/f/1/1/x?fail=404&phrase={phrase}")
+    assert str(failed.value) == "origin answered 404 ?[2J?Nicht gefunden \xfc"
+    target = "http://a%1Bb.example/x%3Fsig%3Dsecret"
+    with pytest.raises(FetchError) as failed:
+        await Run(store)(f"{origin.base}/f/1/1/x?redirect={target}")
+    assert str(failed.value).startswith("cannot request http://a?b.example/x?…: ")
+    assert str(failed.value).isprintable() and "secret" not in str(failed.value)
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_body_shorter_than_its_content_length_is_never_accepted(origin, store):
     with pytest.raises(FetchError, match="gave up after 5 attempts without progress"):
         await Run(store)(f"{origin.base}/f/100000/7/x?lie=5000")

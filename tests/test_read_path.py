@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import threading
 import time
@@ -107,20 +108,87 @@ def test_single_range_is_a_206_with_the_right_bytes(seeded):
     assert tail == data[-100:]
 
 
-def test_many_small_ranges_are_each_answered_with_their_own_bytes(seeded):
-    # ~1500 part headers of ~100 bytes: several of them cross static.File's 64 KiB chunk size,
-    # where its multi-range producer used to ask read() for a negative count (a 500).
+def multipart_parts(body: bytes, size: int) -> list[tuple[int, int, bytes]]:
+    """(first, last, bytes) of each part of a multipart/byteranges body."""
+    found = []
+    for part in re.split(rb"(?i)content-range: bytes ", body)[1:]:
+        head, _, rest = part.partition(b"\r\n\r\n")
+        first, last = (int(n) for n in head.split(b"/")[0].split(b"-"))
+        assert head.startswith(f"{first}-{last}/{size}".encode())
+        found.append((first, last, rest[: last - first + 1]))
+    return found
+
+
+def test_many_ranges_up_to_the_limit_are_each_answered_with_their_own_bytes(seeded):
     host, data, _digest = seeded
-    spans = [(i % 10, i % 10 + 1) for i in range(1500)]  # a header line under 16 KiB
-    ranges = ",".join(f"{a}-{b}" for a, b in spans)
-    out = curl("-sS", "-D", "/dev/stderr", "-H", f"Range: bytes={ranges}", host.blob_url(ORIGIN))
-    assert out.returncode == 0 and b" 206 " in out.stderr.split(b"\r\n", 1)[0]
-    parts = out.stdout.split(b"Content-range: bytes ")[1:]
-    assert len(parts) == len(spans)
-    for (a, b), part in zip(spans, parts, strict=True):
-        head, _, body = part.partition(b"\r\n\r\n")
-        assert head.startswith(f"{a}-{b}/{len(data)}".encode())
-        assert body[: b - a + 1] == data[a : b + 1]
+    spans = [(i * 10_000, i * 10_000 + 99) for i in range(200)]  # 200: the most answered
+    ranges = ",".join(f"{a}-{b}" for a, b in reversed(spans))  # answered in the blob's order
+    out = curl("-D", "/dev/stderr", "-H", f"Range: bytes={ranges}", host.blob_url(ORIGIN))
+    status, h = headers(out.stderr)
+    assert status == 206 and h["content-type"].startswith("multipart/byteranges; boundary=")
+    assert int(h["content-length"]) == len(out.stdout)
+    assert multipart_parts(out.stdout, len(data)) == [(a, b, data[a : b + 1]) for a, b in spans]
+
+
+def range_answer(host, url: str, ranges: str) -> tuple[int, dict[str, str], bytes]:
+    out = curl("-D", "/dev/stderr", "-H", f"Range: {ranges}", host.blob_url(url))
+    status, h = headers(out.stderr)
+    return status, h, out.stdout
+
+
+def test_range_amplification_500_whole_blob_ranges_send_the_blob_at_most_once(host, tmp_path):
+    """`bytes=0-,0-,0-,...` (a short header) used to send the blob once per range."""
+    url = "https://vendor.example.com/amplified.bin"
+    data = write_file(tmp_path / "a.bin", 200_000).read_bytes()
+    host.seed(url, tmp_path / "a.bin")
+    for count in (2, 150, 500):
+        status, _h, body = range_answer(host, url, "bytes=" + ",".join(["0-"] * count))
+        assert len(body) <= len(data), count
+        assert body == data and status in (200, 206), count
+
+
+def test_range_amplification_overlapping_and_adjacent_ranges_are_coalesced(seeded):
+    host, data, _digest = seeded
+    status, h, body = range_answer(host, ORIGIN, "bytes=1000-1099,0-99,50-149,150-199,1050-1060")
+    assert status == 206 and h["content-type"].startswith("multipart/byteranges")
+    size = len(data)
+    assert multipart_parts(body, size) == [(0, 199, data[:200]), (1000, 1099, data[1000:1100])]
+    status, h, body = range_answer(host, ORIGIN, "bytes=10-19,0-9,15-29")
+    assert (status, h["content-range"], body) == (206, f"bytes 0-29/{size}", data[:30])
+
+
+def test_range_amplification_parts_longer_than_the_blob_get_the_whole_blob(host, tmp_path):
+    """Tiny ranges with gaps between them cannot be coalesced; their part headers would make the
+    answer many times the blob: the whole blob (200) is shorter."""
+    url = "https://vendor.example.com/small.bin"
+    data = write_file(tmp_path / "s.bin", 1_000).read_bytes()
+    host.seed(url, tmp_path / "s.bin")
+    ranges = "bytes=" + ",".join(f"{i}-{i}" for i in range(0, 300, 2))
+    status, h, body = range_answer(host, url, ranges)
+    assert (status, body) == (200, data) and h["content-type"] == "application/octet-stream"
+
+
+def test_range_amplification_more_ranges_than_the_limit_get_the_whole_blob(seeded):
+    host, data, _digest = seeded
+    ranges = "bytes=" + ",".join(f"{i * 10_000}-{i * 10_000}" for i in range(201))
+    status, _h, body = range_answer(host, ORIGIN, ranges)
+    assert (status, len(body)) == (200, len(data)) and body == data
+
+
+def test_multi_range_on_a_zero_byte_blob_is_not_a_500(host, tmp_path):
+    url = "https://vendor.example.com/empty.bin"
+    (tmp_path / "empty").write_bytes(b"")
+    host.seed(url, tmp_path / "empty")
+    for ranges in ("bytes=0-0,1-1", "bytes=0-,-5", "bytes=-1", "bytes=0-0"):
+        status, h, body = range_answer(host, url, ranges)
+        assert (status, h["content-length"], body) == (200, "0", b""), ranges
+
+
+def test_multi_range_with_nothing_satisfiable_is_a_416(seeded):
+    host, data, _digest = seeded
+    size = len(data)
+    status, h, _body = range_answer(host, ORIGIN, f"bytes={size}-,{size + 10}-{size + 20}")
+    assert (status, h["content-range"]) == (416, f"bytes */{size}")
 
 
 def test_unsatisfiable_range_is_a_416(seeded):

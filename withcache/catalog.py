@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from typing import Any, TypeVar
 
@@ -19,6 +19,7 @@ from twisted.internet import threads
 from twisted.python.threadpool import ThreadPool
 
 from withcache._log import make_logger
+from withcache.sanitise import sanitise_media_type
 
 T = TypeVar("T")
 log = make_logger()
@@ -187,8 +188,10 @@ def put_artifact(conn: sqlite3.Connection, artifact: Artifact, max_bytes: int = 
 
     Replacing an existing key keeps its counters. With max_bytes, the least recently hit unpinned
     artifacts are evicted to make room (raising NoRoom when that cannot be done). Returns the
-    digests no row names any more, whose blobs the caller may delete.
+    digests no row names any more, whose blobs the caller may delete. A content type that is
+    not a media type (an origin's header, an import's option) is stored as none.
     """
+    artifact = replace(artifact, content_type=sanitise_media_type(artifact.content_type))
     with transaction(conn):
         freed = _make_room(conn, artifact, max_bytes) if max_bytes else []
         old = get_artifact(conn, artifact.key)

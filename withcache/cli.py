@@ -18,6 +18,7 @@ from dataclasses import asdict
 from withcache import catalog as cat
 from withcache.cache import delete_unreferenced, import_file
 from withcache.keys import InvalidURL, cache_key
+from withcache.sanitise import sanitise_media_type
 from withcache.sizes import format_size
 from withcache.store import DigestLock, IntegrityError, Store, keep_files_private
 
@@ -199,6 +200,15 @@ def _import_row(
     return None
 
 
+def _media_type(value: str) -> str:
+    checked = sanitise_media_type(value)
+    if checked is None:
+        raise argparse.ArgumentTypeError(
+            f"not a media type (type/subtype[; name=value], printable ASCII): {value!r}"
+        )
+    return checked
+
+
 def admin_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="withcache-admin", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -206,7 +216,12 @@ def admin_parser() -> argparse.ArgumentParser:
     imp = commands.add_parser("import", help="put a local file into the cache under an origin URL")
     imp.add_argument("url", help="the origin URL the file stands for")
     imp.add_argument("file", help="the local file to copy in")
-    imp.add_argument("--content-type", default=None, help="served Content-Type (default: none)")
+    imp.add_argument(
+        "--content-type",
+        default=None,
+        type=_media_type,
+        help="served Content-Type, e.g. application/x-sh (default: application/octet-stream)",
+    )
     imp.add_argument(
         "--keep-query", action="store_true", help="key with the query (match the host's setting)"
     )

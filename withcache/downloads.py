@@ -19,6 +19,7 @@ from twisted.internet import defer
 from withcache import catalog as cat
 from withcache._log import make_logger
 from withcache.logs import redact_url
+from withcache.sanitise import ERROR_TEXT, printable
 
 log = make_logger()
 
@@ -210,7 +211,8 @@ class DownloadManager(service.Service):
         except defer.CancelledError:
             await self._finish(job, CANCELLED, "cancelled while running")
         except Exception as e:
-            await self._finish(job, FAILED, str(e) or type(e).__name__)
+            # Logged, stored and shown to the operator; it may quote what an origin sent.
+            await self._finish(job, FAILED, printable(str(e) or type(e).__name__, ERROR_TEXT))
         else:
             await self._finish(job, COMPLETED, None)
 

@@ -24,6 +24,7 @@ from withcache._log import make_logger
 from withcache.logs import redact_url
 from withcache.origin_client import FetchError, how_it_ended, is_address
 from withcache.policy import OriginPolicy, RefusedOrigin
+from withcache.sanitise import ERROR_TEXT, printable
 
 __all__ = ["FetchError", "FetchResult", "Fetcher"]
 
@@ -166,16 +167,19 @@ def _was_cancelled(exc: BaseException) -> bool:
 
 
 def describe(exc: BaseException) -> str:
-    """One line for the operator about why an attempt failed."""
+    """One line for the operator about why an attempt failed; printable, as it may quote what
+    the origin sent."""
     if isinstance(exc, ResponseFailed | ResponseNeverReceived):
         reasons = [r.value for r in exc.reasons]
         inner = "; ".join(type(r).__name__ + (f": {r}" if str(r) else "") for r in reasons)
-        return f"connection lost ({inner})"
-    if isinstance(exc, defer.TimeoutError):
-        return "timed out waiting for the origin's response headers"
-    if isinstance(exc, error.ConnectError | error.TimeoutError):
-        return f"cannot connect: {exc}"
-    return str(exc) or type(exc).__name__
+        text = f"connection lost ({inner})"
+    elif isinstance(exc, defer.TimeoutError):
+        text = "timed out waiting for the origin's response headers"
+    elif isinstance(exc, error.ConnectError | error.TimeoutError):
+        text = f"cannot connect: {exc}"
+    else:
+        text = str(exc) or type(exc).__name__
+    return printable(text, ERROR_TEXT)
 
 
 class Fetcher:
@@ -321,7 +325,8 @@ class Fetcher:
                     reactor=self.reactor,
                 )
             except ValueError as e:  # idna and hyperlink errors are ValueErrors
-                raise FetchError(f"cannot request {redact_url(url)}: {e}") from None
+                # url may be a redirect's Location: whatever the origin put there.
+                raise FetchError(printable(f"cannot request {redact_url(url)}: {e}")) from None
             response = await d.addTimeout(
                 self.header_timeout, self.reactor, onTimeoutCancel=_headers_timed_out
             )
@@ -366,7 +371,8 @@ def _retry_after(response) -> float | None:
 
 
 def _phrase(response) -> str:
-    return (response.phrase or b"").decode("latin-1")
+    """The reason phrase of the status line, as the origin sent it: any bytes but CR and LF."""
+    return printable((response.phrase or b"").decode("latin-1"), 100)
 
 
 def _discard(response) -> None:

@@ -16,9 +16,7 @@ reasoning covers JavaScript and `script-src 'self'`.
 
 from __future__ import annotations
 
-import re
-
-OCTET_STREAM = "application/octet-stream"
+from withcache.sanitise import OCTET_STREAM, sanitise_media_type
 
 # WHATWG's JavaScript MIME type essences, plus the XML and HTML types browsers render.
 ACTIVE = frozenset(
@@ -49,10 +47,6 @@ ACTIVE = frozenset(
 # Whole families: multipart/x-mixed-replace renders each part as a document of its own type.
 ACTIVE_TOP_LEVEL = frozenset({"multipart"})
 
-_TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
-_ESSENCE = re.compile(rf"({_TOKEN})/({_TOKEN})")
-_PRINTABLE = re.compile(r"[\x20-\x7e]*")
-
 
 def active(essence: str) -> bool:
     """Whether a browser may run code from (or style a page with) a body of this type;
@@ -71,12 +65,11 @@ def active(essence: str) -> bool:
 
 def served_type(stored: str | None) -> str:
     """The Content-Type to serve an artifact stored with type `stored` (the origin's header,
-    or None): the stored value as it is when it is a well-formed, passive media type, else
-    application/octet-stream (active content, none, or anything unparseable, which a browser
-    might read differently from us: `text/plain, text/html` is HTML to one)."""
-    if not stored or not _PRINTABLE.fullmatch(stored):
+    or None): the stored value as it is when it is a well-formed (withcache.sanitise), passive
+    media type, else application/octet-stream (active content, none, or anything unparseable,
+    which a browser might read differently from us: `text/plain, text/html` is HTML to one)."""
+    checked = sanitise_media_type(stored)
+    if checked is None:
         return OCTET_STREAM
-    essence = _ESSENCE.fullmatch(stored.split(";", 1)[0].strip())
-    if essence is None:
-        return OCTET_STREAM
-    return OCTET_STREAM if active(essence.group(0).lower()) else stored.strip()
+    essence = checked.split(";", 1)[0].strip().lower()
+    return OCTET_STREAM if active(essence) else checked

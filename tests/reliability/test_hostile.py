@@ -26,6 +26,7 @@ from tests.support import assert_clean_log, start_host, token, write_file
 from tests.test_hostile_input import header_text, path_text, ranges, token_ish, url_values
 
 HIT = "https://vendor.example/hostile/blob.bin"
+EMPTY = "https://vendor.example/hostile/empty.bin"
 # Generated cases per test in the short form (the long form multiplies them by its scale).
 FUZZ = {
     "plan_argv": 3000,
@@ -86,6 +87,7 @@ def counts(figures):
 def hostile_host(tmp):
     host = start_host(tmp / "data", "--curate")
     host.seed(HIT, write_file(tmp / "blob", 10_000))
+    host.seed(EMPTY, write_file(tmp / "empty", 0))
     host.port = int(host.url.rsplit(":", 1)[1])
     return host
 
@@ -154,7 +156,9 @@ def test_fuzzed_range_headers_as_raw_bytes_never_5xx(target, form, counts):
         headers = b"Range: " + value + b"\r\n"
         if inm.strip():
             headers += b"If-None-Match: " + inm.strip().encode("latin-1") + b"\r\n"
-        assert get(target, hit, headers) in (200, 206, 304, 400, 416)
+        status, answer = send(target, b"GET " + hit + b" HTTP/1.1\r\n" + headers)
+        assert status in (200, 206, 304, 400, 416)
+        assert len(answer.partition(b"\r\n\r\n")[2]) <= 10_000  # never more than the blob
 
     counts["read_path_ranges"] = fuzz(
         FUZZ["range"] * form.fuzz_scale, st.tuples(raw_ranges, header_text), check
@@ -190,6 +194,9 @@ def test_fuzzed_methods_and_header_blocks_never_5xx(target, form, counts):
 
 
 GET_HIT = b"GET /b/" + token(HIT).encode() + b"/x HTTP/1.1\r\n"
+# 200 one-byte ranges with gaps: their part headers would make an answer twice the blob.
+TINY_RANGES = b",".join(b"%d-%d" % (i, i) for i in range(0, 400, 2))
+GET_EMPTY = b"GET /b/" + token(EMPTY).encode() + b"/x HTTP/1.1\r\n"
 NASTY = [
     (b"GET /b/" + b"A" * 65536 + b"/x HTTP/1.1\r\n", True),
     (b"GET /blob?url=" + b"%41" * 22000 + b" HTTP/1.1\r\n", True),
@@ -216,6 +223,15 @@ NASTY = [
     (GET_HIT + b"Range: bytes=99999999999999999999999-\r\n", False),
     (GET_HIT + b"Range: bytes=-0\r\n", False),
     (GET_HIT + b"Range: bytes=" + b"0-1," * 1000 + b"\r\n", False),
+    (GET_HIT + b"Range: bytes=" + b"0-," * 500 + b"\r\n", False),
+    (GET_HIT + b"Range: bytes=" + TINY_RANGES + b"\r\n", False),
+    (GET_HIT + b"Range: bytes=" + b"-1," * 3000 + b"\r\n", False),
+    (GET_HIT + b"Range: bytes=0-1," + b"9" * 5000 + b"-\r\n", False),
+    (GET_HIT + b"Range: bytes=0-" + b"9" * 5000 + b",5-6\r\n", False),
+    (GET_HIT + b"Range: bytes=10000-,20000-30000\r\n", False),
+    (GET_EMPTY + b"Range: bytes=0-0,1-1\r\n", False),
+    (GET_EMPTY + b"Range: bytes=-1,0-\r\n", False),
+    (GET_EMPTY + b"Range: bytes=0-\r\n", False),
     (GET_HIT + b"If-None-Match: \xff\xfe\r\n", False),
     (b"GET /b/" + token(HIT).encode() + b"/x HTTP/1.0\r\n", False),
     (b"GET /healthz HTTP/9.9\r\n", True),
@@ -235,6 +251,7 @@ def test_hand_written_nasty_requests_get_a_clean_answer_or_a_clean_close(target,
         if status is not None:
             answered += 1
             assert b"session-secret" not in answer and b"SQLite format" not in answer
+            assert len(answer.partition(b"\r\n\r\n")[2]) <= 10_000  # no blob is longer
     assert answered >= len(NASTY) - 8
     assert get(target, b"/healthz") == 200
     counts["read_path_hand_written"] = len(NASTY)

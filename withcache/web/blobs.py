@@ -1,8 +1,8 @@
 """The open read path: GET|HEAD /b/<token>/<name>, /blob?url=<origin>, /healthz, /metrics.
 
-Hits are served by static.File on the blob path (HEAD, single and multiple byte ranges, 416,
-Last-Modified) with sendfile bodies (withcache.web.sendfile); this module adds the entity tag,
-the digest header and the hit/miss bookkeeping. A hit (/b/ or /blob) the cache's in-memory
+Hits are served by withcache.web.sendfile (HEAD, Last-Modified, sendfile bodies; byte ranges as
+withcache.web.ranges decides, within its limits); this module adds the entity tag, the digest
+header and the hit/miss bookkeeping. A hit (/b/ or /blob) the cache's in-memory
 index knows is answered by `serve_known_hit` before Klein's routing: the common case pays for
 neither routing nor a database round-trip. Everything else (keys the index does not know yet,
 misses, malformed requests) goes through the Klein app.
@@ -26,7 +26,7 @@ import withcache
 from withcache.cache import Cache, Hit
 from withcache.keys import InvalidURL, decode_token
 from withcache.mediatypes import served_type
-from withcache.web.sendfile import blob_resource, open_blob
+from withcache.web.sendfile import OpenBlob, blob_resource, open_blob
 
 # On every read-path answer (hits, 206, 304, 404, 400, 416, HEAD; host and serving workers): a
 # document served here gets an opaque origin and may load nothing, so a script an origin put in
@@ -51,34 +51,6 @@ def _etag_matches(header: bytes | None, etag: bytes) -> bool:
         if tag == b"*" or tag.removeprefix(b"W/") == etag:
             return True
     return False
-
-
-def _sanitise_range(request, size: int) -> None:
-    """Fix up what static.File mishandles in a Range header, before it sees it.
-
-    A header that is not ASCII, or names no range at all, is malformed and ignored (a 200), as
-    RFC 9110 allows; static.File would fail on either. A suffix longer than the blob
-    (`bytes=-N`, N > size) means the whole blob; static.File would seek to a negative offset.
-    """
-    value = request.getHeader(b"range")
-    if value is None:
-        return
-    if not value.isascii():
-        request.requestHeaders.removeHeader(b"range")
-        return
-    unit, _, specs = value.partition(b"=")
-    fixed = []
-    for spec in specs.split(b","):
-        spec = spec.strip()
-        if spec.startswith(b"-") and spec[1:].isdigit() and int(spec[1:]) > size:
-            spec = b"0-"
-        if spec:
-            fixed.append(spec)
-    if not fixed:
-        # `bytes=` (no ranges at all) is malformed too; static.File would answer 500.
-        request.requestHeaders.removeHeader(b"range")
-        return
-    request.requestHeaders.setRawHeaders(b"range", [unit + b"=" + b",".join(fixed)])
 
 
 @functools.lru_cache(maxsize=4096)
@@ -200,26 +172,34 @@ class ReadPath:
             return plain(request, http.NOT_FOUND, f"not cached: {self.cache.key_for(url)}")
         return self._respond(request, hit)
 
-    def _respond(self, request, hit: Hit, opened: Any = None) -> IResource:
-        artifact = hit.artifact
-        etag = f'"{artifact.sha256}"'.encode("ascii")
-        request.setHeader(b"ETag", etag)
-        request.setHeader(b"X-Withcache-Sha256", artifact.sha256.encode("ascii"))
-        # Klein hands a returned resource whatever path is left; a file has no children.
-        request.postpath = []
-        if _etag_matches(request.getHeader(b"If-None-Match"), etag):
+    def _respond(self, request, hit: Hit, opened: OpenBlob | None = None) -> IResource:
+        """The resource that answers request with hit's blob; it owns `opened` (the blob, if
+        the caller opened it), which is closed here if anything goes wrong before."""
+        try:
+            artifact = hit.artifact
+            etag = f'"{artifact.sha256}"'.encode("ascii")
+            request.setHeader(b"ETag", etag)
+            request.setHeader(b"X-Withcache-Sha256", artifact.sha256.encode("ascii"))
+            # Klein hands a returned resource whatever path is left; a file has no children.
+            request.postpath = []
+            if _etag_matches(request.getHeader(b"If-None-Match"), etag):
+                if opened is not None:
+                    opened.close()
+                return NotModified()
+            return blob_resource(
+                hit.path,
+                artifact.size,
+                # Checked again here: the catalog row may come from a damaged data dir.
+                served_type(artifact.content_type).encode("ascii"),
+                self.cache.reactor,
+                self.cache.metrics.served_bytes,
+                request,
+                opened,
+            )
+        except BaseException:
             if opened is not None:
                 opened.close()
-            return NotModified()
-        _sanitise_range(request, artifact.size)
-        return blob_resource(
-            hit.path,
-            served_type(artifact.content_type),
-            self.cache.reactor,
-            self.cache.metrics.served_bytes,
-            request,
-            opened,
-        )
+            raise
 
 
 class NotModified(Resource):

@@ -31,6 +31,7 @@ from zope.interface import implementer
 
 from withcache._log import make_logger
 from withcache.web.filebody import PartsProducer
+from withcache.web.ranges import RangeAnswer, answer_ranges
 
 log = make_logger()
 
@@ -259,13 +260,13 @@ def _http_date(mtime: int) -> bytes:
 class WholeBlob(resource.Resource):
     """GET or HEAD of a whole blob on a plain TCP connection: the common case, kept short.
     A small blob in the page cache goes out with its headers in one write, anything else with
-    SendfileProducer."""
+    SendfileProducer. It owns `opened` and closes it on every path."""
 
     isLeaf = True
 
-    def __init__(self, opened: OpenBlob, content_type: str, reactor: Any, served: Any):
+    def __init__(self, opened: OpenBlob, content_type: bytes, reactor: Any, served: Any):
         super().__init__()
-        self._opened, self._type = opened, content_type.encode("ascii")
+        self._opened, self._type = opened, content_type
         self._reactor, self._served = reactor, served
 
     def render_GET(self, request: Any) -> Any:
@@ -301,13 +302,18 @@ class WholeBlob(resource.Resource):
 
 
 class BlobFile(static.File):
-    """A blob as static.File (HEAD, Range, 416, Last-Modified), with sendfile bodies for
-    single ranges (and whole blobs) on plain TCP connections and PartsProducer bodies for the
-    rest: static.File's own producers never read the disk on the reactor thread."""
+    """A blob as static.File (HEAD, 404 if it is gone, Last-Modified and 304), answering a GET
+    as `answer` says (withcache.web.ranges: whole, one range, several, or 416): sendfile bodies
+    for one part on plain TCP connections, PartsProducer bodies for the rest. static.File's own
+    Range handling is never used (it has no limits), nor its producers (they read the disk on
+    the reactor thread)."""
 
-    def __init__(self, path: str, content_type: str, reactor: Any, served: Any):
-        super().__init__(path, defaultType=content_type)
-        self.type, self.encoding = content_type, None
+    def __init__(
+        self, path: str, content_type: bytes, answer: RangeAnswer, reactor: Any, served: Any
+    ):
+        super().__init__(path, defaultType=content_type.decode("ascii"))
+        self.type, self.encoding = content_type.decode("ascii"), None
+        self._answer = answer
         self._reactor = reactor
         self._served = served
 
@@ -321,29 +327,37 @@ class BlobFile(static.File):
     render_HEAD = render_GET
 
     def makeProducer(self, request: Any, fileForReading: Any) -> Any:
-        producer = super().makeProducer(request, fileForReading)
-        if isinstance(producer, static.MultipleRangeStaticProducer):
-            return PartsProducer(request, fileForReading, producer.rangeInfo, self._reactor)
-        if isinstance(producer, static.SingleRangeStaticProducer):
-            offset, length = producer.offset, producer.size
-        elif isinstance(producer, static.NoRangeStaticProducer):
-            offset, length = 0, os.fstat(fileForReading.fileno()).st_size
-        else:
-            return producer
-        if usable(request):
-            return SendfileProducer(request, fileForReading, offset, length, self._reactor)
-        return PartsProducer(request, fileForReading, [(b"", offset, length)], self._reactor)
+        answer = self._answer
+        request.setResponseCode(answer.code)
+        request.setHeader(b"content-type", answer.content_type)
+        request.setHeader(b"content-length", b"%d" % answer.length)
+        if answer.content_range is not None:
+            request.setHeader(b"content-range", answer.content_range)
+        if len(answer.parts) == 1 and usable(request):
+            ((prefix, offset, length),) = answer.parts
+            if not prefix:
+                return SendfileProducer(request, fileForReading, offset, length, self._reactor)
+        return PartsProducer(request, fileForReading, answer.parts, self._reactor)
 
 
 def blob_resource(
-    path: str, content_type: str, reactor: Any, served: Any, request: Any, opened: Any = None
+    path: str,
+    size: int,
+    content_type: bytes,
+    reactor: Any,
+    served: Any,
+    request: Any,
+    opened: OpenBlob | None = None,
 ) -> resource.Resource:
-    """The resource that answers request for a blob: WholeBlob when it can, else BlobFile.
-    `opened` is the blob already opened (and its size checked) by the caller, or None."""
-    if request.getHeader(b"range") is None and usable(request):
+    """The resource that answers request for a blob of size bytes: WholeBlob when it can,
+    else BlobFile. content_type is what a whole blob is served as (printable ASCII: see
+    withcache.sanitise). `opened` is the blob already opened (and its size checked) by the
+    caller, or None; the resource returned owns it."""
+    answer = answer_ranges(request.getHeader(b"range"), size, content_type)
+    if answer.code == 200 and usable(request):
         opened = opened or open_blob(path)
         if opened is not None:
             return WholeBlob(opened, content_type, reactor, served)
     if opened is not None:
         opened.close()  # static.File opens the file itself
-    return BlobFile(path, content_type, reactor, served)
+    return BlobFile(path, content_type, answer, reactor, served)
