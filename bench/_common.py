@@ -1,7 +1,9 @@
 """Shared helpers for the bench/ scripts: processes that always get cleaned up, a cache-host
-and an nginx peer on ephemeral loopback ports, seeding, and /proc readings.
+and an nginx peer (http, or https with a throwaway CA) on ephemeral loopback ports, seeding, and
+/proc readings.
 
-Stdlib only, so a bench script runs with the project's venv Python and nothing else installed.
+Stdlib only, so a bench script runs with the project's venv Python and nothing else installed;
+the throwaway CA (make_test_ca) uses the cryptography package that twisted[tls] brings along.
 """
 
 from __future__ import annotations
@@ -21,6 +23,10 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tests.tls import TestCA
 
 REPO = Path(__file__).resolve().parent.parent
 MIB = 1024 * 1024
@@ -191,28 +197,46 @@ def blob_path(data_dir: Path, sha256: str) -> Path:
     return data_dir / "blobs" / sha256[:2] / sha256[2:]
 
 
+def make_test_ca(directory: Path) -> TestCA:
+    """A throwaway CA and a server certificate for 127.0.0.1 signed by it (tests/tls.py), in
+    directory: ca_pem for the clients to trust (curl --cacert, SSL_CERT_FILE for the host),
+    cert_pem and key_pem for start_nginx(tls=...)."""
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    from tests.tls import make_test_ca as make
+
+    return make(directory)
+
+
 @dataclass
 class Nginx:
     proc: subprocess.Popen
     port: int
     root: Path
+    scheme: str = "http"
 
     @property
     def pid(self) -> int:
         return self.proc.pid
 
     def url_for(self, path: Path) -> str:
-        return f"http://127.0.0.1:{self.port}/{path.relative_to(self.root)}"
+        return f"{self.scheme}://127.0.0.1:{self.port}/{path.relative_to(self.root)}"
 
     def pids(self) -> list[int]:
         """Master and workers: the CPU nginx spends is spread across them."""
         return [self.pid, *children(self.pid)]
 
 
-def start_nginx(ws: Workspace, root: Path, access_log: Path | None = None) -> Nginx:
+def start_nginx(
+    ws: Workspace, root: Path, access_log: Path | None = None, tls: TestCA | None = None
+) -> Nginx:
     """nginx in the foreground serving files under root read-only, tuned as a static peer:
     sendfile + tcp_nopush, one worker per core, and no access log unless one is asked for
-    (a line per request, `METHOD URI STATUS BYTES`, e.g. to count an origin's GETs)."""
+    (a line per request, `METHOD URI STATUS BYTES`, e.g. to count an origin's GETs).
+
+    With tls (make_test_ca's files) it serves https with that server certificate instead, and
+    each access log line ends with the connection's TLS protocol and cipher. nginx then encrypts
+    in user space: sendfile only applies to plain http (this config does not ask for kTLS)."""
     nginx = system_tool("nginx", "apt-get install nginx-light")
     conf_dir = ws.root / "nginx"
     conf_dir.mkdir()
@@ -237,15 +261,25 @@ def start_nginx(ws: Workspace, root: Path, access_log: Path | None = None) -> Ng
         "    sendfile on;\n"
         "    tcp_nopush on;\n"
         + (
-            "    log_format bench '$request_method $uri $status $body_bytes_sent';\n"
+            "    log_format bench '$request_method $uri $status $body_bytes_sent"
+            + (" $ssl_protocol $ssl_cipher" if tls else "")
+            + "';\n"
             f"    access_log {access_log} bench;\n"
             if access_log
             else "    access_log off;\n"
         )
         + f"{temp_paths}"
         "    server {\n"
-        f"        listen 127.0.0.1:{port};\n"
-        f"        root {root};\n"
+        + (
+            f"        listen 127.0.0.1:{port} ssl;\n"
+            f"        ssl_certificate {tls.cert_pem};\n"
+            f"        ssl_certificate_key {tls.key_pem};\n"
+            # nginx 1.22's default leaves TLS 1.3 out (1.23.4 added it); real origins offer it.
+            "        ssl_protocols TLSv1.2 TLSv1.3;\n"
+            if tls
+            else f"        listen 127.0.0.1:{port};\n"
+        )
+        + f"        root {root};\n"
         "    }\n"
         "}\n"
     )
@@ -260,7 +294,7 @@ def start_nginx(ws: Workspace, root: Path, access_log: Path | None = None) -> Ng
             errors = (conf_dir / "error.log").read_text(errors="replace")
             raise BenchError(f"nginx exited {proc.returncode}:\n{errors[-2000:]}")
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-            return Nginx(proc, port, root)
+            return Nginx(proc, port, root, "https" if tls else "http")
         if time.monotonic() > deadline:
             raise BenchError("nginx did not start listening")
         time.sleep(0.05)

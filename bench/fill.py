@@ -1,5 +1,12 @@
 """Fill throughput of the cache-host against plain curl, from the same nginx origin, in one run.
 
+The origin is nginx on 127.0.0.1 serving a generated file over http (sendfile), or with --https
+over TLS: a throwaway CA and a server certificate for 127.0.0.1 are made at run time (tests/tls.py,
+TLS 1.2 or 1.3 offered), the cache-host trusts the CA through SSL_CERT_FILE (its TLS client uses
+the system trust store, which honours it) and curl through --cacert. nginx encrypts in user space
+then, without sendfile, so an https origin is slower and costs more CPU on the same 2 cores; the
+scheme is the only difference, every check below applies to both.
+
 Measures, per run and with the origin file warm in the page cache:
 
 * withcache: one `curl -sI` miss on a fresh cache-host (fresh data dir) queues a background fill;
@@ -20,6 +27,10 @@ Checks, any of which failing makes the exit status non-zero: every fill complete
 origin GET and the origin's size and sha256 (the blob on disk is re-hashed once), every curl gets
 a 200 of the right size, every first probe a 404, and the 50 misses make one job and one origin
 GET. The throughput goal is reported, not enforced: it depends on the machine and its disk.
+A fill that fails stops the run with the job's error, how many of its bytes it had, what the
+origin sent on each GET and the host's log lines about failed attempts (issue 20, item 1: a fill
+from an https origin faster than the disk dropped its connection and gave up).
+With --https the report also names the TLS protocol and cipher of the origin's GETs.
 
 With --profile DIR it samples one extra fill with py-spy (`.venv/bin/pip install py-spy`; root or
 ptrace allowed), prints each thread's busy share and the hottest lines by own time, and leaves
@@ -28,6 +39,7 @@ the collapsed stacks in DIR/fill.collapsed (for speedscope or flamegraph.pl).
 Prerequisites: `apt-get install nginx-light curl`, the project installed in .venv. From the repo:
 
     .venv/bin/python bench/fill.py                  # 1 GiB, 3 runs (about a minute)
+    .venv/bin/python bench/fill.py --https          # the same from an https origin
     .venv/bin/python bench/fill.py --quick          # 64 MiB, 1 run (smoke test)
     .venv/bin/python bench/fill.py --runs 1 --profile /tmp/fill-profile
 """
@@ -57,6 +69,7 @@ from _common import (
     REPO,
     BenchError,
     Workspace,
+    make_test_ca,
     median,
     raise_on_sigterm,
     read_through,
@@ -86,13 +99,33 @@ class Origin:
     proc: subprocess.Popen
     port: int
     access_log: Path
+    ca: Path | None = None  # https: the throwaway CA the clients trust; None for http
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.ca else "http"
 
     def url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self.port}/{name}"
+        return f"{self.scheme}://127.0.0.1:{self.port}/{name}"
+
+    def curl_tls(self) -> list[str]:
+        """curl's options to trust this origin."""
+        return ["--cacert", str(self.ca)] if self.ca else []
+
+    def host_env(self) -> dict[str, str] | None:
+        """The cache-host's environment: its TLS client uses the system trust store, which
+        honours SSL_CERT_FILE."""
+        return {**os.environ, "SSL_CERT_FILE": str(self.ca)} if self.ca else None
+
+    def requests(self, name: str) -> list[list[str]]:
+        """The access log's GETs of name: [GET, /name, status, body bytes sent, (https:)
+        TLS protocol, cipher]. nginx logs a request when it ends, cut short or not."""
+        text = self.access_log.read_text() if self.access_log.exists() else ""
+        lines = (line.split() for line in text.splitlines())
+        return [fields for fields in lines if fields[:2] == ["GET", f"/{name}"]]
 
     def gets(self, name: str) -> int:
-        text = self.access_log.read_text() if self.access_log.exists() else ""
-        return sum(1 for line in text.splitlines() if line.split()[:2] == ["GET", f"/{name}"])
+        return len(self.requests(name))
 
 
 @dataclass
@@ -136,18 +169,20 @@ def make_origin_file(path: Path, size: int) -> str:
     return digest.hexdigest()
 
 
-def start_origin(ws: Workspace, root: Path) -> Origin:
-    """nginx as a fast static origin (sendfile), logging each request so GETs can be counted."""
+def start_origin(ws: Workspace, root: Path, https: bool) -> Origin:
+    """nginx as a fast static origin (sendfile; with https a throwaway CA's certificate for
+    127.0.0.1), logging each request so GETs can be counted."""
     access_log = ws.root / "origin-access.log"
-    nginx = start_nginx(ws, root, access_log=access_log)
-    return Origin(nginx.proc, nginx.port, access_log)
+    ca = make_test_ca(ws.root / "ca") if https else None
+    nginx = start_nginx(ws, root, access_log=access_log, tls=ca)
+    return Origin(nginx.proc, nginx.port, access_log, ca.ca_pem if ca else None)
 
 
-def start_host(ws: Workspace, run_dir: Path) -> Host:
+def start_host(ws: Workspace, run_dir: Path, origin: Origin) -> Host:
     data_dir, log = run_dir / "data", run_dir / "withcache.log"
     argv = [venv_tool("twistd"), "-n", "--pidfile=", "withcache", "--data-dir", str(data_dir)]
     argv += ["--listen", "tcp:0:interface=127.0.0.1", "--allow-private"]
-    proc = ws.spawn(argv, log=log)
+    proc = ws.spawn(argv, log=log, env=origin.host_env())
     port = wait_for_file_text(log, r"withcache listening on 127\.0\.0\.1:(\d+)", proc, 60)
     # Start-up recovery runs after listening; let it finish so it is not inside the timing.
     wait_for_file_text(log, r"(recovered data dir)", proc, 60)
@@ -208,7 +243,7 @@ def wait_job_done(host: Host, timeout: float, size: int = 0) -> tuple[str, str, 
 def run_fill(
     ws: Workspace, origin: Origin, run_dir: Path, size: int, sha256: str, timeout: float
 ) -> Fill:
-    host = start_host(ws, run_dir)
+    host = start_host(ws, run_dir, origin)
     try:
         origin_url = origin.url(BIG)
         gets_before = origin.gets(BIG)
@@ -219,14 +254,15 @@ def run_fill(
             raise BenchError(f"probe of an empty cache answered {code!r}, not 404")
         job_id, state, streamed = wait_job_done(host, timeout, size)
         polled = time.perf_counter() - start
-        if streamed is None:
-            raise BenchError("never saw the complete ingest file in tmp/ before the commit")
         cpu_after = user_system(host.proc.pid)
         [job] = [
             j for j in admin("jobs", "--data-dir", str(host.data_dir)) if str(j["id"]) == job_id
         ]
         if state != "completed":
-            raise BenchError(f"fill {state}: {job['error']}")
+            report = failure_report(host, origin, job, BIG, gets_before)
+            raise BenchError(f"fill {state}: {job['error']}\n{report}")
+        if streamed is None:
+            raise BenchError("never saw the complete ingest file in tmp/ before the commit")
         # finished_at is the host's wall clock; it must fall before the log line was seen.
         if not 0 < job["finished_at"] - start_epoch <= polled + 0.01:
             raise BenchError(f"job finished_at {job['finished_at']} is off this machine's clock")
@@ -253,7 +289,16 @@ def run_curl(origin: Origin, run_dir: Path, size: int) -> Curl:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     result = subprocess.run(
-        ["curl", "-s", "-o", str(out), "-w", "%{http_code} %{size_download}", origin.url(BIG)],
+        [
+            "curl",
+            "-s",
+            *origin.curl_tls(),
+            "-o",
+            str(out),
+            "-w",
+            "%{http_code} %{size_download}",
+            origin.url(BIG),
+        ],
         capture_output=True,
         text=True,
         timeout=600,
@@ -298,7 +343,7 @@ def concurrent_misses(ws: Workspace, origin: Origin, timeout: float) -> tuple[in
     """(origin GETs, fill jobs, probe status counts) for MISSES simultaneous misses of one URL."""
     run_dir = ws.root / "concurrent"
     run_dir.mkdir()
-    host = start_host(ws, run_dir)
+    host = start_host(ws, run_dir, origin)
     try:
         url = host.url(origin.url(CONCURRENT), CONCURRENT)
         # Every curl is started first and blocks reading a shared pipe; closing its write end
@@ -320,10 +365,12 @@ def concurrent_misses(ws: Workspace, origin: Origin, timeout: float) -> tuple[in
         # 404 is a miss; a 200 is a probe that lost the race to the finished fill.
         if set(codes) - {"404", "200"}:
             raise BenchError(f"the concurrent probes answered {dict(codes)}")
-        _job_id, state, _ = wait_job_done(host, timeout)
-        if state != "completed":
-            raise BenchError(f"the fill after {MISSES} misses {state}")
+        job_id, state, _ = wait_job_done(host, timeout)
         jobs = admin("jobs", "--data-dir", str(host.data_dir))
+        if state != "completed":
+            [job] = [j for j in jobs if str(j["id"]) == job_id]
+            report = failure_report(host, origin, job, CONCURRENT, 0)
+            raise BenchError(f"the fill after {MISSES} misses {state}: {job['error']}\n{report}")
     finally:
         stop_process(host.proc)
     return wait_gets(origin, CONCURRENT, 1, settle=1.0), len(jobs), dict(codes)
@@ -335,7 +382,7 @@ def profile_fill(ws: Workspace, origin: Origin, out_dir: Path, timeout: float) -
     out_dir.mkdir(parents=True, exist_ok=True)
     run_dir = ws.root / "profile"
     run_dir.mkdir()
-    host = start_host(ws, run_dir)
+    host = start_host(ws, run_dir, origin)
     raw = out_dir / "fill.collapsed"
     try:
         # --nonblocking: pausing the host 250 times a second would distort what is measured.
@@ -395,6 +442,9 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="64 MiB, 1 run")
     parser.add_argument("--profile", type=Path, metavar="DIR", help="py-spy one extra fill")
+    parser.add_argument(
+        "--https", action="store_true", help="the origin serves TLS (a throwaway CA's certificate)"
+    )
     args = parser.parse_args()
     if args.quick:
         args.size_mib, args.runs = 64, 1
@@ -422,11 +472,13 @@ def bench(ws: Workspace, args, size: int, timeout: float) -> int:
     print(f"generating {args.size_mib} MiB origin file in {ws.root} ...", file=sys.stderr)
     sha256 = make_origin_file(www / BIG, size)
     os.link(www / BIG, www / CONCURRENT)
-    origin = start_origin(ws, www)
+    origin = start_origin(ws, www, args.https)
     read_through(www / BIG)
     os.sync()
     # One untimed download so nginx's open-file and sendfile paths are warm too.
-    subprocess.run(["curl", "-s", "-o", "/dev/null", origin.url(BIG)], check=True)
+    subprocess.run(
+        ["curl", "-s", *origin.curl_tls(), "-o", "/dev/null", origin.url(BIG)], check=True
+    )
 
     fills: list[Fill] = []
     curls: list[Curl] = []
@@ -472,8 +524,9 @@ def bench(ws: Workspace, args, size: int, timeout: float) -> int:
         row("curl -s -o FILE, then fsync(FILE)", [c.wall + c.fsync for c in curls]),
     ]
     fill, _, streamed, curl, curl_fsync = (rate for _, rate, _ in rows)
+    served = "https (TLS, no sendfile)" if origin.ca else "http (sendfile)"
     print(
-        f"\n{args.size_mib} MiB from nginx (sendfile) on 127.0.0.1, {os.cpu_count()} cores,"
+        f"\n{args.size_mib} MiB from nginx over {served} on 127.0.0.1, {os.cpu_count()} cores,"
         f" medians of {args.runs} run(s); MB = 10^6 bytes"
     )
     print(f"  {'':52} {'MB/s':>7} {'s':>6}")
@@ -484,6 +537,11 @@ def bench(ws: Workspace, args, size: int, timeout: float) -> int:
         f" curl {cpu_text([c.cpu for c in curls])}"
     )
     print(f"  filled blobs' sha256 = the origin file's ({sha256[:16]}...)")
+    if origin.ca:
+        tls = sorted(
+            {" ".join(r[4:6]) for name in (BIG, CONCURRENT) for r in origin.requests(name)}
+        )
+        print(f"  TLS of the origin's GETs (nginx's log): {', '.join(tls)}")
     print(
         f"  {MISSES} concurrent misses of one new URL: {gets} origin GET(s), {jobs} fill job(s),"
         f" probes answered {dict(sorted(codes.items()))}"
@@ -505,6 +563,27 @@ def bench(ws: Workspace, args, size: int, timeout: float) -> int:
     if args.profile:
         profile_fill(ws, origin, args.profile, timeout)
     return 0 if ok else 1
+
+
+def failure_report(host: Host, origin: Origin, job: dict, name: str, gets_before: int) -> str:
+    """How far a failed fill got: the job's bytes, what the origin sent on each of the fill's
+    GETs (those after the first gets_before), and the host's lines about failed attempts."""
+    wait_gets(origin, name, gets_before + 1)  # nginx logs a GET when it ends
+    sent = [f"{r[2]} {int(r[3]):,}" for r in origin.requests(name)[gets_before:]]
+    attempts = [
+        line.split(" ", 2)[-1]
+        for line in host.log.read_text(errors="replace").splitlines()
+        if re.search(r"attempt \d+ failed|gave up", line)
+    ]
+    total = f"{job['bytes_total']:,}" if job["bytes_total"] is not None else "?"
+    return "\n".join(
+        [
+            f"  job {job['id']}: {job['bytes_done'] or 0:,} of {total} bytes done",
+            f"  origin GETs of /{name} logged so far (status, body bytes sent; nginx logs a"
+            f" GET when its connection closes): {'; '.join(sent)}",
+            *(f"  host log: {line}" for line in attempts),
+        ]
+    )
 
 
 def hash_file(path: Path) -> str:
