@@ -48,11 +48,18 @@ def redact_url(url: str) -> str:
 
 
 _URL_IN_TEXT = re.compile(r"https?://[^\s'\"<>]+", re.IGNORECASE)
+_TRAILING = ".,;:!?)]}"  # punctuation after a URL in prose, not part of it
+
+
+def _redact_match(match: re.Match[str]) -> str:
+    url = match.group(0)
+    stripped = url.rstrip(_TRAILING)
+    return redact_url(stripped) + url[len(stripped) :]
 
 
 def redact_text(text: str) -> str:
     """Free text (an error message) with every http(s) URL in it redacted as redact_url does."""
-    return _URL_IN_TEXT.sub(lambda m: redact_url(m.group(0)), text)
+    return _URL_IN_TEXT.sub(_redact_match, text)
 
 
 def _jsonable(value):
