@@ -13,7 +13,7 @@ import os
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 from withcache import catalog as cat
 from withcache.cache import delete_unreferenced, import_file
@@ -168,7 +168,16 @@ def _cmd_import_catalog(args: argparse.Namespace) -> int:
     with _open(args.data_dir) as (store, conn):
         with open(args.file, encoding="utf-8") as f:
             rows = [cat.Artifact(**json.loads(line)) for line in f if line.strip()]
-        for artifact in rows:
+        query = cat.keyed_with(conn)
+        for exported in rows:
+            # Keyed here as this catalog keys (the export may come from an older withcache, or
+            # a host with another query mode); a URL no longer cacheable is not imported.
+            try:
+                artifact = replace(exported, key=cache_key(exported.url, query=query))
+            except InvalidURL as e:
+                print(f"skipped ({e}): {redact_url(exported.key)}")
+                skipped += 1
+                continue
             # The digest's lock from the blob check to the row: a host starting beside us must
             # not sweep the blob as an orphan in between.
             with store.lock(artifact.sha256) as locked:
