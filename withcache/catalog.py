@@ -138,6 +138,8 @@ def ensure_keyed(conn: sqlite3.Connection, query: str) -> bool:
 
 def _rekey(conn: sqlite3.Connection, query: str) -> None:
     done = rekey(conn, query)
+    if not (done.moved or done.merged or done.removed or done.failed_jobs):
+        return  # a new catalog, or one whose keys the mode does not change
     log.info(
         "re-keyed the catalog for query mode {query}: {moved} artifacts under new keys,"
         " {merged} merged into a more recently hit one, {removed} removed (credentials in"
