@@ -6,7 +6,8 @@
 
 Everything the native shim must decide exactly as plan() does and that is data rather than
 logic comes from here: curl's and wget's option tables, the pass-through option names, the
-probe commands and miss codes, the shim names, and the few Unicode facts Python's str methods
+probe commands and miss codes, the shim names, the credential-like and signature query
+parameter names, and the few Unicode facts Python's str methods
 use (isalnum, isspace, splitlines, lower) so the native shim reads arguments the same way.
 The output is committed, so building the native shim needs no Python; tests/native checks
 that regenerating it changes nothing.
@@ -24,6 +25,7 @@ from withcache_shim import curl_options as C  # noqa: E402
 from withcache_shim import probe as P  # noqa: E402
 from withcache_shim import realtool as R  # noqa: E402
 from withcache_shim import rules  # noqa: E402
+from withcache_shim import urls as U  # noqa: E402
 
 OUT = HERE / "src" / "tables.zig"
 
@@ -96,6 +98,9 @@ def render() -> str:
     out += names("plain_methods", rules._PLAIN_METHODS)
     out += names("secret_headers", rules._SECRET_HEADERS)
     out += names("shim_names", sorted(R.SHIM_NAMES))
+    out += names("credential_params", sorted(U.CREDENTIAL_PARAMS))
+    out += names("credential_parts", U.CREDENTIAL_PARTS)
+    out += names("signature_params", sorted(U.SIGNATURE_PARAMS))
     for tool in ("curl", "wget"):
         command = P.probe_command("REAL", tool, "URL")
         assert command[0] == "REAL" and command[-1] == "URL", command

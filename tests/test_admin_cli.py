@@ -118,3 +118,26 @@ def test_import_catalog_stores_a_content_type_that_is_not_a_media_type_as_none(t
         for r in map(json.loads, admin("ls", "--json", "-d", str(data)).stdout.splitlines())
     }
     assert rows["https://e.example.com/g"]["content_type"] is None
+
+
+def test_finding6_import_refuses_a_url_with_a_credential_in_its_query(tmp_path):
+    data = tmp_path / "data"
+    src = write_file(tmp_path / "f", 10)
+    out = admin("import", "-d", str(data), "https://e.example.com/f?private_token=SECRET", str(src))
+    assert out.returncode == 2 and "credentials" in out.stderr and "SECRET" not in out.stderr
+    assert admin("ls", "--json", "-d", str(data)).stdout == ""
+
+
+def test_finding6_admin_keys_as_the_catalog_is_keyed_and_query_flags_rekey_it(tmp_path):
+    data = tmp_path / "data"
+    url = "https://e.example.com/f?v=2&sig=s"
+    src = write_file(tmp_path / "f", 10)
+    assert admin("import", "-d", str(data), url, str(src)).stdout.split()[2] == url[:-6]
+    assert admin("pin", "-d", str(data), "--drop-query", url).stdout == (
+        "pinned: https://e.example.com/f\n"
+    )
+    # The catalog stays keyed for --drop-query (as the host would be started) until told else.
+    assert admin("unpin", "-d", str(data), url).stdout == "unpinned: https://e.example.com/f\n"
+    assert admin("rm", "-d", str(data), "--keep-query", url).stdout == f"removed: {url}\n"
+    both = admin("rm", "-d", str(data), "--keep-query", "--drop-query", url)
+    assert both.returncode == 2 and "not allowed with" in both.stderr

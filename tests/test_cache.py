@@ -536,7 +536,7 @@ async def test_stopping_during_a_paced_scrub_stops_its_read_and_judges_nothing(
     async def body(host):
         url = "https://e.example.com/big.bin"
         artifact = await host.catalog.run(
-            lambda conn: import_file(host.store, conn, url, str(src), keep_query=False, now=0.0)
+            lambda conn: import_file(host.store, conn, url, str(src), query="signed", now=0.0)
         )
         read, reading = [], defer.Deferred()
         real_verify = host.store.verify

@@ -220,3 +220,24 @@ async def test_a_failed_jobs_error_is_printable_text(tmp_path):
     finally:
         await m.stopService()
         await catalog.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_finding6_a_job_error_quoting_a_signed_url_is_stored_without_the_signature(
+    tmp_path,
+):
+    m, fills, catalog = await manager(tmp_path)
+    try:
+        job = await m.enqueue("https://v.example/f?sig=s", "https://v.example/f", "auto")
+        await settle()
+        fills.started[job.url].errback(
+            RuntimeError("redirected to https://cdn.example/f?v=2&X-Amz-Signature=SECRET: 403")
+        )
+        done = await within(m.wait(job))
+        expected = "redirected to https://cdn.example/f?v=2&X-Amz-Signature=…: 403"
+        assert done.error == expected
+        (row,) = await catalog.run(cat.list_jobs)
+        assert row.error == expected
+    finally:
+        await within(m.stopService())
+        await catalog.stopService()

@@ -517,4 +517,5 @@ async def test_error_texts_never_carry_the_query_of_the_url(store):
     """A job's error is logged and shown in the UI: a signature in the query stays out."""
     with pytest.raises(FetchError) as failed:
         await Run(store)("http://-bad-.example/x.run?X-Amz-Signature=SIGSECRET")
-    assert "SIGSECRET" not in str(failed.value) and "-bad-.example/x.run?…" in str(failed.value)
+    assert "SIGSECRET" not in str(failed.value)
+    assert "-bad-.example/x.run?X-Amz-Signature=…" in str(failed.value)

@@ -79,6 +79,31 @@ def test_concurrent_probes_and_gets_of_a_miss_make_one_origin_get_then_all_hit(o
     assert hits == 8 and misses >= 100
 
 
+def test_finding6_a_credential_in_the_query_is_a_400_and_nothing_is_recorded_or_fetched(
+    origin, open_host
+):
+    private = f"{origin.base}/f/3000/4/private.run?version=2&access_token=SECRET"
+    for path in (
+        open_host.blob_url(private)[len(open_host.url) :],
+        "/blob?url=" + private.replace("?", "%3F").replace("&", "%26"),
+    ):
+        out = curl("-D", "/dev/stderr", "-I", open_host.url + path)
+        assert out.stderr.startswith(b"HTTP/1.1 400"), out.stderr
+        out = curl(open_host.url + path)
+        assert out.stdout.count(b"\n") == 1 and b"credentials" in out.stdout
+        assert b"SECRET" not in out.stdout
+    # A fill of another URL as the barrier: a miss or job the refused requests had recorded
+    # would be in the catalog before this one's.
+    plain = f"{origin.base}/f/1000/5/public.run?version=2"
+    assert status(open_host.blob_url(plain), "-I") == 404
+    wait_for_hit(open_host, plain)
+    assert [j["url"] for j in jobs(open_host)] == [plain]
+    assert db(open_host.data_dir, "SELECT url FROM misses UNION ALL SELECT url FROM artifacts") == [
+        (plain,)
+    ]
+    assert [s["path"] for s in origin.seen()] == ["/f/1000/5/public.run"]
+
+
 def test_default_policy_refuses_a_loopback_origin_and_the_read_path_stays_404(origin, tmp_path):
     host = start_host(tmp_path / "data")
     try:

@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 import subprocess
 
+import pytest
+
 from tests.support import OriginProcess, start_host
+from withcache.logs import redact_text, redact_url
 
 
 def test_json_logs_parse_and_never_contain_secrets(tmp_path):
@@ -62,3 +65,35 @@ def test_no_access_log_drops_the_per_request_lines_but_metrics_still_count(tmp_p
     events = [json.loads(line) for line in host.log().splitlines()]
     assert [e for e in events if e.get("method")] == []
     assert any("listening on" in e["message"] for e in events)
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (
+            "https://u:pw@e.com:8443/a/b?version=1.2&X-Amz-Signature=abc&X-Amz-Credential=AK#f",
+            "https://e.com:8443/a/b?version=1.2&X-Amz-Signature=…&X-Amz-Credential=…",
+        ),
+        (
+            "https://e.com/f?sig=S&sv=2024&sp=r&arch=arm64",
+            "https://e.com/f?sig=…&sv=…&sp=…&arch=arm64",
+        ),
+        (
+            "https://e.com/f?access%5Ftoken=T&flag&Key-Pair-Id=K",
+            "https://e.com/f?access%5Ftoken=…&flag&Key-Pair-Id=…",
+        ),
+        ("https://e.com/f?", "https://e.com/f"),
+        ("https://e.com:bad/f", "<unparseable URL>"),
+    ],
+)
+def test_finding6_redact_url_keeps_names_and_plain_values_and_masks_sensitive_ones(url, shown):
+    assert redact_url(url) == shown
+
+
+def test_finding6_redact_text_redacts_every_url_in_an_error_text():
+    text = (
+        'cannot fetch https://a.example/x?token=T1 (redirect to "http://b.example/?Signature=S2")'
+    )
+    assert redact_text(text) == (
+        'cannot fetch https://a.example/x?token=… (redirect to "http://b.example/?Signature=…")'
+    )

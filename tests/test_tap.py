@@ -17,6 +17,7 @@ DEFAULTS = {
     "workers": 2,
     "curate": 0,
     "keep-query": 0,
+    "drop-query": 0,
     "max-bytes": 0,
     "max-size": 0,
     "allow-private": 0,
@@ -62,6 +63,7 @@ def test_every_option_parsed():
         "workers": 5,
         "curate": 1,
         "keep-query": 1,
+        "drop-query": 0,
         "max-bytes": 3 << 29,
         "max-size": 20 << 30,
         "allow-private": 1,
@@ -110,6 +112,7 @@ def test_listen_takes_an_endpoint_string():
         (["--listen", "carrier-pigeon:7"], "--listen: not a valid endpoint"),
         (["--listen", "tcp:notaport"], "--listen: not a valid endpoint"),
         (["--port", "80", "--listen", "tcp:81"], "--port and --listen"),
+        (["--keep-query", "--drop-query"], "--keep-query and --drop-query"),
         (["--data-dir", ""], "--data-dir: must not be empty"),
         (["--max-size", "big"], "--max-size: not a size"),
         (["--scrub-interval", "-1"], "--scrub-interval: must be 0 or more"),
@@ -129,6 +132,15 @@ def test_listen_takes_an_endpoint_string():
 def test_bad_values_are_usage_errors_naming_the_option(argv, message):
     with pytest.raises(usage.UsageError, match=message.replace("(", r"\(")):
         parse(*argv)
+
+
+@pytest.mark.parametrize(
+    ("argv", "mode"), [([], "signed"), (["--keep-query"], "keep"), (["--drop-query"], "drop")]
+)
+def test_finding6_query_options_choose_the_key_mode(argv, mode):
+    options = Options()
+    options.parseOptions(argv)
+    assert options.settings().query == mode
 
 
 def test_processes_auto_is_one_per_cpu():

@@ -30,7 +30,7 @@ def worker(tmp_path, host_conn):
 
     catalog = cat.Catalog(str(tmp_path / "cache.db"), reactor)
     catalog.startService()
-    yield WorkerCache(Store(str(tmp_path)), catalog, False, reactor)
+    yield WorkerCache(Store(str(tmp_path)), catalog, "signed", reactor)
     pytest_twisted.blockon(catalog.stopService())
 
 

@@ -28,7 +28,7 @@ from withcache._log import make_logger
 from withcache.downloads import DownloadManager, Job
 from withcache.fetcher import Fetcher
 from withcache.index import HitIndex, PendingHits
-from withcache.keys import cache_key, remembered_key
+from withcache.keys import DEFAULT_QUERY, cache_key, remembered_key
 from withcache.logs import redact_url
 from withcache.metrics import Metrics
 from withcache.policy import OriginPolicy
@@ -79,7 +79,7 @@ def to_completion(operation: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P,
 class Settings:
     """Behaviour switches from the command line (see withcache.tap)."""
 
-    keep_query: bool = False
+    query: str = DEFAULT_QUERY  # the query mode of cache keys: signed, keep or drop
     curate: bool = False
     workers: int = 2
     max_bytes: int = 0
@@ -157,7 +157,7 @@ class Cache(service.MultiService):
 
     def key_for(self, url: str) -> str:
         """The cache key of an origin URL under this host's settings (raises InvalidURL)."""
-        return remembered_key(url, self.settings.keep_query)
+        return remembered_key(url, self.settings.query)
 
     def cached(self, url: str) -> Hit | None:
         """The artifact for url if the index knows it, with no I/O at all; None means "ask
@@ -250,6 +250,15 @@ class Cache(service.MultiService):
     async def add(self, url: str) -> Job:
         """Queue a fill of url on an operator's say-so (pre-seed); works when curating too."""
         return await self.downloads.enqueue(url, self.key_for(url), "operator")
+
+    @to_completion
+    async def add_miss(self, key: str) -> Job | None:
+        """Queue a fill of a recorded miss (curate mode's "Download"), by its key: the UI never
+        holds the URL, whose query may carry a signature. None if no such miss."""
+        miss = await self.catalog.run(cat.get_miss, key)
+        if miss is None:
+            return None
+        return await self.downloads.enqueue(miss.url, self.key_for(miss.url), "operator")
 
     async def _fill(self, job: Job) -> None:
         if self.fetcher is None:
@@ -352,7 +361,7 @@ class Cache(service.MultiService):
             sha256=sha256,
             reason=reason,
             moved=moved,
-            keys=[a.key for a in dropped],
+            keys=[redact_url(a.key) for a in dropped],
         )
         await self.refresh_totals()
         if not self.settings.curate and self.fetcher is not None:
@@ -498,12 +507,12 @@ def import_file(
     url: str,
     path: str,
     *,
-    keep_query: bool,
+    query: str,
     now: float,
     content_type: str | None = None,
 ) -> cat.Artifact:
     """Blocking: put a local file into the cache under an origin URL (for withcache-admin)."""
-    key = cache_key(url, keep_query=keep_query)
+    key = cache_key(url, query=query)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no such file: {path}")
     ingest = store.import_file(path)

@@ -19,6 +19,9 @@ from twisted.internet import threads
 from twisted.python.threadpool import ThreadPool
 
 from withcache._log import make_logger
+from withcache.keys import DEFAULT_QUERY
+from withcache.logs import redact_url
+from withcache.rekey import rekey
 from withcache.sanitise import sanitise_media_type
 
 T = TypeVar("T")
@@ -69,8 +72,13 @@ def migrations() -> list[tuple[int, str]]:
     return sorted(found)
 
 
-def connect(path: str) -> sqlite3.Connection:
-    """Open (creating and migrating) the catalog database. Blocking."""
+def connect(path: str, query: str | None = None) -> sqlite3.Connection:
+    """Open (creating and migrating) the catalog database. Blocking.
+
+    With a query mode, the catalog's keys are made under it: if they were made under another
+    (a host started with other options, or a catalog older than the mode), every row is
+    re-keyed first (see rekey). Without one, the keys stay as they are.
+    """
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10.0)
     conn.execute("PRAGMA journal_mode=WAL")
     # NORMAL is durable in WAL mode except for the last commits before a power loss. Losing
@@ -78,12 +86,16 @@ def connect(path: str) -> sqlite3.Connection:
     # row naming bad bytes; FULL would fsync on every hit counted.
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA foreign_keys=ON")
-    migrate(conn)
+    migrate(conn, query)
+    if query is not None:
+        ensure_keyed(conn, query)
     return conn
 
 
-def migrate(conn: sqlite3.Connection) -> int:
-    """Apply every migration newer than the database; returns the resulting version."""
+def migrate(conn: sqlite3.Connection, query: str | None = None) -> int:
+    """Apply every migration newer than the database; returns the resulting version. A
+    version with a Python step (_PYTHON_STEPS) runs it after its SQL, in the same
+    transaction; `query` is the key mode for steps that re-key (the default when None)."""
     (version,) = conn.execute("PRAGMA user_version").fetchone()
     known = migrations()
     newest = known[-1][0] if known else 0
@@ -91,17 +103,61 @@ def migrate(conn: sqlite3.Connection) -> int:
         raise RuntimeError(f"catalog schema version {version} is newer than this withcache")
     for number, sql in known:
         if number > version:
-            # One script so the schema change and the version bump commit together.
+            # One transaction, so the schema change, its Python step and the version bump
+            # commit together (executescript leaves the BEGIN open: no isolation level).
             try:
-                conn.executescript(
-                    f"BEGIN IMMEDIATE;\n{sql}\nPRAGMA user_version = {number};\nCOMMIT;"
-                )
+                conn.executescript(f"BEGIN IMMEDIATE;\n{sql}\n")
+                step = _PYTHON_STEPS.get(number)
+                if step is not None:
+                    step(conn, query or DEFAULT_QUERY)
+                conn.execute(f"PRAGMA user_version = {number}")
+                conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
             version = number
     return version
+
+
+def keyed_with(conn: sqlite3.Connection) -> str:
+    """The query mode the catalog's keys were made with (see withcache.keys)."""
+    return conn.execute("SELECT query FROM key_rules").fetchone()[0]
+
+
+def ensure_keyed(conn: sqlite3.Connection, query: str) -> bool:
+    """Re-key the catalog under a query mode unless its keys were made with it already;
+    whether it had to. Safe against another process doing the same at the same time."""
+    if keyed_with(conn) == query:
+        return False
+    with transaction(conn):
+        if keyed_with(conn) == query:
+            return False  # another process re-keyed it while we waited for the lock
+        _rekey(conn, query)
+    return True
+
+
+def _rekey(conn: sqlite3.Connection, query: str) -> None:
+    done = rekey(conn, query)
+    if not (done.moved or done.merged or done.removed or done.failed_jobs):
+        return  # a new catalog, or one whose keys the mode does not change
+    log.info(
+        "re-keyed the catalog for query mode {query}: {moved} artifacts under new keys,"
+        " {merged} merged into a more recently hit one, {removed} removed (credentials in"
+        " their query), {failed} fills failed",
+        query=query,
+        moved=done.moved,
+        merged=done.merged,
+        removed=done.removed,
+        failed=len(done.failed_jobs),
+    )
+
+
+# Python steps of migrations, by version, run after that version's SQL in its transaction.
+_PYTHON_STEPS: dict[int, Callable[[sqlite3.Connection, str], None]] = {
+    # 006: keys keep the query but for signatures; credential-like queries are not cacheable.
+    6: _rekey,
+}
 
 
 @contextlib.contextmanager
@@ -152,7 +208,7 @@ def lookup(
         log.warn(
             "could not record a {what} of {key}: {error}",
             what="miss" if found is None else "hit",
-            key=key,
+            key=redact_url(key),
             error=str(e),
         )
     return found
@@ -352,6 +408,13 @@ def search_artifacts(
     return [_artifact(row) for row in rows], total
 
 
+def get_miss(conn: sqlite3.Connection, key: str) -> Miss | None:
+    row = conn.execute(
+        "SELECT key, url, count, first_seen, last_seen FROM misses WHERE key = ?", (key,)
+    ).fetchone()
+    return Miss(*row) if row else None
+
+
 def list_misses(conn: sqlite3.Connection, limit: int = -1, offset: int = 0) -> list[Miss]:
     rows = conn.execute(
         "SELECT key, url, count, first_seen, last_seen FROM misses"
@@ -442,10 +505,12 @@ def delete_jobs(conn: sqlite3.Connection, states: tuple[str, ...]) -> int:
 
 
 class Catalog(service.Service):
-    """The catalog for the reactor: every query runs on one dedicated database thread."""
+    """The catalog for the reactor: every query runs on one dedicated database thread. With
+    a query mode, the first query re-keys the catalog for it if needed (see connect)."""
 
-    def __init__(self, path: str, reactor: Any):
+    def __init__(self, path: str, reactor: Any, query: str | None = None):
         self.path = path
+        self.query = query
         self._reactor = reactor
         self._pool = ThreadPool(minthreads=1, maxthreads=1, name="withcache-db")
         self._conn: sqlite3.Connection | None = None
@@ -466,7 +531,7 @@ class Catalog(service.Service):
 
     def _call(self, fn: Callable[..., T], args: tuple) -> T:
         if self._conn is None:
-            self._conn = connect(self.path)
+            self._conn = connect(self.path, self.query)
         return fn(self._conn, *args)
 
     def _close(self) -> None:

@@ -13,11 +13,12 @@ import os
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 from withcache import catalog as cat
 from withcache.cache import delete_unreferenced, import_file
-from withcache.keys import InvalidURL, cache_key
+from withcache.keys import DROP, KEEP, InvalidURL, cache_key
+from withcache.logs import redact_text, redact_url
 from withcache.sanitise import sanitise_media_type
 from withcache.sizes import format_size
 from withcache.store import DigestLock, IntegrityError, Store, keep_files_private
@@ -33,11 +34,14 @@ def server_main(argv: list[str] | None = None) -> None:
 
 
 @contextlib.contextmanager
-def _open(data_dir: str) -> Iterator[tuple[Store, cat.sqlite3.Connection]]:
-    """The data dir's store and catalog connection, closed when the command is done."""
+def _open(
+    data_dir: str, query: str | None = None
+) -> Iterator[tuple[Store, cat.sqlite3.Connection]]:
+    """The data dir's store and catalog connection, closed when the command is done; with a
+    query mode, the catalog is re-keyed for it first if it was keyed with another."""
     if not os.path.isdir(data_dir):
         raise SystemExit(f"withcache-admin: no such data dir: {data_dir}")
-    conn = cat.connect(os.path.join(data_dir, "cache.db"))
+    conn = cat.connect(os.path.join(data_dir, "cache.db"), query)
     try:
         yield Store(data_dir), conn
     finally:
@@ -46,14 +50,14 @@ def _open(data_dir: str) -> Iterator[tuple[Store, cat.sqlite3.Connection]]:
 
 def _cmd_import(args: argparse.Namespace) -> int:
     os.makedirs(args.data_dir, exist_ok=True)
-    with _open(args.data_dir) as (store, conn):
+    with _open(args.data_dir, _query(args)) as (store, conn):
         try:
             artifact = import_file(
                 store,
                 conn,
                 args.url,
                 args.file,
-                keep_query=args.keep_query,
+                query=cat.keyed_with(conn),
                 now=time.time(),
                 content_type=args.content_type,
             )
@@ -91,22 +95,27 @@ def _cmd_jobs(args: argparse.Namespace) -> int:
     print(f"{'ID':>5}  {'STATE':<9}  {'DONE':>10}  URL / ERROR")
     for job in jobs:
         done = format_size(job.bytes_done)
-        print(f"{job.id:>5}  {job.state:<9}  {done:>10}  {job.url}")
+        print(f"{job.id:>5}  {job.state:<9}  {done:>10}  {redact_url(job.url)}")
         if job.error:
-            print(f"{'':>30}{job.error}")
+            print(f"{'':>30}{redact_text(job.error)}")
     return 0
 
 
-def _key(url: str, keep_query: bool) -> str:
+def _query(args: argparse.Namespace) -> str | None:
+    """The query mode a command's flags ask for; None: the one the catalog is keyed with."""
+    return KEEP if args.keep_query else DROP if args.drop_query else None
+
+
+def _key(conn: cat.sqlite3.Connection, url: str) -> str:
     try:
-        return cache_key(url, keep_query=keep_query)
+        return cache_key(url, query=cat.keyed_with(conn))
     except InvalidURL as e:
         raise SystemExit(f"withcache-admin: {e}") from None
 
 
 def _cmd_rm(args: argparse.Namespace) -> int:
-    with _open(args.data_dir) as (store, conn):
-        key = _key(args.url, args.keep_query)
+    with _open(args.data_dir, _query(args)) as (store, conn):
+        key = _key(conn, args.url)
         existed = cat.get_artifact(conn, key) is not None
         freed = cat.delete_artifact(conn, key)
         if freed:
@@ -116,8 +125,8 @@ def _cmd_rm(args: argparse.Namespace) -> int:
 
 
 def _cmd_pin(args: argparse.Namespace) -> int:
-    with _open(args.data_dir) as (_store, conn):
-        key = _key(args.url, args.keep_query)
+    with _open(args.data_dir, _query(args)) as (_store, conn):
+        key = _key(conn, args.url)
         changed = cat.set_pinned(conn, key, args.command == "pin")
     print(f"{args.command}ned: {key}" if changed else f"not cached: {key}")
     return 0 if changed else 1
@@ -160,7 +169,16 @@ def _cmd_import_catalog(args: argparse.Namespace) -> int:
     with _open(args.data_dir) as (store, conn):
         with open(args.file, encoding="utf-8") as f:
             rows = [cat.Artifact(**json.loads(line)) for line in f if line.strip()]
-        for artifact in rows:
+        query = cat.keyed_with(conn)
+        for exported in rows:
+            # Keyed here as this catalog keys (the export may come from an older withcache, or
+            # a host with another query mode); a URL no longer cacheable is not imported.
+            try:
+                artifact = replace(exported, key=cache_key(exported.url, query=query))
+            except InvalidURL as e:
+                print(f"skipped ({e}): {redact_url(exported.key)}")
+                skipped += 1
+                continue
             # The digest's lock from the blob check to the row: a host starting beside us must
             # not sweep the blob as an orphan in between.
             with store.lock(artifact.sha256) as locked:
@@ -222,9 +240,6 @@ def admin_parser() -> argparse.ArgumentParser:
         type=_media_type,
         help="served Content-Type, e.g. application/x-sh (default: application/octet-stream)",
     )
-    imp.add_argument(
-        "--keep-query", action="store_true", help="key with the query (match the host's setting)"
-    )
     imp.set_defaults(func=_cmd_import)
 
     ls = commands.add_parser("ls", help="list cached artifacts")
@@ -241,8 +256,16 @@ def admin_parser() -> argparse.ArgumentParser:
     unpin = commands.add_parser("unpin", help="let this artifact be evicted again")
     for sub, func in ((rm, _cmd_rm), (pin, _cmd_pin), (unpin, _cmd_pin)):
         sub.add_argument("url", help="the origin URL (or the cache key)")
-        sub.add_argument("--keep-query", action="store_true", help="key with the query")
         sub.set_defaults(func=func)
+    for sub in (imp, rm, pin, unpin):
+        mode = sub.add_mutually_exclusive_group()
+        for flag, what in (("--keep-query", "the whole query"), ("--drop-query", "no query")):
+            mode.add_argument(
+                flag,
+                action="store_true",
+                help=f"key with {what}, like the host's {flag} (re-keys the catalog if it was"
+                " keyed otherwise; default: as the catalog is keyed, i.e. as the host last ran)",
+            )
 
     verify = commands.add_parser("verify", help="re-hash every blob; quarantine mismatches")
     verify.set_defaults(func=_cmd_verify)

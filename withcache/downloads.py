@@ -18,7 +18,7 @@ from twisted.internet import defer
 
 from withcache import catalog as cat
 from withcache._log import make_logger
-from withcache.logs import redact_url
+from withcache.logs import redact_text, redact_url
 from withcache.sanitise import ERROR_TEXT, printable
 
 log = make_logger()
@@ -225,6 +225,8 @@ class DownloadManager(service.Service):
             # waiters still hear of it, with the job as it stays.
             self._wake(job)
             return
+        # An error text may quote a URL (a redirect's, say): never with its signature.
+        error = None if error is None else redact_text(error)
         job.state, job.error, job.finished_at = state, error, self._now()
         job.committing = False
         if self.metrics is not None:

@@ -16,6 +16,7 @@ from withcache._log import make_logger
 from withcache.cache import Cache, Settings
 from withcache.catalog import Catalog
 from withcache.fetcher import Fetcher
+from withcache.keys import DROP, KEEP, SIGNED
 from withcache.logs import json_observer
 from withcache.origin_client import make_http_client
 from withcache.policy import OriginPolicy
@@ -33,7 +34,17 @@ class Options(usage.Options):
 
     optFlags = [
         ["curate", None, "Record misses only; an operator approves each fill."],
-        ["keep-query", None, "Keep the query string in cache keys (dropped by default)."],
+        [
+            "keep-query",
+            None,
+            "Keep the whole query string in cache keys, signatures included.",
+        ],
+        [
+            "drop-query",
+            None,
+            "Drop the whole query string from cache keys (by default only signature"
+            " parameters of presigned URLs are dropped).",
+        ],
         ["allow-private", None, "Let fills reach loopback/private/link-local origins."],
         [
             "netrc-over-http",
@@ -148,12 +159,14 @@ class Options(usage.Options):
             check_secret(self["data-dir"], dict(os.environ))
         except WeakSecret as e:
             raise usage.UsageError(str(e)) from None
+        if self["keep-query"] and self["drop-query"]:
+            raise usage.UsageError("--keep-query and --drop-query cannot be used together")
         if self["log-format"] not in ("text", "json"):
             raise usage.UsageError(f"--log-format: text or json, not {self['log-format']!r}")
 
     def settings(self) -> Settings:
         return Settings(
-            keep_query=bool(self["keep-query"]),
+            query=KEEP if self["keep-query"] else DROP if self["drop-query"] else SIGNED,
             curate=bool(self["curate"]),
             workers=self["workers"],
             max_bytes=self["max-bytes"],
@@ -294,7 +307,7 @@ def makeService(options: Options) -> service.MultiService:
     if options["log-format"] == "json":
         top.log_observer = json_observer(sys.stdout)
     store = Store(data_dir)
-    catalog = Catalog(os.path.join(data_dir, "cache.db"), reactor)
+    catalog = Catalog(os.path.join(data_dir, "cache.db"), reactor, query=settings.query)
     catalog.setServiceParent(top)
     fetcher = Fetcher(
         reactor,
@@ -336,16 +349,16 @@ def makeService(options: Options) -> service.MultiService:
         admin.setServiceParent(top)
     if options["processes"] > 1:
         workers = ServingWorkers(
-            options["processes"], cache, site, web, keep_query=settings.keep_query, reactor=reactor
+            options["processes"], cache, site, web, query=settings.query, reactor=reactor
         )
         workers.setServiceParent(top)
     log.info(
-        "withcache data dir {data_dir} (curate={curate}, keep_query={keep_query},"
+        "withcache data dir {data_dir} (curate={curate}, query={query},"
         " workers={workers}, allow_private={allow_private}, allow_hosts={allow_hosts},"
         " origin credentials for {logins} hosts; operator UI names {admin_hosts})",
         data_dir=data_dir,
         curate=settings.curate,
-        keep_query=settings.keep_query,
+        query=settings.query,
         workers=settings.workers,
         allow_private=settings.policy.allow_private,
         allow_hosts=",".join(settings.policy.allow_hosts) or "any",

@@ -504,8 +504,45 @@ fn commonUrlPass(scan: Scan, args: []const Str) bool {
     for (scan.urls.items) |url| {
         const s = args[url.index];
         if (!isHttp(s) or mem.indexOfScalar(u8, authority(s), '@') != null) return true;
+        if (credentialQuery(s)) return true;
     }
     return false;
+}
+
+/// urls.credential_param: whether any query parameter's name, read as the cache-host reads
+/// it ('+' a space, %XX decoded, ASCII lower-cased), is credential-like: one of the
+/// credential names or containing a credential part, and not a signature parameter.
+fn credentialQuery(url: Str) bool {
+    var rest = url;
+    if (mem.indexOfScalar(u8, rest, '#')) |h| rest = rest[0..h];
+    const q = mem.indexOfScalar(u8, rest, '?') orelse return false;
+    var params = mem.splitScalar(u8, rest[q + 1 ..], '&');
+    while (params.next()) |param| {
+        const raw = param[0 .. mem.indexOfScalar(u8, param, '=') orelse param.len];
+        // Out of memory: pass through, the safe answer.
+        const name = paramName(arena_state.allocator(), raw) catch return true;
+        if (inList(&T.signature_params, name)) continue;
+        if (inList(&T.credential_params, name)) return true;
+        for (T.credential_parts) |part| if (mem.find(u8, name, part) != null) return true;
+    }
+    return false;
+}
+
+fn paramName(gpa: Alloc, raw: Str) !Str {
+    const out = try gpa.alloc(u8, raw.len);
+    var n: usize = 0;
+    var i: usize = 0;
+    while (i < raw.len) : (n += 1) {
+        if (raw[i] == '%' and i + 2 < raw.len and isHex(raw[i + 1]) and isHex(raw[i + 2])) {
+            const byte = std.fmt.parseInt(u8, raw[i + 1 .. i + 3], 16) catch unreachable;
+            out[n] = std.ascii.toLower(byte);
+            i += 3;
+        } else {
+            out[n] = std.ascii.toLower(if (raw[i] == '+') ' ' else raw[i]);
+            i += 1;
+        }
+    }
+    return out[0..n];
 }
 
 fn curlPass(scan: Scan, args: []const Str, server: Str) bool {

@@ -122,6 +122,9 @@ def _common_url_reason(scan: Scan, args: list[str]) -> str | None:
             return f"not an http(s) URL: {url!r}"
         if urls.has_userinfo(url):
             return "credentials in the URL"
+        credential = urls.credential_param(url)
+        if credential is not None:
+            return f"credentials in the URL's query ({credential})"
     return None
 
 

@@ -53,6 +53,62 @@ def has_query(url: str) -> bool:
     return "?" in url.partition("#")[0]
 
 
+# Query parameters that carry someone's credentials: a command line with one passes through
+# (the cache-host refuses such URLs too: the same lists as withcache/keys.py, kept equal by a
+# test). A name is credential-like when it is one of CREDENTIAL_PARAMS or contains one of
+# CREDENTIAL_PARTS, unless it is a signature parameter of a presigned URL, which is meant to
+# travel with the URL and which the host drops from its keys.
+_CREDENTIAL_PARAMS = (
+    "key auth authorization bearer pass passcode passphrase pwd sid phpsessid credential"
+    " credentials access_key accesskey private_key privatekey license_key licensekey"
+)
+_CREDENTIAL_PARTS = (
+    "token secret password passwd apikey api_key api-key session jwt authkey auth_key"
+)
+_SIGNATURE_PARAMS = (
+    "x-amz-algorithm x-amz-credential x-amz-date x-amz-expires x-amz-signedheaders"
+    " x-amz-signature x-amz-security-token awsaccesskeyid signature expires key-pair-id policy"
+    " x-goog-algorithm x-goog-credential x-goog-date x-goog-expires x-goog-signedheaders"
+    " x-goog-signature googleaccessid sv ss srt sp se st spr sig sr si sip ses sdd skoid sktid"
+    " skt ske sks skv saoid suoid scid sduoid ossaccesskeyid security-token"
+    " x-oss-signature-version x-oss-credential x-oss-date x-oss-expires x-oss-signature"
+    " x-oss-additional-headers x-oss-security-token q-sign-algorithm q-ak q-sign-time"
+    " q-key-time q-header-list q-url-param-list q-signature x-cos-security-token __token__"
+    " hdnts hdnea"
+)
+CREDENTIAL_PARAMS = _CREDENTIAL_PARAMS.split()
+CREDENTIAL_PARTS = _CREDENTIAL_PARTS.split()
+SIGNATURE_PARAMS = _SIGNATURE_PARAMS.split()
+
+
+def param_name(raw: str) -> bytes:
+    """A query parameter's name as the lists are compared with it: '+' is a space, %XX
+    escapes decoded (a malformed one kept as written), ASCII letters lower-cased."""
+    data = raw.encode("utf-8", "surrogateescape").replace(b"+", b" ")
+    out = bytearray()
+    i = 0
+    while i < len(data):
+        if data[i] == 0x25 and _is_hex_pair(data, i + 1):
+            out.append(int(data[i + 1 : i + 3], 16))
+            i += 3
+        else:
+            out.append(data[i])
+            i += 1
+    return bytes(out).lower()
+
+
+def credential_param(url: str) -> str | None:
+    """The first credential-like query parameter's name (normalised), or None."""
+    query = url.partition("#")[0].partition("?")[2]
+    for param in query.split("&"):
+        name = param_name(param.partition("=")[0]).decode("latin-1")
+        if name in SIGNATURE_PARAMS:
+            continue
+        if name in CREDENTIAL_PARAMS or any(part in name for part in CREDENTIAL_PARTS):
+            return name
+    return None
+
+
 def token(url: str) -> str:
     raw = binascii.b2a_base64(url.encode("utf-8", "surrogateescape"), newline=False)
     return raw.translate(_B64_TO_URLSAFE).rstrip(b"=").decode("ascii")

@@ -113,6 +113,20 @@ def test_pass_through_commands_never_reach_the_host(host, origin, work, shim):
 
 
 @pytest.mark.parametrize("tool", ["curl", "wget"])
+def test_finding6_a_credential_in_the_query_passes_through_without_a_probe(
+    host, origin, work, shim, tool
+):
+    url = seeded(host, origin, f"pkg/private-{tool}.bin")
+    private = f"{url}?v=1&Access%5FToken=SECRET"
+    args = ["-fsS", "-o", "out", private] if tool == "curl" else ["-q", "-O", "out", private]
+    done = run_native(shim(tool), args, env_for(work, host.url), cwd=work)
+    assert done.returncode == 0, done.stderr
+    assert (work / "out").read_bytes() == FRESH
+    assert origin.requests == [("GET", path_of(private))]
+    assert "/b/" not in host.log() and "SECRET" not in host.log()
+
+
+@pytest.mark.parametrize("tool", ["curl", "wget"])
 def test_a_host_that_refuses_connections_means_plain_behaviour(origin, work, shim, tool):
     url = origin.put("pkg/d.bin", FRESH)
     sock = socket.socket()

@@ -168,6 +168,20 @@ CURL_CASES = [
     f"--aws-sigv4 aws:amz:us-east-1:s3 {V}/a.tar",
     f"--negotiate -u : {V}/a.tar",
     "https://user:secret@vendor.example/dl/a.tar",
+    # Credential-like query parameters pass through (issue 13, finding 6); signatures do not.
+    f"-fsSLo a.tar '{V}/a.tar?access_token=abc'",
+    f"-o a.tar '{V}/a.tar?v=1&Private-Token=x'",
+    f"-o a.tar '{V}/a.tar?api%5Fkey=x'",
+    f"-o a.tar '{V}/a.tar?API+Key=x&apikey=y'",
+    f"-o a.tar '{V}/a.tar?key=AIza'",
+    f"-o a.tar '{V}/a.tar?password'",
+    f"-o a.tar '{V}/a.tar?JSESSIONID=1#frag'",
+    f"-O {V}/a.tar -O '{V}/b.tar?token=t'",  # the whole command line, as for user:pw@
+    f"-o a.tar '^{V}/a.tar?X-Amz-Security-Token=t&X-Amz-Credential=c&X-Amz-Signature=s'",
+    f"-o a.tar '^{V}/a.tar?__token__=exp=1~hmac=2&OSSAccessKeyId=k&security-token=t'",
+    f"-o a.tar '^{V}/a.tar?monkey=1&author=me&sidebar=1&passive=%ZZ&key%'",
+    f"-o a.tar '^{V}/a.tar#access_token=abc'",
+    f"-o a.tar '^{V}/a.tar?v=1%26token%3Dx'",
     # Config files.
     f"-K curl.cfg {V}/a.tar",
     f"--config curl.cfg {V}/a.tar",
@@ -317,6 +331,9 @@ WGET_CASES = [
     f"--certificate=client.pem {V}/a.tar",
     f"--private-key=client.key {V}/a.tar",
     "https://user:pw@vendor.example/dl/a.tar",
+    f"-O a.tar '{V}/a.tar?access_token=abc'",
+    f"-O a.tar '{V}/a.tar?sessionid=1&sig=s'",
+    f"-qO- '^{V}/a.tar?sig=s&sv=1&se=2'",
     # Input and config files, executed commands.
     "-i urls.txt",
     "-i-",

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 from conftest import FakeProbe, make_tool
+from hypothesis import given
+from hypothesis import strategies as st
 from withcache_shim.plan import RealToolNotFound, explain, plan
 from withcache_shim.probe import classify, probe_command
 from withcache_shim.probe import probe as default_probe
@@ -266,3 +268,38 @@ def test_plan_is_importable_from_the_package() -> None:
 
     assert withcache_shim.plan is plan
     assert Path(withcache_shim.__file__).parent.name == "withcache_shim"
+
+
+def test_finding6_the_shims_credential_lists_are_the_hosts():
+    """The shim passes through exactly what the cache-host would refuse (and the native shim's
+    tables are generated from these)."""
+    from withcache_shim import urls
+
+    from withcache import keys
+
+    assert set(urls.CREDENTIAL_PARAMS) == keys.CREDENTIAL_PARAMS
+    assert set(urls.CREDENTIAL_PARTS) == set(keys.CREDENTIAL_PARTS)
+    assert set(urls.SIGNATURE_PARAMS) == keys.SIGNATURE_PARAMS
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.text(alphabet="aAkKeEyYtToOnNsSiIgG_-+%25fF0", max_size=14),
+            st.sampled_from(["", "=", "=1"]),
+        ),
+        max_size=4,
+    )
+)
+def test_finding6_the_shim_refuses_a_query_exactly_when_the_host_does(params):
+    from withcache_shim.urls import credential_param
+
+    from withcache.keys import InvalidURL, cache_key
+
+    url = f"{URL}?" + "&".join(name + value for name, value in params)
+    try:
+        cache_key(url)
+        host_refuses = False
+    except InvalidURL:
+        host_refuses = True
+    assert (credential_param(url) is not None) == host_refuses

@@ -63,11 +63,24 @@ _wget_chunks = [
     ["--header=Accept: x"], ["--referer", "https://ref.example/"], ["-P", "dl"], ["--spider"],
     ["--method=GET"], ["--"],
 ]  # fmt: skip
+# Query parameter names around the credential and signature lists (issue 13, finding 6).
+_param_names = st.one_of(
+    st.sampled_from(
+        ["v", "token", "Access_Token", "access%5Ftoken", "api+key", "apiKey", "key", "keys",
+         "X-Amz-Security-Token", "X-Amz-Signature", "sig", "__token__", "Sessionid", "%6Bey",
+         "session%", "passive", "pwd", "PHPSESSID", "security-token", "author"]
+    ),
+    st.text(alphabet="aekyKtonsS_-+%0", max_size=8),
+)  # fmt: skip
+_queries = st.lists(
+    st.builds(lambda n, v: n + v, _param_names, st.sampled_from(["", "=", "=1"])), max_size=3
+).map(lambda params: "?" + "&".join(params) if params else "")
 http_urls = st.builds(
-    lambda scheme, host, path: f"{scheme}://{host}/{path}",
+    lambda scheme, host, path, query: f"{scheme}://{host}/{path}{query}",
     st.sampled_from(["http", "https"]),
     st.sampled_from(["vendor.example", "v.example:8443"]),
     st.text(alphabet="abz09-._~%?=[]/ ", max_size=12),
+    _queries,
 )
 
 

@@ -115,6 +115,23 @@ def test_pass_through_commands_never_reach_the_host(host, origin, work):
 
 
 @pytest.mark.parametrize("tool", ["curl", "wget"])
+def test_finding6_a_credential_in_the_query_passes_through_without_a_probe(
+    host, origin, work, tool
+):
+    """The cache holds the URL without the token; a user's own token still goes to the origin,
+    and the host never hears of it."""
+    url = seeded(host, origin, f"pkg/private-{tool}.bin")
+    args = ["-fsS", "-o", "out", f"{url}?access_token=SECRET"]
+    if tool == "wget":
+        args = ["-q", "-O", "out", f"{url}?access_token=SECRET"]
+    done = run_shim(tool, args, env_for(work, host.url), cwd=work)
+    assert done.returncode == 0, done.stderr
+    assert (work / "out").read_bytes() == FRESH
+    assert origin.requests == [("GET", f"{path_of(url)}?access_token=SECRET")]
+    assert "/b/" not in host.log() and "SECRET" not in host.log()
+
+
+@pytest.mark.parametrize("tool", ["curl", "wget"])
 def test_a_host_that_refuses_connections_means_plain_behaviour(origin, work, tool):
     url = origin.put("pkg/d.bin", FRESH)
     sock, server = closed_port()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import stat
@@ -166,10 +167,41 @@ def test_curate_mode_miss_download_and_dismiss(client, ui_host, ui_origin):
     blob_miss(ui_host, unwanted)
     page = client.get("/").body
     assert page.count('action="/admin/misses/dismiss"') >= 2
-    assert client.post("/admin/misses/download", {"url": wanted}).status == 303
+    assert client.post("/admin/misses/download", {"key": wanted}).status == 303
     assert client.post("/admin/misses/dismiss", {"key": unwanted}).status == 303
     wait_until(lambda: ui_host.get("/blob?" + urllib.parse.urlencode({"url": wanted}))[0] == 200)
     assert unwanted not in client.get("/admin/fragments/misses").body
+
+
+def test_finding6_the_ui_never_shows_signature_or_credential_values(
+    client, ui_host, ui_origin, tmp_path
+):
+    """Artifacts, misses (and their Download buttons), jobs and the delete page show the URL
+    with its signature values replaced by '…', and the cache URL names the key."""
+    aws = "X-Amz-Credential=CREDVAL&X-Amz-Security-Token=TOKVAL&X-Amz-Signature=SIGVAL"
+    seeded = f"https://vendor.example/signed.run?version=2&{aws}"
+    ui_host.seed(seeded, write_file(tmp_path / "signed", 100, seed=8))
+    blob_miss(ui_host, "https://vendor.example/missed.run?arch=arm64&sv=1&sp=r&sig=SIGMISS")
+    fill = f"{ui_origin.base}/f/100/9/filled.bin?Expires=1&Key-Pair-Id=K&Signature=SIGJOB"
+    assert client.post("/admin/add", {"url": fill}).status == 303
+    wait_until(lambda: "completed" in client.get("/admin/fragments/downloads").body)
+    key = "https://vendor.example/signed.run?version=2"
+    pages = [
+        client.get("/").body,
+        client.get("/admin/fragments/artifacts").body,
+        client.get("/admin/fragments/misses").body,
+        client.get("/admin/fragments/downloads").body,
+        client.get("/admin/artifacts/delete?" + urllib.parse.urlencode({"key": key})).body,
+    ]
+    for page in pages:
+        for secret in ("CREDVAL", "TOKVAL", "SIGVAL", "SIGMISS", "SIGJOB"):
+            assert secret not in page
+    dashboard = pages[0]
+    assert "signed.run?version=2&amp;X-Amz-Credential=…" in dashboard
+    assert "missed.run?arch=arm64&amp;sv=…&amp;sp=…&amp;sig=…" in dashboard
+    assert "filled.bin?Expires=…&amp;Key-Pair-Id=…&amp;Signature=…" in dashboard
+    token = base64.urlsafe_b64encode(key.encode()).rstrip(b"=").decode()
+    assert f"{ui_host.url}/b/{token}/signed.run" in dashboard
 
 
 def test_cancel_a_running_download(client, ui_origin):

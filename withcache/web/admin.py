@@ -21,6 +21,7 @@ from twisted.web import http, static
 import withcache
 from withcache.cache import Cache
 from withcache.keys import InvalidURL, encode_token
+from withcache.logs import redact_text, redact_url
 from withcache.origin_client import precheck_origin
 from withcache.policy import RefusedOrigin
 from withcache.sizes import format_size
@@ -95,7 +96,9 @@ def _templates() -> jinja2.Environment:
         autoescape=True,
         undefined=jinja2.StrictUndefined,
     )
+    # URLs and error texts are shown with signature and credential values replaced by '…'.
     env.filters.update(human=format_size, when=_when, duration=_duration)
+    env.filters.update(redact=redact_url, redact_text=redact_text)
     return env
 
 
@@ -178,7 +181,7 @@ class AdminUI:
     @app.route("/admin/misses/download", methods=["POST"])
     async def download_miss(self, request):
         await self._action(request)
-        await self.cache.add(_field(request, "url"))
+        await self.cache.add_miss(_field(request, "key"))
         return self._redirect(request, b"/")
 
     @app.route("/admin/misses/dismiss", methods=["POST"])
@@ -330,8 +333,10 @@ class AdminUI:
             "jobs": jobs,
             "has_finished": any(j.state not in ("queued", "running") for j in jobs),
             "misses": [(m, self._miss_state(m.key)) for m in misses],
+            # The cache URL names the key, not the stored URL: the same artifact, without the
+            # signature the stored URL may carry.
             "artifacts": [
-                (a, f"{base}/b/{encode_token(a.url)}/{_basename(a.url)}") for a in artifacts
+                (a, f"{base}/b/{encode_token(a.key)}/{_basename(a.key)}") for a in artifacts
             ],
             "query": query,
             "page": page,

@@ -12,7 +12,8 @@ JSON lines on stderr) and exits when its stdin closes, i.e. when the host stops 
 host starts it as
 
     python -c 'from withcache.web.worker import main; main()' --data-dir D --upstream PORT
-        --fd 3 [--family 6] [--keep-query] [--no-access-log]   (secret: $WITHCACHE_WORKER_SECRET)
+        --fd 3 [--family 6] [--query signed|keep|drop] [--no-access-log]
+        (secret: $WITHCACHE_WORKER_SECRET)
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from withcache import catalog as cat
 from withcache._log import make_logger
 from withcache.cache import Hit
 from withcache.index import HitIndex
-from withcache.keys import remembered_key
+from withcache.keys import DEFAULT_QUERY, QUERY_MODES, remembered_key
 from withcache.store import Store
 from withcache.web.app import WithcacheSite
 from withcache.web.blobs import ReadPath, requested_url, secure_read_path
@@ -59,10 +60,10 @@ class _Counter:
 class WorkerCache:
     """What the read path needs of a Cache, for hits only: the index, learnt from the catalog."""
 
-    def __init__(self, store: Store, catalog: cat.Catalog, keep_query: bool, reactor: Any):
+    def __init__(self, store: Store, catalog: cat.Catalog, query: str, reactor: Any):
         self.store = store
         self.catalog = catalog
-        self.keep_query = keep_query
+        self.query = query
         self.reactor = reactor
         self.index = HitIndex()
         self.served_bytes = _Counter()
@@ -70,7 +71,7 @@ class WorkerCache:
         self._generation: int | None = None
 
     def key_for(self, url: str) -> str:
-        return remembered_key(url, self.keep_query)
+        return remembered_key(url, self.query)
 
     def cached(self, url: str) -> Hit | None:
         found = self.index.get(self.key_for(url))
@@ -185,7 +186,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--upstream", type=int, required=True)
     parser.add_argument("--fd", type=int, required=True)
     parser.add_argument("--family", type=int, choices=(4, 6), default=4)
-    parser.add_argument("--keep-query", action="store_true")
+    parser.add_argument("--query", choices=QUERY_MODES, default=DEFAULT_QUERY)
     parser.add_argument("--no-access-log", action="store_true")
     return parser.parse_args(argv)
 
@@ -199,9 +200,9 @@ def main(argv: list[str] | None = None) -> None:
         [lambda event: sys.stderr.write(eventAsJSON(event) + "\n")],
         redirectStandardIO=False,
     )
-    catalog = cat.Catalog(os.path.join(args.data_dir, "cache.db"), reactor)
+    catalog = cat.Catalog(os.path.join(args.data_dir, "cache.db"), reactor, query=args.query)
     catalog.startService()
-    cache = WorkerCache(Store(args.data_dir), catalog, args.keep_query, reactor)
+    cache = WorkerCache(Store(args.data_dir), catalog, args.query, reactor)
     read_path = ReadPath(cache)  # type: ignore[arg-type]
     site = WorkerSite(WorkerRoot(cache, read_path, Forward(reactor, args.upstream, secret)))
     site.access_log = not args.no_access_log

@@ -109,14 +109,14 @@ class ServingWorkers(service.Service):
         site: WithcacheSite,
         listening: Any,
         *,
-        keep_query: bool,
+        query: str,
         reactor: Any,
     ):
         self.count = count
         self.cache = cache
         self._site = site
         self._listening = listening
-        self._keep_query = keep_query
+        self._query = query
         self._reactor = reactor
         self._secret = secrets.token_hex(16)
         self._port: Any = None
@@ -147,7 +147,7 @@ class ServingWorkers(service.Service):
         argv += ["--data-dir"]
         argv += [os.path.dirname(self.cache.store.blobs_dir), "--fd", "3", "--family", family]
         argv += ["--upstream", str(self._upstream.getHost().port)]
-        argv += ["--keep-query"] if self._keep_query else []
+        argv += ["--query", self._query]
         argv += [] if self._site.access_log else ["--no-access-log"]
         worker = WorkerProtocol(self)
         env = dict(os.environ, WITHCACHE_WORKER_SECRET=self._secret)
