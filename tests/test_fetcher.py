@@ -519,3 +519,17 @@ async def test_error_texts_never_carry_the_query_of_the_url(store):
         await Run(store)("http://-bad-.example/x.run?X-Amz-Signature=SIGSECRET")
     assert "SIGSECRET" not in str(failed.value)
     assert "-bad-.example/x.run?X-Amz-Signature=…" in str(failed.value)
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_address_that_refuses_connections_falls_through_to_the_next(origin, store):
+    """A name resolving to a dead address first (a broken IPv6 route, one mirror down) is
+    fetched from the next address in the same attempt, as curl would."""
+    port = origin.base.rsplit(":", 1)[1]
+
+    async def resolve(host, _port):
+        return ["127.0.0.2", "127.0.0.1"]  # nothing listens on 127.0.0.2
+
+    run = Run(store, resolve=resolve, max_attempts=1)
+    _result, blob = await run(f"http://mirror.example:{port}/f/1000/15/x")
+    assert blob.sha256 == sha(payload(1000, 15))

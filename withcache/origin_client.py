@@ -113,7 +113,8 @@ class _CheckedEndpoint:
             addresses = await f.resolve(self._host, self._port)
         except socket.gaierror as e:
             raise FetchError(f"cannot resolve {self._host}: {e.strerror}") from None
-        for address in f.policy.allowed(self._host, addresses):
+        allowed = f.policy.allowed(self._host, addresses)
+        for n, address in enumerate(allowed, 1):
             endpoint_type = TCP6ClientEndpoint if ":" in address else TCP4ClientEndpoint
             endpoint = endpoint_type(f.reactor, address, self._port, timeout=f.connect_timeout)
             if self._scheme == "https":
@@ -121,7 +122,15 @@ class _CheckedEndpoint:
                 endpoint = wrapClientTLS(options, endpoint)
             noted = policies.WrappingFactory(protocol_factory)
             noted.protocol = _NotesHowItEnded
-            wrapper = await endpoint.connect(noted)
+            try:
+                wrapper = await endpoint.connect(noted)
+            except (error.ConnectError, error.TimeoutError):
+                # A name with an address that does not answer (an IPv6 route a lab lacks, one
+                # mirror of several down): the next address, as curl does; the last one's
+                # failure is the attempt's.
+                if n == len(allowed):
+                    raise
+                continue
             protocol = wrapper.wrappedProtocol
             transport = getattr(wrapper, "transport", None)
             # Bodies are big: read up to 1 MiB per recv() instead of Twisted's 64 KiB, which
