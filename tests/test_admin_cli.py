@@ -3,7 +3,7 @@
 import json
 import subprocess
 
-from tests.support import start_host, tool, write_file
+from tests.support import assert_clean_log, eventually, metrics, start_host, tool, write_file
 
 
 def admin(*args, cwd=None):
@@ -141,3 +141,26 @@ def test_finding6_admin_keys_as_the_catalog_is_keyed_and_query_flags_rekey_it(tm
     assert admin("rm", "-d", str(data), "--keep-query", url).stdout == f"removed: {url}\n"
     both = admin("rm", "-d", str(data), "--keep-query", "--drop-query", url)
     assert both.returncode == 2 and "not allowed with" in both.stderr
+
+
+def test_metrics_follow_an_import_and_rm_into_a_running_host(tmp_path):
+    """withcache_artifacts and withcache_cache_bytes change with another process's import and
+    rm at the host's next one-second sync, as the dashboard does (issue 21)."""
+    data = tmp_path / "data"
+    host = start_host(data)
+    try:
+        assert metrics(host)["withcache_artifacts"] == 0
+        url = "https://e.example.com/cuda.run"
+        out = admin("import", "-d", str(data), url, str(write_file(tmp_path / "a", 5000)))
+        assert out.returncode == 0, out.stderr
+
+        def totals():
+            values = metrics(host)
+            return values["withcache_artifacts"], values["withcache_cache_bytes"]
+
+        assert eventually(totals, lambda t: t == (1, 5000), what="the import") == (1, 5000)
+        assert admin("rm", "-d", str(data), url).returncode == 0
+        assert eventually(totals, lambda t: t == (0, 0), what="the rm") == (0, 0)
+        assert_clean_log(host)
+    finally:
+        host.stop()
