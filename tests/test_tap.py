@@ -101,6 +101,11 @@ def test_listen_takes_an_endpoint_string():
     assert parse("--listen", "tcp:0:interface=127.0.0.1")["listen"] == "tcp:0:interface=127.0.0.1"
 
 
+def test_port_alone_is_shorthand_for_listen_tcp():
+    assert parse("--port", "8080")["listen"] == "tcp:8080"
+    assert parse("-l", "tcp:0:interface=127.0.0.1")["listen"] == "tcp:0:interface=127.0.0.1"
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
@@ -112,6 +117,11 @@ def test_listen_takes_an_endpoint_string():
         (["--listen", "carrier-pigeon:7"], "--listen: not a valid endpoint"),
         (["--listen", "tcp:notaport"], "--listen: not a valid endpoint"),
         (["--port", "80", "--listen", "tcp:81"], "--port and --listen"),
+        (["--listen", "tcp:81", "--port", "80"], "--port and --listen"),
+        # The default endpoint named explicitly is still --listen (it used to let --port win).
+        (["--listen", "tcp:3000", "--port", "80"], "--port and --listen"),
+        (["--port", "80", "--listen", "tcp:3000"], "--port and --listen"),
+        (["-l", "tcp:3000", "-p", "80"], "--port and --listen"),
         (["--keep-query", "--drop-query"], "--keep-query and --drop-query"),
         (["--data-dir", ""], "--data-dir: must not be empty"),
         (["--max-size", "big"], "--max-size: not a size"),
