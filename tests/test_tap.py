@@ -1,6 +1,7 @@
 """Command-line options of the twistd plugin, and the plugin's discovery."""
 
 import os
+import re
 import subprocess
 
 import pytest
@@ -242,3 +243,11 @@ def test_weak_secret_twistd_refuses_to_start_naming_the_source_and_the_fix(
     assert out.returncode != 0, said
     assert named in said and fix in said and "at least 32 bytes" in said
     assert "Traceback" not in said
+
+
+def test_help_texts_have_no_runs_of_spaces_from_docstrings():
+    """A multi-line opt_ docstring used to show its indentation in --help (--processes)."""
+    usage_text = Options().getUsage(width=80)
+    descriptions = [line[31:] for line in usage_text.splitlines() if len(line) > 31]
+    assert [d for d in descriptions if re.search(r"\S {2,}\S", d)] == []
+    assert '"auto" is one per' in " ".join(usage_text.split())

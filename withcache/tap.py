@@ -86,6 +86,9 @@ class Options(usage.Options):
         self["idle-timeout"] = 60.0
         self["max-queued"] = 100
         self["max-fills-per-client"] = 10
+        # Help texts come from docstrings; their line breaks and indentation are not layout
+        # (usage wraps each text itself), so `--help` would show them as runs of spaces.
+        self.docs = {name: " ".join(text.split()) for name, text in self.docs.items()}
 
     def opt_scrub_interval(self, value: str) -> None:
         """Seconds between background re-hashes of one blob (default 60; 0 turns it off)."""
