@@ -7,9 +7,7 @@ and what they start, interactive or not (`su - you -c`, `bash -lc`), not only in
 
 from __future__ import annotations
 
-import os
 import re
-import secrets
 import shlex
 import shutil
 import subprocess
@@ -18,13 +16,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import can_make_users, throwaway_user
+
 REPO = Path(__file__).resolve().parents[2]
 SHIMS_MD = REPO / "docs" / "shims.md"
 SERVER = "http://cache.lab:3000"
 
 pytestmark = pytest.mark.skipif(
-    os.geteuid() != 0 or not shutil.which("useradd") or not Path("/etc/skel/.bashrc").exists(),
-    reason="needs root, useradd and Debian's /etc/skel to make a throwaway user",
+    not can_make_users(), reason="needs root, useradd and /etc/skel to make a throwaway user"
 )
 
 
@@ -35,13 +34,8 @@ def first_sh_block(text: str, heading: str) -> str:
 
 @pytest.fixture
 def user():
-    """A throwaway account made from /etc/skel (so with Debian's ~/.bashrc), removed after."""
-    name = f"wc21{secrets.token_hex(3)}"
-    subprocess.run(["useradd", "-m", "-s", "/bin/bash", name], check=True, timeout=60)
-    try:
+    with throwaway_user("wc21") as name:
         yield name
-    finally:
-        subprocess.run(["userdel", "-r", name], capture_output=True, timeout=60)
 
 
 def as_user(user: str, command: str, *, login: bool = True) -> str:
