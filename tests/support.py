@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import http.client
 import json
 import os
 import random
 import re
+import secrets
+import shutil
 import signal
 import sqlite3
 import ssl
@@ -237,6 +240,23 @@ def start_host(
         raise
     host.url = f"http://127.0.0.1:{port}"
     return host
+
+
+def can_make_users() -> bool:
+    """Root, useradd and Debian's /etc/skel: what throwaway_user needs."""
+    return os.geteuid() == 0 and bool(shutil.which("useradd")) and os.path.exists("/etc/skel")
+
+
+@contextlib.contextmanager
+def throwaway_user(prefix: str = "wc"):
+    """A fresh account made from /etc/skel (so with Debian's ~/.profile and ~/.bashrc) and its
+    home, removed after (stop its processes first: userdel refuses a logged-in user)."""
+    name = f"{prefix}{secrets.token_hex(3)}"
+    subprocess.run(["useradd", "-m", "-s", "/bin/bash", name], check=True, timeout=60)
+    try:
+        yield name
+    finally:
+        subprocess.run(["userdel", "-r", name], capture_output=True, timeout=60)
 
 
 def assert_clean_log(host: Host) -> None:

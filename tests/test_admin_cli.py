@@ -3,7 +3,7 @@
 import json
 import subprocess
 
-from tests.support import start_host, tool, write_file
+from tests.support import assert_clean_log, eventually, metrics, start_host, tool, write_file
 
 
 def admin(*args, cwd=None):
@@ -22,8 +22,11 @@ def test_import_then_ls_without_a_host(tmp_path):
     digest, size, key = out.stdout.split()
     assert (size, key) == ("4096", "https://repo.example.com/rocm.deb")
     table = admin("ls", "--data-dir", str(data)).stdout.splitlines()
-    assert table[0].split() == ["SHA256", "SIZE", "HITS", "MISSES", "KEY"]
-    assert table[1].split() == [digest[:12], "4.0", "KiB", "0", "0", key]
+    assert table[0].split() == ["SHA256", "SIZE", "HITS", "MISSES", "PINNED", "KEY"]
+    assert table[1].split() == [digest[:12], "4.0", "KiB", "0", "0", "no", key]
+    assert admin("pin", "--data-dir", str(data), key).returncode == 0
+    pinned = admin("ls", "--data-dir", str(data)).stdout.splitlines()
+    assert pinned[1].split() == [digest[:12], "4.0", "KiB", "0", "0", "yes", key]
     (row,) = map(json.loads, admin("ls", "--json", "--data-dir", str(data)).stdout.splitlines())
     assert row["sha256"] == digest and row["url"] == "HTTPS://Repo.example.com:443/rocm.deb"
 
@@ -141,3 +144,47 @@ def test_finding6_admin_keys_as_the_catalog_is_keyed_and_query_flags_rekey_it(tm
     assert admin("rm", "-d", str(data), "--keep-query", url).stdout == f"removed: {url}\n"
     both = admin("rm", "-d", str(data), "--keep-query", "--drop-query", url)
     assert both.returncode == 2 and "not allowed with" in both.stderr
+
+
+def test_metrics_follow_an_import_and_rm_into_a_running_host(tmp_path):
+    """withcache_artifacts and withcache_cache_bytes change with another process's import and
+    rm at the host's next one-second sync, as the dashboard does (issue 21)."""
+    data = tmp_path / "data"
+    host = start_host(data)
+    try:
+        assert metrics(host)["withcache_artifacts"] == 0
+        url = "https://e.example.com/cuda.run"
+        out = admin("import", "-d", str(data), url, str(write_file(tmp_path / "a", 5000)))
+        assert out.returncode == 0, out.stderr
+
+        def totals():
+            values = metrics(host)
+            return values["withcache_artifacts"], values["withcache_cache_bytes"]
+
+        assert eventually(totals, lambda t: t == (1, 5000), what="the import") == (1, 5000)
+        assert admin("rm", "-d", str(data), url).returncode == 0
+        assert eventually(totals, lambda t: t == (0, 0), what="the rm") == (0, 0)
+        assert_clean_log(host)
+    finally:
+        host.stop()
+
+
+def test_import_catalog_of_a_missing_or_malformed_file_is_one_line_and_exit_2(tmp_path):
+    data = tmp_path / "data"
+    missing = admin("import-catalog", "-d", str(data), str(tmp_path / "nope.jsonl"))
+    assert missing.returncode == 2, missing
+    assert missing.stderr == (
+        f"withcache-admin import-catalog: No such file or directory: {tmp_path / 'nope.jsonl'}\n"
+    )
+    assert not data.exists(), "a failed import-catalog made the data dir"
+    (tmp_path / "bad.jsonl").write_text('{"not": "an export"}\n')
+    bad = admin("import-catalog", "-d", str(data), str(tmp_path / "bad.jsonl"))
+    assert bad.returncode == 2 and len(bad.stderr.splitlines()) == 1, bad
+    assert "is not an export" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_admin_help_describes_the_admin_tool():
+    out = admin("--help")
+    assert out.returncode == 0
+    assert "Operator tools for a withcache data dir" in out.stdout
+    assert "Console scripts" not in out.stdout and "--data-dir (default ./data)" in out.stdout

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 
 import pytest
@@ -97,3 +98,15 @@ def test_finding6_redact_text_redacts_every_url_in_an_error_text():
     assert redact_text(text) == (
         'cannot fetch https://a.example/x?token=… (redirect to "http://b.example/?Signature=…")'
     )
+
+
+def test_text_request_lines_name_the_client_address(tmp_path):
+    """The README promises method, path, status, bytes and client on each request line."""
+    host = start_host(tmp_path / "data")
+    try:
+        assert host.get("/healthz")[0] == 200
+        log = host.wait_for_log("GET /healthz 200")
+    finally:
+        host.stop()
+    [line] = [line for line in log.splitlines() if "GET /healthz 200" in line]
+    assert re.search(r"GET /healthz 200 \d+ 127\.0\.0\.1$", line), line

@@ -1,6 +1,7 @@
 """Command-line options of the twistd plugin, and the plugin's discovery."""
 
 import os
+import re
 import subprocess
 
 import pytest
@@ -101,6 +102,11 @@ def test_listen_takes_an_endpoint_string():
     assert parse("--listen", "tcp:0:interface=127.0.0.1")["listen"] == "tcp:0:interface=127.0.0.1"
 
 
+def test_port_alone_is_shorthand_for_listen_tcp():
+    assert parse("--port", "8080")["listen"] == "tcp:8080"
+    assert parse("-l", "tcp:0:interface=127.0.0.1")["listen"] == "tcp:0:interface=127.0.0.1"
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
@@ -112,6 +118,11 @@ def test_listen_takes_an_endpoint_string():
         (["--listen", "carrier-pigeon:7"], "--listen: not a valid endpoint"),
         (["--listen", "tcp:notaport"], "--listen: not a valid endpoint"),
         (["--port", "80", "--listen", "tcp:81"], "--port and --listen"),
+        (["--listen", "tcp:81", "--port", "80"], "--port and --listen"),
+        # The default endpoint named explicitly is still --listen (it used to let --port win).
+        (["--listen", "tcp:3000", "--port", "80"], "--port and --listen"),
+        (["--port", "80", "--listen", "tcp:3000"], "--port and --listen"),
+        (["-l", "tcp:3000", "-p", "80"], "--port and --listen"),
         (["--keep-query", "--drop-query"], "--keep-query and --drop-query"),
         (["--data-dir", ""], "--data-dir: must not be empty"),
         (["--max-size", "big"], "--max-size: not a size"),
@@ -232,3 +243,11 @@ def test_weak_secret_twistd_refuses_to_start_naming_the_source_and_the_fix(
     assert out.returncode != 0, said
     assert named in said and fix in said and "at least 32 bytes" in said
     assert "Traceback" not in said
+
+
+def test_help_texts_have_no_runs_of_spaces_from_docstrings():
+    """A multi-line opt_ docstring used to show its indentation in --help (--processes)."""
+    usage_text = Options().getUsage(width=80)
+    descriptions = [line[31:] for line in usage_text.splitlines() if len(line) > 31]
+    assert [d for d in descriptions if re.search(r"\S {2,}\S", d)] == []
+    assert '"auto" is one per' in " ".join(usage_text.split())

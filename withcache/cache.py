@@ -226,8 +226,8 @@ class Cache(service.MultiService):
             log.failure("could not write hit counts", failure)
 
     async def sync_index(self) -> None:
-        """Write the hits counted in memory; forget the index if the artifact rows changed
-        since the last sync (by another process, the admin CLI, say)."""
+        """Write the hits counted in memory; forget the index and refresh the totals gauges if
+        the artifact rows changed since the last sync (by another process, the admin CLI, say)."""
         hits = self.index.take_hits()
         batch = [(key, p.count, p.last_at) for key, p in hits.items()]
         try:
@@ -238,6 +238,9 @@ class Cache(service.MultiService):
         if generation != self._generation:
             self.index.invalidate()
             self._generation = generation
+            # Another process (withcache-admin import, rm) may have changed what is held: the
+            # gauges follow, as the dashboard does (it reads the catalog on every poll).
+            await self.refresh_totals()
 
     def _should_auto_fill(self, url: str, key: str) -> bool:
         if self.settings.curate or self.fetcher is None or self.downloads.active(key):

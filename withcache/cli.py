@@ -80,10 +80,11 @@ def _cmd_ls(args: argparse.Namespace) -> int:
         artifacts = cat.list_artifacts(conn)
     if args.json:
         return _print_json(artifacts)
-    print(f"{'SHA256':<12}  {'SIZE':>10}  {'HITS':>6}  {'MISSES':>6}  KEY")
+    print(f"{'SHA256':<12}  {'SIZE':>10}  {'HITS':>6}  {'MISSES':>6}  PINNED  KEY")
     for a in artifacts:
         size = format_size(a.size)
-        print(f"{a.sha256[:12]}  {size:>10}  {a.hits:>6}  {a.misses:>6}  {a.key}")
+        pinned = "yes" if a.pinned else "no"
+        print(f"{a.sha256[:12]}  {size:>10}  {a.hits:>6}  {a.misses:>6}  {pinned:<6}  {a.key}")
     return 0
 
 
@@ -163,12 +164,23 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 def _cmd_import_catalog(args: argparse.Namespace) -> int:
     """Rows from an export, for blobs present here or copied (and re-hashed) from another dir."""
+    # The export is read whole first: a missing or malformed file is one line and exit 2, and
+    # leaves the data dir as it was.
+    try:
+        with open(args.file, encoding="utf-8") as f:
+            rows = [cat.Artifact(**json.loads(line)) for line in f if line.strip()]
+    except OSError as e:
+        print(f"withcache-admin import-catalog: {e.strerror}: {args.file}", file=sys.stderr)
+        return 2
+    except (ValueError, TypeError) as e:
+        print(
+            f"withcache-admin import-catalog: {args.file} is not an export ({e})", file=sys.stderr
+        )
+        return 2
     os.makedirs(args.data_dir, exist_ok=True)
     source = Store(args.blobs_from) if args.blobs_from else None
     imported = skipped = 0
     with _open(args.data_dir) as (store, conn):
-        with open(args.file, encoding="utf-8") as f:
-            rows = [cat.Artifact(**json.loads(line)) for line in f if line.strip()]
         query = cat.keyed_with(conn)
         for exported in rows:
             # Keyed here as this catalog keys (the export may come from an older withcache, or
@@ -228,7 +240,14 @@ def _media_type(value: str) -> str:
 
 
 def admin_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="withcache-admin", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="withcache-admin",
+        description="Operator tools for a withcache data dir: put artifacts in, list them and the"
+        " fill jobs, remove, pin, verify, move a cache. Safe while the host runs; it notices"
+        " changes within a second.",
+        epilog="`withcache-admin COMMAND --help` shows a command's options; every command takes"
+        " --data-dir (default ./data).",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     imp = commands.add_parser("import", help="put a local file into the cache under an origin URL")

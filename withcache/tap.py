@@ -59,7 +59,6 @@ class Options(usage.Options):
     ]
     optParameters = [
         ["data-dir", "d", "./data", "Directory for cache.db, blobs/ and tmp/ (created)."],
-        ["listen", "l", "tcp:3000", "Twisted endpoint string to serve HTTP on."],
         [
             "admin-listen",
             None,
@@ -76,6 +75,10 @@ class Options(usage.Options):
         self["max-bytes"] = 0
         self["max-size"] = 0
         self["port"] = None
+        self["listen"] = "tcp:3000"
+        # Whether --listen was given: --port with it is a usage error whatever the order, and
+        # whatever endpoint (tcp:3000 included) it names.
+        self._listen_given = False
         self["allow-host"] = []
         self["admin-host"] = []
         self["scrub-interval"] = 60.0
@@ -83,6 +86,9 @@ class Options(usage.Options):
         self["idle-timeout"] = 60.0
         self["max-queued"] = 100
         self["max-fills-per-client"] = 10
+        # Help texts come from docstrings; their line breaks and indentation are not layout
+        # (usage wraps each text itself), so `--help` would show them as runs of spaces.
+        self.docs = {name: " ".join(text.split()) for name, text in self.docs.items()}
 
     def opt_scrub_interval(self, value: str) -> None:
         """Seconds between background re-hashes of one blob (default 60; 0 turns it off)."""
@@ -119,6 +125,11 @@ class Options(usage.Options):
         bound)."""
         self["max-fills-per-client"] = _count("--max-fills-per-client", value)
 
+    def opt_listen(self, value: str) -> None:
+        """Twisted endpoint string to serve HTTP on (default tcp:3000)."""
+        self["listen"] = value
+        self._listen_given = True
+
     def opt_port(self, value: str) -> None:
         """Shorthand for --listen tcp:N."""
         self["port"] = _positive("--port", value, upper=65535)
@@ -139,12 +150,13 @@ class Options(usage.Options):
         else:
             self["processes"] = _positive("--processes", value, upper=64)
 
+    opt_l = opt_listen
     opt_p = opt_port
     opt_w = opt_workers
 
     def postOptions(self) -> None:
         if self["port"] is not None:
-            if self["listen"] != "tcp:3000":
+            if self._listen_given:
                 raise usage.UsageError("--port and --listen cannot be used together")
             self["listen"] = f"tcp:{self['port']}"
         _check_endpoint("--listen", self["listen"])

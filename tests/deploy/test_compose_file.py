@@ -7,7 +7,13 @@ the small reader below understands; anything fancier fails the test rather than 
 from __future__ import annotations
 
 import re
+import shlex
+import subprocess
+import sys
 from pathlib import Path
+
+from tests.deploy.test_container_recipe import STEPS, healthcheck_command
+from tests.support import start_host
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "deploy" / "compose.yml"
@@ -126,3 +132,29 @@ def test_the_reader_refuses_what_it_does_not_understand():
         except AssertionError:
             continue
         raise AssertionError(f"read {text!r} without complaint")
+
+
+def test_the_service_has_the_containerfiles_health_check():
+    """podman build writes OCI images, which drop HEALTHCHECK: compose must carry its own."""
+    check = DOC["services"]["withcache"]["healthcheck"]
+    test = check["test"]
+    assert isinstance(test, list) and test[0] == "CMD", test
+    _, command = healthcheck_command(STEPS)
+    assert test[1:] == shlex.split(command), (test, command)
+    assert {"interval", "timeout", "retries"} <= set(check), check
+
+
+def test_the_compose_health_check_passes_against_a_host_and_fails_without_one(tmp_path):
+    argv = DOC["services"]["withcache"]["healthcheck"]["test"][1:]
+    assert argv[0] == "python"
+    host = start_host(tmp_path / "data")
+    try:
+        port = host.url.rsplit(":", 1)[1]
+        run = [
+            sys.executable,
+            *(a.replace("127.0.0.1:3000", f"127.0.0.1:{port}") for a in argv[1:]),
+        ]
+        assert subprocess.run(run, capture_output=True, timeout=30).returncode == 0
+    finally:
+        host.stop()
+    assert subprocess.run(run, capture_output=True, timeout=30).returncode != 0

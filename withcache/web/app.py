@@ -57,7 +57,7 @@ class WithcacheSite(server.Site):
         if not self.access_log:
             return
         log.info(
-            "{method} {path} {status} {bytes}",
+            "{method} {path} {status} {bytes} {client}",
             method=request.method.decode("latin-1"),
             path=_logged_path(request),
             status=request.code,
