@@ -202,3 +202,23 @@ def test_dashboard_screenshot(page, web_host, ui_origin, tmp_path):
         shutil.copyfile(shot, keep)
     job_row(page, "firmware.bin").get_by_role("button", name="Cancel").click()
     expect(job_row(page, "firmware.bin").locator(".state")).to_have_text("cancelled")
+
+
+@pytest.mark.parametrize("width", [390, 800, 1300, 1400, 1920])
+def test_the_page_keeps_side_margins_at_every_width(page, width):
+    """Issue 21's polish: the content touched the window's edges between 1280 and ~1450 px."""
+    page.set_viewport_size({"width": width, "height": 900})
+    page.reload()
+    for part in ("header.container", "main.container"):
+        box = page.locator(part).bounding_box()
+        content_left = box["x"] + float(
+            page.locator(part).evaluate("e => parseFloat(getComputedStyle(e).paddingLeft)")
+        )
+        content_right = (
+            box["x"]
+            + box["width"]
+            - float(
+                page.locator(part).evaluate("e => parseFloat(getComputedStyle(e).paddingRight)")
+            )
+        )
+        assert content_left >= 8 and width - content_right >= 8, (part, width, box)
