@@ -174,11 +174,13 @@ def test_blob_file_gives_parts_producers_where_sendfile_cannot_go(blob):
     """A TLS connection (not a plain TCP socket) and a multi-range answer: never static.File's
     own producers, which read the disk on the reactor thread."""
     from twisted.internet import reactor
-    from twisted.web.test.requesthelper import DummyRequest
+    from twisted.web.test.requesthelper import DummyChannel, DummyRequest
 
     size = blob.stat().st_size
     for ranges in (None, b"bytes=0-9", b"bytes=0-9,20-29"):
         answer = answer_ranges(ranges, size, b"application/octet-stream")
         resource = BlobFile(str(blob), b"application/octet-stream", answer, reactor, None)
+        request = DummyRequest([b""])
+        request.channel = DummyChannel()  # not a plain TCP connection, as TLS is not
         with open(blob, "rb") as f:
-            assert isinstance(resource.makeProducer(DummyRequest([b""]), f), PartsProducer), ranges
+            assert isinstance(resource.makeProducer(request, f), PartsProducer), ranges

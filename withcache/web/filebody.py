@@ -43,8 +43,32 @@ def _read(fd: int, offset: int, length: int) -> bytes:
     return os.pread(fd, length, offset)
 
 
+class BodyEnd:
+    """How every blob body ends: the request finished, or its connection aborted so that a body
+    cut short never looks whole to the client; the file closed either way (by _close)."""
+
+    request: Any
+    _transport: Any  # the request's connection, kept for after the request is let go
+
+    def _finish(self) -> None:
+        request, self.request = self.request, None
+        request.unregisterProducer()
+        request.finish()
+        self._close()
+
+    def _abort(self) -> None:
+        request, self.request = self.request, None
+        if request is not None:
+            request.unregisterProducer()
+        self._transport.abortConnection()
+        self._close()
+
+    def _close(self) -> None:
+        raise NotImplementedError
+
+
 @implementer(IPushProducer)
-class PartsProducer:
+class PartsProducer(BodyEnd):
     """Writes parts of a file to a request, each after its prefix, then finishes the request.
 
     A whole blob or one range is one part with an empty prefix; a multipart/byteranges answer
@@ -52,8 +76,9 @@ class PartsProducer:
     """
 
     def __init__(self, request: Any, file: Any, parts: Sequence[Part], reactor: Any):
-        self.request: Any = request
+        self.request = request
         self.file = file
+        self._transport = request.channel.transport
         self._fd = file.fileno()
         self._parts = list(reversed(parts))
         self._reactor = reactor
@@ -118,19 +143,6 @@ class PartsProducer:
         self._reading = False
         log.failure("could not read {path}", failure, path=getattr(self.file, "name", "?"))
         self._abort()
-
-    def _finish(self) -> None:
-        request, self.request = self.request, None
-        request.unregisterProducer()
-        request.finish()
-        self._close()
-
-    def _abort(self) -> None:
-        request, self.request = self.request, None
-        if request is not None:
-            request.unregisterProducer()
-            request.channel.transport.abortConnection()
-        self._close()
 
     def _close(self) -> None:
         if not self.file.closed:

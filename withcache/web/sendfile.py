@@ -30,7 +30,7 @@ from twisted.web import http, resource, server, static
 from zope.interface import implementer
 
 from withcache._log import make_logger
-from withcache.web.filebody import PartsProducer
+from withcache.web.filebody import BodyEnd, PartsProducer
 from withcache.web.ranges import RangeAnswer, answer_ranges
 
 log = make_logger()
@@ -85,7 +85,7 @@ def _read_in(fd: int, offset: int, length: int) -> None:
 
 
 @implementer(IPushProducer)
-class SendfileProducer:
+class SendfileProducer(BodyEnd):
     """Sends length bytes of a file from offset to the request's TCP socket, then finishes
     the request. Driven by the transport: it sends when the socket is writable."""
 
@@ -192,19 +192,6 @@ class SendfileProducer:
             self._close()
         else:
             self._abort()
-
-    def _finish(self) -> None:
-        request, self.request = self.request, None
-        request.unregisterProducer()
-        request.finish()
-        self._close()
-
-    def _abort(self) -> None:
-        request, self.request = self.request, None
-        if request is not None:
-            request.unregisterProducer()
-        self._transport.abortConnection()
-        self._close()
 
     def _close(self) -> None:
         if not self.file.closed:
