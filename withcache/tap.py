@@ -118,12 +118,12 @@ class Options(usage.Options):
     def opt_max_queued(self, value: str) -> None:
         """Fills a miss may queue behind the running ones (default 100; 0 = no bound); more
         are refused, an operator's add never is."""
-        self["max-queued"] = _count("--max-queued", value)
+        self["max-queued"] = _integer("--max-queued", value, least=0)
 
     def opt_max_fills_per_client(self, value: str) -> None:
         """Fills one client address's misses may have queued or running (default 10; 0 = no
         bound)."""
-        self["max-fills-per-client"] = _count("--max-fills-per-client", value)
+        self["max-fills-per-client"] = _integer("--max-fills-per-client", value, least=0)
 
     def opt_listen(self, value: str) -> None:
         """Twisted endpoint string to serve HTTP on (default tcp:3000)."""
@@ -132,11 +132,11 @@ class Options(usage.Options):
 
     def opt_port(self, value: str) -> None:
         """Shorthand for --listen tcp:N."""
-        self["port"] = _positive("--port", value, upper=65535)
+        self["port"] = _integer("--port", value, upper=65535)
 
     def opt_workers(self, value: str) -> None:
         """Concurrent origin downloads (default 2, at least 1)."""
-        self["workers"] = _positive("--workers", value)
+        self["workers"] = _integer("--workers", value)
 
     def opt_max_bytes(self, value: str) -> None:
         """Cache capacity, with K/M/G/T suffixes; 0 means unlimited (default)."""
@@ -148,7 +148,7 @@ class Options(usage.Options):
         if value == "auto":
             self["processes"] = os.cpu_count() or 1
         else:
-            self["processes"] = _positive("--processes", value, upper=64)
+            self["processes"] = _integer("--processes", value, upper=64)
 
     opt_l = opt_listen
     opt_p = opt_port
@@ -237,23 +237,14 @@ def _load_netrc(path: str | None, data_dir: str):
     return logins.get if logins else None
 
 
-def _count(name: str, value: str) -> int:
+def _integer(name: str, value: str, upper: int | None = None, least: int = 1) -> int:
+    """value as an integer of at least `least` (and at most upper), else a usage error."""
     try:
         number = int(value)
     except ValueError:
         raise usage.UsageError(f"{name}: not an integer: {value!r}") from None
-    if number < 0:
-        raise usage.UsageError(f"{name}: must be 0 or more, got {number}")
-    return number
-
-
-def _positive(name: str, value: str, upper: int | None = None) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise usage.UsageError(f"{name}: not an integer: {value!r}") from None
-    if number < 1 or (upper is not None and number > upper):
-        bound = f"between 1 and {upper}" if upper else "at least 1"
+    if number < least or (upper is not None and number > upper):
+        bound = f"between {least} and {upper}" if upper else f"at least {least}"
         raise usage.UsageError(f"{name}: must be {bound}, got {number}")
     return number
 
