@@ -24,14 +24,17 @@ from twisted.internet import defer, threads
 from twisted.python.failure import Failure
 
 from withcache import catalog as cat
+from withcache import freshness
 from withcache._log import make_logger
 from withcache.downloads import DownloadManager, Job
 from withcache.fetcher import Fetcher
+from withcache.freshness import NotCacheable
 from withcache.index import HitIndex, PendingHits
 from withcache.keys import DEFAULT_QUERY, cache_key, remembered_key
 from withcache.logs import redact_url
 from withcache.metrics import Metrics
 from withcache.policy import OriginPolicy
+from withcache.revalidation import FAILED, NOT_MODIFIED, Revalidations
 from withcache.store import Ingest, Store
 from withcache.writer import ThreadedWriter
 
@@ -86,6 +89,7 @@ class Settings:
     max_queued: int = 100
     fills_per_client: int = 10
     policy: OriginPolicy = field(default_factory=OriginPolicy)
+    freshness: freshness.Policy = field(default_factory=freshness.Policy)
 
 
 @dataclass(frozen=True)
@@ -140,6 +144,15 @@ class Cache(service.MultiService):
         )
         self.downloads.setServiceParent(self)
         self.index = HitIndex()
+        self.revalidations = Revalidations(
+            fetcher,
+            catalog,
+            self._refill,
+            reactor=reactor,
+            now=now,
+            metrics=self.metrics,
+            on_change=self.index.invalidate,
+        )
         self._generation: int | None = None
         self._quarantining: set[str] = set()
         # Set first thing when stopping: sweeps and blob deletions in other threads stop at the
@@ -160,11 +173,20 @@ class Cache(service.MultiService):
         return remembered_key(url, self.settings.query)
 
     def cached(self, url: str) -> Hit | None:
-        """The artifact for url if the index knows it, with no I/O at all; None means "ask
-        lookup()". The caller checks the blob's size as it opens it, then calls count_hit, or
-        forget if the blob is not what the index says. Raises InvalidURL."""
+        """The artifact for url if the index knows it and it is fresh, with no I/O at all; None
+        means "ask lookup()". The caller checks the blob's size as it opens it, then calls
+        count_hit, or forget if the blob is not what the index says. Raises InvalidURL."""
         found = self.index.get(self.key_for(url))
-        return None if found is None else Hit(found, self.store.path_for(found.sha256))
+        if found is None or not self.fresh(found):
+            return None
+        return Hit(found, self.store.path_for(found.sha256))
+
+    def verdict(self, artifact: cat.Artifact) -> freshness.Verdict:
+        """The artifact's freshness now, under this host's rules."""
+        return artifact_verdict(artifact, self.settings.freshness, self._now())
+
+    def fresh(self, artifact: cat.Artifact) -> bool:
+        return not artifact.refresh and self.verdict(artifact).fresh
 
     def count_hit(self, hit: Hit) -> None:
         self.index.count_hit(hit.artifact.key, self._now())
@@ -194,14 +216,18 @@ class Cache(service.MultiService):
             self.forget(hit)
         key = self.key_for(url)
         generation = self.index.generation
-        found = await self.catalog.lookup(key, url, self._now(), count_hit)
+        found = await self.catalog.lookup(key, url, self._now(), False)
         if found is not None:
             path = self.store.path_for(found.sha256)
             if _size_on_disk(path) == found.size:
-                if count_hit:
-                    self.metrics.hits.inc()
                 self.index.remember(found, generation)
-                return Hit(found, path)
+                hit = Hit(found, path)
+                if self.fresh(found) or await self._usable_when_stale(url, hit, client):
+                    if count_hit:
+                        self.count_hit(hit)
+                    return hit
+                self.metrics.misses.inc()
+                return None
             # A cheap check on every hit: a truncated or missing blob is never served as good.
             bad = defer.ensureDeferred(self.quarantine(found.sha256, "blob size on disk is wrong"))
             bad.addErrback(lambda f: log.failure("could not quarantine {sha}", f, sha=found.sha256))
@@ -212,6 +238,36 @@ class Cache(service.MultiService):
                 lambda f: log.failure("could not queue a fill of {url}", f, url=redact_url(url))
             )
         return None
+
+    async def _usable_when_stale(self, url: str, hit: Hit, client: str | None) -> bool:
+        """Revalidate a stale artifact (one revalidation per key, waited for at most
+        --revalidate-wait); whether it may be served now: confirmed by the origin, or stale
+        within what the origin (or the operator, for an origin that fails) allows."""
+        verdict = self.verdict(hit.artifact)
+        outcome = await self.revalidations.wait(
+            url, hit.artifact, client, self.settings.freshness.revalidate_wait
+        )
+        if outcome == NOT_MODIFIED:
+            return True
+        return verdict.may_serve_stale(self._now(), origin_failed=outcome == FAILED)
+
+    async def _refill(self, url: str, artifact: cat.Artifact, client: str | None) -> None:
+        """The origin has other bytes for a stored artifact (or nothing to validate them
+        with): fetch them as a new version, which replaces the old when it is complete."""
+        if self.settings.curate or self.fetcher is None:
+            # The operator approves each fill: it shows as a miss to download again.
+            await self.catalog.run(cat.record_miss, artifact.key, url, self._now())
+            return
+        await self.downloads.enqueue(url, artifact.key, "auto", client)
+
+    @to_completion
+    async def refresh(self, key: str) -> str | None:
+        """Revalidate an artifact now (the operator's "Refresh now"); the outcome
+        (withcache.revalidation's NOT_MODIFIED, CHANGED or FAILED), None if there is none."""
+        artifact = await self.catalog.run(cat.get_artifact, key)
+        if artifact is None:
+            return None
+        return await self.revalidations.wait(artifact.url, artifact, None, None)
 
     def _sync_tick(self) -> defer.Deferred:
         d = defer.ensureDeferred(self.sync_index())
@@ -247,7 +303,10 @@ class Cache(service.MultiService):
             return False
         if not self.settings.policy.auto_fetch_allowed(urlsplit(url).hostname or ""):
             return False
-        return not self.downloads.failed_since(key, self._now() - RETRY_FAILED_AFTER)
+        now = self._now()
+        if self.downloads.uncacheable_since(key, now - self.settings.freshness.uncacheable_for):
+            return False
+        return not self.downloads.failed_since(key, now - RETRY_FAILED_AFTER)
 
     @to_completion
     async def add(self, url: str) -> Job:
@@ -302,13 +361,24 @@ class Cache(service.MultiService):
 
         try:
             result = await self.fetcher.fetch(job.url, writer, progress)
+        except NotCacheable as e:
+            self.metrics.uncacheable.labels(e.kind).inc()
+            raise
         finally:
             # Whatever happened, the writer thread is done with the ingest after this.
             job.committing = True
             await writer.finish()
         blob = await self._in_thread(ingest.commit, result.size)
+        now = self._now()
         artifact = cat.Artifact(
-            job.key, job.url, blob.sha256, blob.size, result.content_type, self._now()
+            job.key,
+            job.url,
+            blob.sha256,
+            blob.size,
+            result.content_type,
+            now,
+            origin_headers=freshness.encode(result.headers),
+            validated_at=now,
         )
         try:
             freed = await self.catalog.put_artifact(artifact, self.settings.max_bytes)
@@ -481,6 +551,19 @@ class Cache(service.MultiService):
             orphans=len(orphans),
             resumed=resumed,
         )
+
+
+def artifact_verdict(
+    artifact: cat.Artifact, policy: freshness.Policy, now: float
+) -> freshness.Verdict:
+    """An artifact's freshness at now under policy (for the host and its serving workers)."""
+    return freshness.verdict(
+        freshness.decode(artifact.origin_headers),
+        artifact.checked_at,
+        policy.rule_for(artifact.url),
+        policy,
+        now,
+    )
 
 
 def _size_on_disk(path: str) -> int:

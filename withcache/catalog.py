@@ -40,6 +40,16 @@ class Artifact:
     misses: int = 0
     last_hit_at: float | None = None
     pinned: bool = False
+    # The origin's KEPT headers as JSON (withcache.freshness), None if stored before they were.
+    origin_headers: str | None = None
+    # When the origin last confirmed these bytes (None: at fetched_at).
+    validated_at: float | None = None
+    # An operator asked for it to be revalidated on its next request.
+    refresh: bool = False
+
+    @property
+    def checked_at(self) -> float:
+        return self.fetched_at if self.validated_at is None else self.validated_at
 
 
 @dataclass(frozen=True)
@@ -52,14 +62,28 @@ class Miss:
 
 
 _ARTIFACT_COLUMNS = (
-    "key, url, sha256, size, content_type, fetched_at, hits, misses, last_hit_at, pinned"
+    "key, url, sha256, size, content_type, fetched_at, hits, misses, last_hit_at, pinned,"
+    " origin_headers, validated_at, refresh"
 )
 
 
 def _artifact(row: tuple) -> Artifact:
-    key, url, sha256, size, content_type, fetched_at, hits, misses, last_hit_at, pinned = row
+    (key, url, sha256, size, content_type, fetched_at, hits, misses, last_hit_at, pinned,
+     headers, validated_at, refresh) = row  # fmt: skip
     return Artifact(
-        key, url, sha256, size, content_type, fetched_at, hits, misses, last_hit_at, bool(pinned)
+        key,
+        url,
+        sha256,
+        size,
+        content_type,
+        fetched_at,
+        hits,
+        misses,
+        last_hit_at,
+        bool(pinned),
+        headers,
+        validated_at,
+        bool(refresh),
     )
 
 
@@ -192,13 +216,7 @@ def lookup(
     try:
         with transaction(conn):
             if found is None:
-                conn.execute(
-                    "INSERT INTO misses (key, url, count, first_seen, last_seen)"
-                    " VALUES (?, ?, 1, ?, ?)"
-                    " ON CONFLICT (key) DO UPDATE SET count = count + 1,"
-                    " last_seen = excluded.last_seen, url = excluded.url",
-                    (key, url, now, now),
-                )
+                _count_miss(conn, key, url, now)
             elif count_hit:
                 conn.execute(
                     "UPDATE artifacts SET hits = hits + 1, last_hit_at = ? WHERE key = ?",
@@ -212,6 +230,23 @@ def lookup(
             error=str(e),
         )
     return found
+
+
+def _count_miss(conn: sqlite3.Connection, key: str, url: str, now: float) -> None:
+    conn.execute(
+        "INSERT INTO misses (key, url, count, first_seen, last_seen)"
+        " VALUES (?, ?, 1, ?, ?)"
+        " ON CONFLICT (key) DO UPDATE SET count = count + 1,"
+        " last_seen = excluded.last_seen, url = excluded.url",
+        (key, url, now, now),
+    )
+
+
+def record_miss(conn: sqlite3.Connection, key: str, url: str, now: float) -> None:
+    """Count a miss of key even though an artifact is stored for it (a stale one whose origin
+    has other bytes, under --curate: the operator approves its new fill like any other)."""
+    with transaction(conn):
+        _count_miss(conn, key, url, now)
 
 
 def add_hits(conn: sqlite3.Connection, hits: list[tuple[str, int, float]]) -> int:
@@ -256,7 +291,7 @@ def put_artifact(conn: sqlite3.Connection, artifact: Artifact, max_bytes: int = 
         conn.execute("DELETE FROM misses WHERE key = ?", (artifact.key,))
         if old is None:
             conn.execute(
-                f"INSERT INTO artifacts ({_ARTIFACT_COLUMNS}) VALUES ({', '.join('?' * 10)})",
+                f"INSERT INTO artifacts ({_ARTIFACT_COLUMNS}) VALUES ({', '.join('?' * 13)})",
                 (
                     artifact.key,
                     artifact.url,
@@ -268,12 +303,16 @@ def put_artifact(conn: sqlite3.Connection, artifact: Artifact, max_bytes: int = 
                     artifact.misses + pending,
                     artifact.last_hit_at,
                     int(artifact.pinned),
+                    artifact.origin_headers,
+                    artifact.validated_at,
+                    int(artifact.refresh),
                 ),
             )
         else:
             conn.execute(
                 "UPDATE artifacts SET url = ?, sha256 = ?, size = ?, content_type = ?,"
-                " fetched_at = ?, misses = misses + ? WHERE key = ?",
+                " fetched_at = ?, misses = misses + ?, origin_headers = ?, validated_at = ?,"
+                " refresh = ? WHERE key = ?",
                 (
                     artifact.url,
                     artifact.sha256,
@@ -281,6 +320,9 @@ def put_artifact(conn: sqlite3.Connection, artifact: Artifact, max_bytes: int = 
                     artifact.content_type,
                     artifact.fetched_at,
                     pending,
+                    artifact.origin_headers,
+                    artifact.validated_at,
+                    int(artifact.refresh),
                     artifact.key,
                 ),
             )
@@ -313,6 +355,26 @@ def _make_room(conn: sqlite3.Connection, artifact: Artifact, max_bytes: int) -> 
         )
     conn.executemany("DELETE FROM artifacts WHERE key = ?", [(key,) for key, _ in victims])
     return [sha256 for _, sha256 in victims]
+
+
+def revalidated(
+    conn: sqlite3.Connection, key: str, sha256: str, headers: str | None, now: float
+) -> bool:
+    """The origin confirmed the artifact's bytes (a 304) at now: its headers become `headers`
+    and any refresh request is done. False if the row no longer holds those bytes."""
+    with transaction(conn):
+        changed = conn.execute(
+            "UPDATE artifacts SET origin_headers = ?, validated_at = ?, refresh = 0"
+            " WHERE key = ? AND sha256 = ?",
+            (headers, now, key, sha256),
+        ).rowcount
+    return changed > 0
+
+
+def request_refresh(conn: sqlite3.Connection, key: str) -> bool:
+    """Have the artifact revalidated on its next request; False if there is none."""
+    with transaction(conn):
+        return conn.execute("UPDATE artifacts SET refresh = 1 WHERE key = ?", (key,)).rowcount > 0
 
 
 def delete_artifact(conn: sqlite3.Connection, key: str) -> str | None:

@@ -18,23 +18,26 @@ from twisted.internet import defer
 
 from withcache import catalog as cat
 from withcache._log import make_logger
+from withcache.freshness import NotCacheable
 from withcache.logs import redact_text, redact_url
 from withcache.sanitise import ERROR_TEXT, printable
 
 log = make_logger()
 
-QUEUED, RUNNING, COMPLETED, FAILED, CANCELLED, REFUSED = (
+QUEUED, RUNNING, COMPLETED, FAILED, CANCELLED, REFUSED, UNCACHEABLE = (
     "queued",
     "running",
     "completed",
     "failed",
     "cancelled",
     "refused",
+    # The origin's answer may not be stored (withcache.freshness.NotCacheable).
+    "uncacheable",
 )
 # A key refused again within this many seconds gets no new job row.
 REFUSALS_KEPT_EVERY = 60.0
 ACTIVE = (QUEUED, RUNNING)
-FINISHED = (COMPLETED, FAILED, CANCELLED, REFUSED)
+FINISHED = (COMPLETED, FAILED, CANCELLED, REFUSED, UNCACHEABLE)
 
 
 @dataclass
@@ -82,6 +85,7 @@ class DownloadManager(service.Service):
         self._semaphore = defer.DeferredSemaphore(workers)
         self._active: dict[str, Job] = {}
         self._last_failure: dict[str, float] = {}
+        self._uncacheable: dict[str, float] = {}
         self._refused: dict[str, float] = {}
         self._runs: set[defer.Deferred] = set()
         # Jobs this process created; resume() runs concurrently with new requests and must not
@@ -98,6 +102,11 @@ class DownloadManager(service.Service):
     def failed_since(self, key: str, since: float) -> bool:
         """Whether the last fill of key failed after `since` (so a miss should not retry yet)."""
         return self._last_failure.get(key, float("-inf")) > since
+
+    def uncacheable_since(self, key: str, since: float) -> bool:
+        """Whether the origin's last answer for key, after `since`, was one that may not be
+        stored (a negative entry: a miss should not fetch it again yet)."""
+        return self._uncacheable.get(key, float("-inf")) > since
 
     async def enqueue(self, url: str, key: str, source: str, client: str | None = None) -> Job:
         """Queue a fill of url under key, or return the job already filling that key. A fill
@@ -210,6 +219,8 @@ class DownloadManager(service.Service):
             await fill
         except defer.CancelledError:
             await self._finish(job, CANCELLED, "cancelled while running")
+        except NotCacheable as e:
+            await self._finish(job, UNCACHEABLE, str(e))
         except Exception as e:
             # Logged, stored and shown to the operator; it may quote what an origin sent.
             await self._finish(job, FAILED, printable(str(e) or type(e).__name__, ERROR_TEXT))
@@ -236,8 +247,11 @@ class DownloadManager(service.Service):
                 self.metrics.fill_seconds.labels(state).observe(elapsed)
         if state == FAILED:
             self._last_failure[job.key] = job.finished_at
+        elif state == UNCACHEABLE:
+            self._uncacheable[job.key] = job.finished_at
         elif state == COMPLETED:
             self._last_failure.pop(job.key, None)
+            self._uncacheable.pop(job.key, None)
         log.info(
             "job {id} {state}: {url}{why}",
             id=job.id,

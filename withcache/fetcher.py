@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 from urllib.parse import urljoin, urlsplit
 
@@ -20,13 +20,15 @@ from twisted.web._newclient import ResponseDone, ResponseFailed
 from twisted.web.client import ResponseNeverReceived
 
 import withcache
+from withcache import freshness
 from withcache._log import make_logger
+from withcache.freshness import NotCacheable
 from withcache.logs import redact_url
 from withcache.origin_client import FetchError, how_it_ended, is_address
 from withcache.policy import OriginPolicy, RefusedOrigin
 from withcache.sanitise import ERROR_TEXT, printable
 
-__all__ = ["FetchError", "FetchResult", "Fetcher"]
+__all__ = ["FetchError", "FetchResult", "Fetcher", "NotCacheable", "Revalidation"]
 
 log = make_logger()
 
@@ -61,6 +63,17 @@ class FetchResult:
     url: str
     size: int
     content_type: str | None
+    # The origin's freshness.KEPT headers of the answer the body came from.
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Revalidation:
+    """A conditional request's answer: 304 (not_modified, with its KEPT headers) or a 200
+    (changed: its body was not read)."""
+
+    not_modified: bool
+    headers: dict[str, str]
 
 
 class _BodySink(protocol.Protocol):
@@ -198,12 +211,15 @@ class Fetcher:
         max_attempts: int = 5,
         max_redirects: int = 10,
         backoff: float = 1.0,
+        freshness_policy: freshness.Policy | None = None,
     ):
         self.reactor, self.http, self.policy = reactor, http_client, policy
         self.credentials = credentials or (lambda host: None)
         self.credentials_over_http = credentials_over_http
         self.idle_timeout, self.header_timeout = idle_timeout, header_timeout
         self.max_attempts, self.max_redirects, self.backoff = max_attempts, max_redirects, backoff
+        # None: store whatever the origin answers (withcache-admin's fetching tools).
+        self.freshness = freshness_policy
 
     async def fetch(self, url: str, ingest: Sink, progress: Progress) -> FetchResult:
         """Fill ingest with the bytes of url; raises FetchError or RefusedOrigin for good."""
@@ -216,7 +232,7 @@ class Fetcher:
             attempt += 1
             try:
                 return await self._attempt(url, ingest, progress, state)
-            except (FetchError, RefusedOrigin, defer.CancelledError):
+            except (FetchError, RefusedOrigin, NotCacheable, defer.CancelledError):
                 raise
             except (_Transient, ResponseFailed, ResponseNeverReceived, defer.TimeoutError,
                     error.ConnectError, error.TimeoutError, ConnectionError) as e:  # fmt: skip
@@ -252,15 +268,18 @@ class Fetcher:
             extra[b"range"] = f"bytes={offset}-".encode()
             if state["validator"]:
                 extra[b"if-range"] = state["validator"]
-        response, final_url = await self._get(url, extra)
+        response, final_url, authed = await self._get(url, extra)
         code = response.code
         total = None
         if code == 200:
+            kept = freshness.keep(_lower_headers(response))
+            self._check_storable(url, kept, authed, response)
             if offset:
                 # The origin ignored Range (or If-Range told it the file changed): start over.
                 ingest.truncate()
             total = response.length if isinstance(response.length, int) else None
             state["validator"] = _validator(response)
+            state["headers"] = kept
         elif code == 206 and offset:
             first, total = _content_range(response)
             if first != offset or _validator(response) != state["validator"]:
@@ -297,8 +316,42 @@ class Fetcher:
             raise _Transient(f"connection closed after {ingest.size} of {total} bytes")
         content_type = response.headers.getRawHeaders(b"content-type", [None])[0]
         return FetchResult(
-            final_url, ingest.size, content_type.decode("latin-1") if content_type else None
+            final_url,
+            ingest.size,
+            content_type.decode("latin-1") if content_type else None,
+            state.get("headers") or {},
         )
+
+    def _check_storable(self, url: str, kept: dict[str, str], authed: bool, response) -> None:
+        """Raise NotCacheable (without reading the body) if the answer may not be stored."""
+        if self.freshness is None:
+            return
+        refused = freshness.refusal(
+            kept, credentials_used=authed, rule=self.freshness.rule_for(url)
+        )
+        if refused is not None:
+            _discard(response)
+            raise refused
+
+    async def revalidate(self, url: str, headers: dict[str, str]) -> Revalidation:
+        """Ask the origin whether the bytes stored with `headers` (their validators) are still
+        current: one conditional GET, no retries, no body read. Raises what a fill attempt
+        raises (FetchError for an answer other than 200 or 304)."""
+        extra = {}
+        if "etag" in headers:
+            extra[b"if-none-match"] = headers["etag"].encode("latin-1", "replace")
+        if "last-modified" in headers:
+            extra[b"if-modified-since"] = headers["last-modified"].encode("latin-1", "replace")
+        response, _, _ = await self._get(url, extra)
+        kept = freshness.keep(_lower_headers(response))
+        if response.code == 304:
+            _discard(response)
+            return Revalidation(True, kept)
+        if response.code == 200:
+            _discard(response)
+            return Revalidation(False, kept)
+        _discard(response)
+        raise FetchError(f"origin answered {response.code} {_phrase(response)}")
 
     async def _get(self, url: str, extra: dict[bytes, bytes]):
         """GET url following up to max_redirects redirects; credentials only for each hop's host,
@@ -332,7 +385,7 @@ class Fetcher:
             )
             location = response.headers.getRawHeaders(b"location", [None])[0]
             if response.code not in REDIRECTS or not location:
-                return response, url
+                return response, url, auth is not None
             _discard(response)
             url = urljoin(url, location.decode("latin-1"))
         raise FetchError(f"more than {self.max_redirects} redirects")
@@ -345,6 +398,14 @@ def _headers_timed_out(result, timeout: float):
     if isinstance(result, Failure):
         raise defer.TimeoutError(f"no response headers within {timeout:g} s")
     return result
+
+
+def _lower_headers(response) -> dict[str, list[str]]:
+    """A response's headers by lower-case name, values decoded as latin-1 (any bytes)."""
+    return {
+        name.decode("latin-1").lower(): [v.decode("latin-1") for v in values]
+        for name, values in response.headers.getAllRawHeaders()
+    }
 
 
 def _validator(response) -> bytes | None:

@@ -42,6 +42,18 @@ class Metrics:
             "withcache_cache_capacity_bytes", "--max-bytes (0: unlimited)", registry=r
         )
         self.artifacts = Gauge("withcache_artifacts", "Artifacts held", registry=r)
+        self.revalidations = Counter(
+            "withcache_revalidations",
+            "Revalidations of stale artifacts by outcome (not_modified, changed, failed)",
+            ["outcome"],
+            registry=r,
+        )
+        self.uncacheable = Counter(
+            "withcache_uncacheable",
+            "Fills refused because the origin's answer may not be stored, by reason",
+            ["reason"],
+            registry=r,
+        )
 
     def count_jobs(self, state: str, count: Callable[[], float]) -> None:
         """Report the number of jobs in a state by asking, at scrape time."""

@@ -12,6 +12,7 @@ from twisted.internet.testing import MemoryReactor
 from twisted.logger import ILogObserver
 from twisted.python import usage
 
+from withcache import freshness
 from withcache._log import make_logger
 from withcache.cache import Cache, Settings
 from withcache.catalog import Catalog
@@ -86,6 +87,11 @@ class Options(usage.Options):
         self["idle-timeout"] = 60.0
         self["max-queued"] = 100
         self["max-fills-per-client"] = 10
+        self["fresh"] = []
+        self["heuristic-max"] = freshness.DAY
+        self["stale-if-error"] = freshness.DAY
+        self["uncacheable-for"] = 3600.0
+        self["revalidate-wait"] = 2.0
         # Help texts come from docstrings; their line breaks and indentation are not layout
         # (usage wraps each text itself), so `--help` would show them as runs of spaces.
         self.docs = {name: " ".join(text.split()) for name, text in self.docs.items()}
@@ -124,6 +130,36 @@ class Options(usage.Options):
         """Fills one client address's misses may have queued or running (default 10; 0 = no
         bound)."""
         self["max-fills-per-client"] = _integer("--max-fills-per-client", value, least=0)
+
+    def opt_fresh(self, value: str) -> None:
+        """GLOB=LIFETIME: URLs matching GLOB are fresh for LIFETIME after each fill or
+        revalidation whatever the origin says, and stored even if it says not to (repeatable,
+        first match wins; LIFETIME like 90, 30m, 1h, 2d, 1w, forever, or origin; e.g.
+        '*.run=forever', '*/latest/*=1h')."""
+        try:
+            self["fresh"].append(freshness.Rule.parse(value))
+        except ValueError as e:
+            raise usage.UsageError(f"--fresh: {e}") from None
+
+    def opt_heuristic_max(self, value: str) -> None:
+        """Longest freshness given to an answer without an explicit lifetime (10% of its age
+        since Last-Modified, or this without one; default 1d)."""
+        self["heuristic-max"] = _duration("--heuristic-max", value)
+
+    def opt_stale_if_error(self, value: str) -> None:
+        """How long past its freshness an artifact is still served while its origin is down or
+        failing, unless the origin said must-revalidate or no-cache (default 1d; 0 = never)."""
+        self["stale-if-error"] = _duration("--stale-if-error", value)
+
+    def opt_uncacheable_for(self, value: str) -> None:
+        """How long misses of a URL whose answer may not be stored (no-store, private, Vary)
+        are not fetched again (default 1h)."""
+        self["uncacheable-for"] = _duration("--uncacheable-for", value)
+
+    def opt_revalidate_wait(self, value: str) -> None:
+        """How long a request for a stale artifact waits for its revalidation before it is
+        answered as the stale rules say (default 2; under the shims' 3 s probe budget)."""
+        self["revalidate-wait"] = _duration("--revalidate-wait", value)
 
     def opt_listen(self, value: str) -> None:
         """Twisted endpoint string to serve HTTP on (default tcp:3000)."""
@@ -187,6 +223,13 @@ class Options(usage.Options):
             policy=OriginPolicy.of(
                 bool(self["allow-private"]), self["allow-host"], self["max-size"]
             ),
+            freshness=freshness.Policy(
+                rules=tuple(self["fresh"]),
+                heuristic_max=self["heuristic-max"],
+                stale_if_error=self["stale-if-error"],
+                uncacheable_for=self["uncacheable-for"],
+                revalidate_wait=self["revalidate-wait"],
+            ),
         )
 
 
@@ -207,6 +250,13 @@ def _seconds(name: str, value: str, zero_ok: bool) -> float:
         bound = "0 or more" if zero_ok else "more than 0"
         raise usage.UsageError(f"{name}: must be {bound}, got {value}")
     return seconds
+
+
+def _duration(name: str, value: str) -> float:
+    try:
+        return freshness.parse_duration(value)
+    except ValueError as e:
+        raise usage.UsageError(f"{name}: {e}") from None
 
 
 def _size(name: str, value: str) -> int:
@@ -320,6 +370,7 @@ def makeService(options: Options) -> service.MultiService:
         credentials_over_http=bool(options["netrc-over-http"]),
         idle_timeout=options["idle-timeout"],
         header_timeout=options["idle-timeout"],
+        freshness_policy=settings.freshness,
     )
     cache = Cache(store, catalog, settings, reactor=reactor, now=reactor.seconds, fetcher=fetcher)
     cache.setServiceParent(top)

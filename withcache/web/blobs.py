@@ -23,6 +23,7 @@ from twisted.web import http
 from twisted.web.resource import IResource, Resource
 
 import withcache
+from withcache import freshness
 from withcache.cache import Cache, Hit
 from withcache.keys import InvalidURL, decode_token
 from withcache.mediatypes import served_type
@@ -35,6 +36,9 @@ READ_PATH_HEADERS = {
     b"Content-Security-Policy": b"sandbox; default-src 'none'",
     b"X-Content-Type-Options": b"nosniff",
 }
+# On every hit: this host serves the origin's Content-Disposition and Last-Modified (when the
+# origin sent them), so a shim may rewrite `curl -J` / `wget --content-disposition` (issue 19).
+ORIGIN_HEADERS = (b"X-Withcache-Origin-Headers", b"content-disposition, last-modified")
 
 
 def secure_read_path(request: Any) -> None:
@@ -180,6 +184,12 @@ class ReadPath:
             etag = f'"{artifact.sha256}"'.encode("ascii")
             request.setHeader(b"ETag", etag)
             request.setHeader(b"X-Withcache-Sha256", artifact.sha256.encode("ascii"))
+            request.setHeader(*ORIGIN_HEADERS)
+            origin = freshness.decode(artifact.origin_headers) or {}
+            disposition = origin.get("content-disposition")
+            if disposition:
+                # Printable by decode(); latin-1 is what a header may carry.
+                request.setHeader(b"Content-Disposition", disposition.encode("latin-1", "replace"))
             # Klein hands a returned resource whatever path is left; a file has no children.
             request.postpath = []
             if _etag_matches(request.getHeader(b"If-None-Match"), etag):
@@ -195,6 +205,7 @@ class ReadPath:
                 self.cache.metrics.served_bytes,
                 request,
                 opened,
+                freshness.http_date(origin.get("last-modified")),
             )
         except BaseException:
             if opened is not None:

@@ -251,16 +251,24 @@ class WholeBlob(resource.Resource):
 
     isLeaf = True
 
-    def __init__(self, opened: OpenBlob, content_type: bytes, reactor: Any, served: Any):
+    def __init__(
+        self,
+        opened: OpenBlob,
+        content_type: bytes,
+        reactor: Any,
+        served: Any,
+        modified: float | None = None,
+    ):
         super().__init__()
         self._opened, self._type = opened, content_type
         self._reactor, self._served = reactor, served
+        self._modified = modified
 
     def render_GET(self, request: Any) -> Any:
         opened, info = self._opened, self._opened.info
         try:
             request.setHeader(b"accept-ranges", b"bytes")
-            when = last_modified(info.st_mtime)
+            when = last_modified(info.st_mtime if self._modified is None else self._modified)
             if request.getHeader(b"if-modified-since") is None:
                 request.setHeader(b"last-modified", _http_date(when))
             elif request.setLastModified(when) is http.CACHED:
@@ -296,19 +304,28 @@ class BlobFile(static.File):
     the reactor thread)."""
 
     def __init__(
-        self, path: str, content_type: bytes, answer: RangeAnswer, reactor: Any, served: Any
+        self,
+        path: str,
+        content_type: bytes,
+        answer: RangeAnswer,
+        reactor: Any,
+        served: Any,
+        modified: float | None = None,
     ):
         super().__init__(path, defaultType=content_type.decode("ascii"))
         self.type, self.encoding = content_type.decode("ascii"), None
         self._answer = answer
         self._reactor = reactor
         self._served = served
+        self._modified = modified
 
     def render_GET(self, request: Any) -> Any:
         request.notifyFinish().addBoth(lambda _: self._served.inc(request.sentLength))
         return super().render_GET(request)
 
     def getModificationTime(self) -> int:
+        if self._modified is not None:
+            return last_modified(self._modified)
         return last_modified(super().getModificationTime())
 
     render_HEAD = render_GET
@@ -335,16 +352,18 @@ def blob_resource(
     served: Any,
     request: Any,
     opened: OpenBlob | None = None,
+    modified: float | None = None,
 ) -> resource.Resource:
     """The resource that answers request for a blob of size bytes: WholeBlob when it can,
     else BlobFile. content_type is what a whole blob is served as (printable ASCII: see
     withcache.sanitise). `opened` is the blob already opened (and its size checked) by the
-    caller, or None; the resource returned owns it."""
+    caller, or None; the resource returned owns it. `modified` is the Last-Modified to serve
+    (the origin's), None for the blob file's own."""
     answer = answer_ranges(request.getHeader(b"range"), size, content_type)
     if answer.code == 200 and usable(request):
         opened = opened or open_blob(path)
         if opened is not None:
-            return WholeBlob(opened, content_type, reactor, served)
+            return WholeBlob(opened, content_type, reactor, served, modified)
     if opened is not None:
         opened.close()  # static.File opens the file itself
-    return BlobFile(path, content_type, answer, reactor, served)
+    return BlobFile(path, content_type, answer, reactor, served, modified)

@@ -33,8 +33,9 @@ from twisted.web import resource, server
 from zope.interface import implementer
 
 from withcache import catalog as cat
+from withcache import freshness
 from withcache._log import make_logger
-from withcache.cache import Hit
+from withcache.cache import Hit, artifact_verdict
 from withcache.index import HitIndex
 from withcache.keys import DEFAULT_QUERY, QUERY_MODES, remembered_key
 from withcache.store import Store
@@ -60,8 +61,17 @@ class _Counter:
 class WorkerCache:
     """What the read path needs of a Cache, for hits only: the index, learnt from the catalog."""
 
-    def __init__(self, store: Store, catalog: cat.Catalog, query: str, reactor: Any):
+    def __init__(
+        self,
+        store: Store,
+        catalog: cat.Catalog,
+        query: str,
+        reactor: Any,
+        policy: freshness.Policy | None = None,
+    ):
         self.store = store
+        # A stale artifact is the host's to revalidate: this worker forwards its requests.
+        self.policy = policy or freshness.Policy()
         self.catalog = catalog
         self.query = query
         self.reactor = reactor
@@ -75,7 +85,11 @@ class WorkerCache:
 
     def cached(self, url: str) -> Hit | None:
         found = self.index.get(self.key_for(url))
-        return None if found is None else self._hit(found)
+        return None if found is None or not self._fresh(found) else self._hit(found)
+
+    def _fresh(self, artifact: cat.Artifact) -> bool:
+        verdict = artifact_verdict(artifact, self.policy, self.reactor.seconds())
+        return not artifact.refresh and verdict.fresh
 
     def _hit(self, artifact: cat.Artifact) -> Hit:
         return Hit(artifact, self.store.path_for(artifact.sha256))
@@ -88,7 +102,7 @@ class WorkerCache:
         if found is None:
             return None
         self.index.remember(found, generation)
-        return self._hit(found)
+        return self._hit(found) if self._fresh(found) else None
 
     def count_hit(self, hit: Hit) -> None:
         self.index.count_hit(hit.artifact.key, self.reactor.seconds())
@@ -188,6 +202,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--family", type=int, choices=(4, 6), default=4)
     parser.add_argument("--query", choices=QUERY_MODES, default=DEFAULT_QUERY)
     parser.add_argument("--no-access-log", action="store_true")
+    parser.add_argument("--freshness", type=freshness.Policy.from_json, default=freshness.Policy())
     return parser.parse_args(argv)
 
 
@@ -202,7 +217,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     catalog = cat.Catalog(os.path.join(args.data_dir, "cache.db"), reactor, query=args.query)
     catalog.startService()
-    cache = WorkerCache(Store(args.data_dir), catalog, args.query, reactor)
+    cache = WorkerCache(Store(args.data_dir), catalog, args.query, reactor, args.freshness)
     read_path = ReadPath(cache)  # type: ignore[arg-type]
     site = WorkerSite(WorkerRoot(cache, read_path, Forward(reactor, args.upstream, secret)))
     site.access_log = not args.no_access_log

@@ -148,6 +148,7 @@ class ServingWorkers(service.Service):
         argv += [os.path.dirname(self.cache.store.blobs_dir), "--fd", "3", "--family", family]
         argv += ["--upstream", str(self._upstream.getHost().port)]
         argv += ["--query", self._query]
+        argv += ["--freshness", self.cache.settings.freshness.to_json()]
         argv += [] if self._site.access_log else ["--no-access-log"]
         worker = WorkerProtocol(self)
         env = dict(os.environ, WITHCACHE_WORKER_SECRET=self._secret)
