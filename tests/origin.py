@@ -19,6 +19,13 @@ Range support. Query parameters make it misbehave:
   changing=1    a new ETag on every request (so a resume must restart)
   ignoreifrange=1  answer Range even when If-Range names an old ETag (a broken cache in between)
   ctype=V       send V (percent-decoded, as raw bytes: non-ASCII too) as the Content-Type
+  cc=V, vary=V, cd=V, expires=V, lm=V
+                send V as Cache-Control, Vary, Content-Disposition, Expires, Last-Modified
+  nolm=1, noetag=1  send no Last-Modified, no ETag
+
+Conditional GETs (If-None-Match, If-Modified-Since) get 304 when they match. `GET /_bump?path=P`
+makes P a new version (other bytes, ETag and Last-Modified); `GET /_stats` returns the body
+bytes sent and the 304s answered so far, as JSON.
 
 Every request is recorded (method, path, Range, Authorization, User-Agent); `GET /_requests`
 returns them as JSON, which is how tests count origin traffic when this runs as a subprocess.
@@ -28,6 +35,7 @@ returns them as JSON, which is how tests count origin traffic when this runs as 
 
 from __future__ import annotations
 
+import email.utils
 import gzip
 import json
 import sys
@@ -35,7 +43,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 
 from twisted.internet import reactor as default_reactor
-from twisted.web import resource, server
+from twisted.web import http, resource, server
 
 from tests.support import payload
 
@@ -61,6 +69,9 @@ class OriginResource(resource.Resource):
         self.seen: list[Seen] = []
         self._served = Counter()
         self.connections_lost = 0
+        self.versions: Counter[str] = Counter()
+        self.body_bytes = 0
+        self.not_modified = 0
 
     def gets(self, path: str) -> int:
         return sum(1 for s in self.seen if s.method == "GET" and s.path == path)
@@ -88,6 +99,13 @@ class OriginResource(resource.Resource):
         if path == "/_requests":
             request.setHeader(b"content-type", b"application/json")
             return json.dumps([asdict(s) for s in self.seen[:-1]]).encode()
+        if path == "/_stats":
+            request.setHeader(b"content-type", b"application/json")
+            stats = {"body_bytes": self.body_bytes, "not_modified": self.not_modified}
+            return json.dumps(stats).encode()
+        if path == "/_bump":
+            self.versions[args["path"]] += 1
+            return b"%d\n" % self.versions[args["path"]]
         parts = path.split("/")
         if len(parts) < 4 or parts[1] != "f":
             request.setResponseCode(404)
@@ -115,11 +133,23 @@ class OriginResource(resource.Resource):
         self.connections_lost += 1
 
     def _serve(self, request, args, size, seed):
-        etag = f'"{size}-{seed}"'
+        version = self.versions[request.path.decode()]
+        seed += version
+        etag = f'"{size}-{seed}"' if not version else f'"{size}-{seed}-v{version}"'
         if args.get("changing"):
             etag = f'"{size}-{seed}-{self._served[request.path.decode()]}"'
-        request.setHeader(b"etag", etag.encode())
-        request.setHeader(b"last-modified", b"Mon, 01 Jan 2024 00:00:00 GMT")
+        modified = args.get("lm", http.datetimeToString(_JAN_2024 + version * 86400).decode())
+        if not args.get("noetag"):
+            request.setHeader(b"etag", etag.encode())
+        if not args.get("nolm"):
+            request.setHeader(b"last-modified", modified.encode("latin-1"))
+        for arg, name in _HEADER_ARGS.items():
+            if arg in args:
+                request.setHeader(name, args[arg].encode("latin-1"))
+        if self._not_modified(request, args, etag, modified):
+            self.not_modified += 1
+            request.setResponseCode(304)
+            return b""
         ctype = args.get("ctype", "application/octet-stream").encode("latin-1")
         request.setHeader(b"content-type", ctype)
         data = None
@@ -166,7 +196,36 @@ class OriginResource(resource.Resource):
             self.clock, request, body, start, end, float(args.get("rate", 0)), cut, stall
         )
         sender.chunk = int(args.get("chunk", CHUNK))
+        sender.counted = self._count_body
         return server.NOT_DONE_YET
+
+    def _count_body(self, n: int) -> None:
+        self.body_bytes += n
+
+
+    def _not_modified(self, request, args, etag, modified) -> bool:
+        match = request.getHeader("if-none-match")
+        if match is not None:
+            return not args.get("noetag") and etag in [t.strip() for t in match.split(",")]
+        since = _date(request.getHeader("if-modified-since"))
+        last = _date(modified) if not args.get("nolm") else None
+        return since is not None and last is not None and last <= since
+
+
+def _date(value):
+    try:
+        return email.utils.parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+_JAN_2024 = 1704067200
+_HEADER_ARGS = {
+    "cc": b"cache-control",
+    "vary": b"vary",
+    "cd": b"content-disposition",
+    "expires": b"expires",
+}
 
 
 class _Sender:
@@ -177,6 +236,7 @@ class _Sender:
         self.pos, self.end, self.rate, self.cut, self.stall = start, end, rate, cut, stall
         self.started, self.sent, self.stopped, self.pending = clock.seconds(), 0, False, None
         self.chunk = CHUNK
+        self.counted = lambda n: None
         request.registerProducer(self, False)
 
     def resumeProducing(self):
@@ -203,6 +263,7 @@ class _Sender:
         if self.stopped:
             return
         self.request.write(self.body(self.pos, self.pos + n))
+        self.counted(n)
         self.pos += n
         self.sent += n
         if self.pos >= self.end and (self.cut is None or self.cut > self.end):
