@@ -39,6 +39,7 @@ import email.utils
 import gzip
 import json
 import sys
+import time
 from collections import Counter
 from dataclasses import asdict, dataclass
 
@@ -72,6 +73,8 @@ class OriginResource(resource.Resource):
         self.versions: Counter[str] = Counter()
         self.body_bytes = 0
         self.not_modified = 0
+        # Seconds added to the Date this origin sends (in-process tests move the host's clock).
+        self.date_offset = 0.0
 
     def gets(self, path: str) -> int:
         return sum(1 for s in self.seen if s.method == "GET" and s.path == path)
@@ -84,6 +87,8 @@ class OriginResource(resource.Resource):
             request._delayed = True
             self.clock.callLater(float(args["delay"]), self._answer_later, request)
             return server.NOT_DONE_YET
+        if self.date_offset:
+            request.setHeader(b"date", http.datetimeToString(time.time() + self.date_offset))
         header = request.getHeader
         self.seen.append(
             Seen(
@@ -201,7 +206,6 @@ class OriginResource(resource.Resource):
 
     def _count_body(self, n: int) -> None:
         self.body_bytes += n
-
 
     def _not_modified(self, request, args, etag, modified) -> bool:
         match = request.getHeader("if-none-match")

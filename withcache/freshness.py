@@ -50,6 +50,7 @@ MAX_VALUE = 1024
 FOREVER = math.inf
 DAY = 86400.0
 
+_NUMBER = re.compile(r"[0-9]+(?:\.[0-9]+)?")
 _UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": DAY, "w": 7 * DAY}
 
 
@@ -72,11 +73,8 @@ def parse_duration(text: str) -> float:
         return FOREVER
     unit = text[-1:] if text[-1:] in _UNITS else ""
     number = text[: len(text) - len(unit)]
-    try:
-        seconds = float(number) * _UNITS[unit]
-    except ValueError:
-        seconds = math.nan
-    if not number[:1].isdigit() or not math.isfinite(seconds):
+    seconds = float(number) * _UNITS[unit] if _NUMBER.fullmatch(number) else math.nan
+    if not math.isfinite(seconds):
         raise ValueError(f"not a duration: {text!r} (say 90, 30s, 10m, 1h, 2d, 1w or forever)")
     return seconds
 
@@ -103,7 +101,7 @@ class Rule:
     def __str__(self) -> str:
         if self.lifetime is None:
             return f"{self.glob}=origin"
-        return f"{self.glob}={'forever' if self.lifetime == FOREVER else repr(self.lifetime)}"
+        return f"{self.glob}={'forever' if self.lifetime == FOREVER else f'{self.lifetime:.3f}'}"
 
 
 @dataclass(frozen=True)
