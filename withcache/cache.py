@@ -244,6 +244,9 @@ class Cache(service.MultiService):
         --revalidate-wait); whether it may be served now: confirmed by the origin, or stale
         within what the origin (or the operator, for an origin that fails) allows."""
         verdict = self.verdict(hit.artifact)
+        if self.downloads.active(hit.artifact.key):
+            # Its new version is being fetched already: nothing to ask the origin.
+            return verdict.may_serve_stale(self._now(), origin_failed=False)
         outcome = await self.revalidations.wait(
             url, hit.artifact, client, self.settings.freshness.revalidate_wait
         )

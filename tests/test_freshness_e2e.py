@@ -1,0 +1,232 @@
+"""HTTP freshness end to end: the real host under twistd, tests/origin.py as a process (it can
+send caching headers, change its files and answer conditional requests), and the real curl and
+wget, through the shims as a user would run them. Lifetimes are a second or two of real time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.support import (
+    OriginProcess,
+    assert_clean_log,
+    eventually,
+    metrics,
+    payload,
+    start_host,
+    tool,
+)
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def origin():
+    running = OriginProcess()
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def host(tmp_path):
+    running = start_host(tmp_path / "data", "--allow-private", "--revalidate-wait", "2")
+    yield running
+    running.stop()
+    assert_clean_log(running)
+
+
+@pytest.fixture
+def work(tmp_path) -> Path:
+    directory = tmp_path / "work"
+    directory.mkdir()
+    return directory
+
+
+def shim(name: str, args: list[str], host, cwd: Path) -> subprocess.CompletedProcess:
+    """`curlwithcache`/`wgetwithcache` as a user runs it, the server set, nothing else."""
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(cwd), "WITHCACHE_SERVER": host.url}
+    return subprocess.run(
+        [tool(f"{name}withcache"), *args], env=env, cwd=cwd, capture_output=True, timeout=120
+    )
+
+
+def real(name: str, args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([name, *args], cwd=cwd, capture_output=True, timeout=120)
+
+
+def stats(origin) -> dict:
+    with urllib.request.urlopen(f"{origin.base}/_stats", timeout=10) as r:
+        return json.loads(r.read())
+
+
+def bump(origin, url: str) -> None:
+    """The origin has a new version of url's file from now on."""
+    path = "/" + url.split("/", 3)[3].split("?")[0]
+    urllib.request.urlopen(f"{origin.base}/_bump?path={path}", timeout=10).read()
+
+
+def cached(host, url: str) -> bool:
+    """Whether the host would serve url now (HEAD, as the shims probe)."""
+    out = real("curl", ["-sI", "-o", "/dev/null", "-w", "%{http_code}", host.blob_url(url)], Path())
+    return out.stdout == b"200"
+
+
+def wait_cached(host, url: str) -> None:
+    eventually(lambda: cached(host, url), bool, 60, what=f"{url} cached")
+
+
+def gets(origin, url: str) -> int:
+    return origin.gets("/" + url.split("/", 3)[3].split("?")[0])
+
+
+def test_a_no_store_api_answers_live_on_every_call(origin, host, work):
+    url = f"{origin.base}/f/300/1/api/releases/latest?cc=no-store"
+    for version in range(3):
+        out = shim("curl", ["-fsS", url], host, work)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout == payload(300, 1 + version)
+        # The host has tried the URL and refused to store it: the next call is live too.
+        eventually(
+            lambda: metrics(host).get("withcache_uncacheable_total{reason=no-store}", 0),
+            lambda n: n >= 1,
+            what="the fill refused",
+        )
+        assert not cached(host, url)
+        bump(origin, url)
+    # A negative entry: later misses of it do not make the host fetch it again.
+    assert metrics(host)["withcache_uncacheable_total{reason=no-store}"] == 1
+    assert gets(origin, url) == 3 + 1
+
+
+def test_a_short_lived_latest_url_serves_the_new_content_once_its_lifetime_has_passed(
+    origin, host, work
+):
+    url = f"{origin.base}/f/5000/2/latest/tool.tar.gz?cc=max-age%3D2"
+    assert shim("curl", ["-fsS", url], host, work).stdout == payload(5000, 2)
+    wait_cached(host, url)
+    before = gets(origin, url)
+    assert shim("curl", ["-fsS", url], host, work).stdout == payload(5000, 2)
+    assert gets(origin, url) == before  # served by the cache
+    bump(origin, url)
+    time.sleep(2.1)
+    # Stale: its revalidation finds a new version; until that is stored, the origin answers.
+    assert shim("curl", ["-fsS", url], host, work).stdout == payload(5000, 3)
+    wait_cached(host, url)
+    served = gets(origin, url)
+    assert shim("curl", ["-fsS", url], host, work).stdout == payload(5000, 3)
+    assert gets(origin, url) == served
+    assert metrics(host)["withcache_revalidations_total{outcome=changed}"] == 1
+
+
+def test_a_304_revalidation_fetches_no_body(origin, host, work):
+    url = f"{origin.base}/f/400000/3/tool.run?cc=max-age%3D1"
+    shim("curl", ["-fsS", "-o", "first", url], host, work)
+    wait_cached(host, url)
+    time.sleep(1.1)
+    sent = stats(origin)["body_bytes"]
+    out = shim("curl", ["-fsS", "-o", "second", url], host, work)
+    assert out.returncode == 0, out.stderr
+    assert (work / "second").read_bytes() == payload(400000, 3)
+    after = stats(origin)
+    assert after["body_bytes"] == sent and after["not_modified"] == 1
+    assert metrics(host)["withcache_revalidations_total{outcome=not_modified}"] == 1
+
+
+def test_a_slow_reader_of_the_old_version_finishes_with_the_old_bytes(origin, host, work):
+    url = f"{origin.base}/f/1000000/4/latest/image.iso?cc=max-age%3D1"
+    shim("curl", ["-fsS", "-o", "/dev/null", url], host, work)
+    wait_cached(host, url)
+    slow = subprocess.Popen(
+        ["curl", "-fsS", "--limit-rate", "200K", "-o", "old.iso", host.blob_url(url)],
+        cwd=work,
+    )
+    time.sleep(1.1)
+    bump(origin, url)
+    assert not cached(host, url)  # stale and changed: a miss while the new version is fetched
+    wait_cached(host, url)
+    assert slow.wait(timeout=60) == 0
+    assert (work / "old.iso").read_bytes() == payload(1000000, 4)
+    new = real("curl", ["-fsS", host.blob_url(url)], work).stdout
+    assert hashlib.sha256(new).digest() == hashlib.sha256(payload(1000000, 5)).digest()
+
+
+CD = "attachment%3B%20filename%3D%22driver-5.1.run%22"
+
+
+@pytest.mark.parametrize(
+    ("tool_name", "args"),
+    [("curl", ["-fsS", "-R", "-O"]), ("wget", ["-q", "-N"])],
+)
+def test_curl_r_and_wget_n_give_the_origin_mtime_through_the_shims(
+    origin, host, work, tool_name, args
+):
+    url = f"{origin.base}/f/2000/5/pkg/driver.run"
+    direct, shimmed = work / "direct", work / "shimmed"
+    direct.mkdir()
+    shimmed.mkdir()
+    assert real(tool_name, [*args, url], direct).returncode == 0
+    shim("curl", ["-fsS", "-o", "/dev/null", url], host, work)
+    wait_cached(host, url)
+    before = gets(origin, url)
+    out = shim(tool_name, [*args, url], host, shimmed)
+    assert out.returncode == 0, out.stderr
+    assert gets(origin, url) == before  # a hit
+    (name,) = os.listdir(direct)
+    assert os.listdir(shimmed) == [name]
+    assert (shimmed / name).read_bytes() == (direct / name).read_bytes()
+    assert (shimmed / name).stat().st_mtime == (direct / name).stat().st_mtime
+    # wget -N again: the host's Last-Modified is the origin's, so nothing is downloaded again.
+    if tool_name == "wget":
+        again = shim(tool_name, ["-N", "-S", url], host, shimmed)
+        assert b"304" in again.stderr or b"not retrieving" in again.stderr.lower(), again.stderr
+
+
+@pytest.mark.parametrize(
+    ("tool_name", "args"),
+    [("curl", ["-fsS", "-O", "-J"]), ("wget", ["-q", "--content-disposition"])],
+)
+def test_the_cache_url_names_the_file_as_the_origins_content_disposition_does(
+    origin, host, work, tool_name, args
+):
+    url = f"{origin.base}/f/2000/6/download?cd={CD}"
+    direct, cache = work / "direct", work / "cache"
+    direct.mkdir()
+    cache.mkdir()
+    assert real(tool_name, [*args, url], direct).returncode == 0
+    shim("curl", ["-fsS", "-o", "/dev/null", url], host, work)
+    wait_cached(host, url)
+    assert real(tool_name, [*args, host.blob_url(url, "download")], cache).returncode == 0
+    assert os.listdir(direct) == os.listdir(cache) == ["driver-5.1.run"]
+    assert (cache / "driver-5.1.run").read_bytes() == payload(2000, 6)
+
+
+def test_the_origin_down_while_stale_follows_stale_if_error_and_must_revalidate(tmp_path, work):
+    origin = OriginProcess()
+    host = start_host(tmp_path / "down", "--allow-private", "--stale-if-error", "1h")
+    try:
+        lenient = f"{origin.base}/f/3000/7/a.run?cc=max-age%3D1"
+        strict = f"{origin.base}/f/3000/8/b.run?cc=max-age%3D1,must-revalidate"
+        for url in (lenient, strict):
+            shim("curl", ["-fsS", "-o", "/dev/null", url], host, work)
+            wait_cached(host, url)
+        origin.stop()
+        time.sleep(1.1)
+        served = shim("curl", ["-fsS", lenient], host, work)
+        assert (served.returncode, served.stdout) == (0, payload(3000, 7))
+        # must-revalidate: never served stale; the shim falls through to the origin, which is
+        # down, and curl fails as it would without the cache.
+        refused = shim("curl", ["-fsS", strict], host, work)
+        assert refused.returncode == 7 and refused.stdout == b""
+        assert metrics(host)["withcache_revalidations_total{outcome=failed}"] == 2
+    finally:
+        host.stop()
+        if origin.proc.poll() is None:
+            origin.stop()
