@@ -188,3 +188,34 @@ def test_admin_help_describes_the_admin_tool():
     assert out.returncode == 0
     assert "Operator tools for a withcache data dir" in out.stdout
     assert "Console scripts" not in out.stdout and "--data-dir (default ./data)" in out.stdout
+
+
+def test_ls_shows_freshness_and_validators_and_refresh_asks_for_a_revalidation(tmp_path):
+    data = tmp_path / "data"
+    url = "https://vendor.example/tool.run"
+    assert (
+        admin("import", "-d", str(data), url, str(write_file(tmp_path / "t", 10))).returncode == 0
+    )
+    table = admin("ls", "-d", str(data)).stdout.splitlines()
+    # Imported by hand: no origin headers, so no expiry unless the host's rules give one.
+    assert table[2].split(";")[0].strip() == "no expiry (no origin headers)"
+    assert "validators: none" in table[2]
+    out = admin("refresh", "-d", str(data), url)
+    assert out.returncode == 0 and "revalidated" in out.stdout
+    (row,) = map(json.loads, admin("ls", "--json", "-d", str(data)).stdout.splitlines())
+    assert row["refresh"] is True and row["freshness"]["fresh"] is False
+    assert admin("refresh", "-d", str(data), "https://vendor.example/other").returncode == 1
+
+
+def test_ls_judges_freshness_by_the_rules_the_host_last_ran_with(tmp_path):
+    from withcache import freshness
+
+    data = tmp_path / "data"
+    url = "https://vendor.example/latest/x.run"
+    admin("import", "-d", str(data), url, str(write_file(tmp_path / "t", 10)))
+    freshness.Policy(rules=(freshness.Rule.parse("*.run=forever"),)).save(str(data))
+    (row,) = map(json.loads, admin("ls", "--json", "-d", str(data)).stdout.splitlines())
+    assert row["freshness"]["text"] == "immutable by rule" and row["freshness"]["by_rule"]
+    (data / freshness.POLICY_FILE).write_text("{not json")
+    (row,) = map(json.loads, admin("ls", "--json", "-d", str(data)).stdout.splitlines())
+    assert row["freshness"]["text"] == "no expiry (no origin headers)"

@@ -16,10 +16,11 @@ from collections.abc import Iterator
 from dataclasses import asdict, replace
 
 from withcache import catalog as cat
-from withcache.cache import delete_unreferenced, import_file
+from withcache import freshness
+from withcache.cache import artifact_verdict, delete_unreferenced, import_file
 from withcache.keys import DROP, KEEP, InvalidURL, cache_key
 from withcache.logs import redact_text, redact_url
-from withcache.sanitise import sanitise_media_type
+from withcache.sanitise import printable, sanitise_media_type
 from withcache.sizes import format_size
 from withcache.store import DigestLock, IntegrityError, Store, keep_files_private
 
@@ -78,13 +79,38 @@ def _print_json(rows) -> int:
 def _cmd_ls(args: argparse.Namespace) -> int:
     with _open(args.data_dir) as (_store, conn):
         artifacts = cat.list_artifacts(conn)
+    policy, now = freshness.Policy.saved(args.data_dir), time.time()
+    verdicts = [artifact_verdict(a, policy, now) for a in artifacts]
     if args.json:
-        return _print_json(artifacts)
+        for a, verdict in zip(artifacts, verdicts, strict=True):
+            row = {**asdict(a), "origin_headers": freshness.decode(a.origin_headers)}
+            row["freshness"] = {
+                "fresh": verdict.fresh and not a.refresh,
+                "fresh_until": verdict.fresh_until,
+                "by_rule": verdict.by_rule,
+                "text": freshness.describe(verdict, now),
+            }
+            print(json.dumps(row, sort_keys=True))
+        return 0
     print(f"{'SHA256':<12}  {'SIZE':>10}  {'HITS':>6}  {'MISSES':>6}  PINNED  KEY")
-    for a in artifacts:
+    for a, verdict in zip(artifacts, verdicts, strict=True):
         size = format_size(a.size)
         pinned = "yes" if a.pinned else "no"
         print(f"{a.sha256[:12]}  {size:>10}  {a.hits:>6}  {a.misses:>6}  {pinned:<6}  {a.key}")
+        fresh = freshness.describe(verdict, now) + (", refresh asked" if a.refresh else "")
+        shown = freshness.validators(freshness.decode(a.origin_headers))
+        print(f"{'':>12}  {fresh}; validators: {printable(shown)}")
+    return 0
+
+
+def _cmd_refresh(args: argparse.Namespace) -> int:
+    """Have the host revalidate an artifact with its origin on the artifact's next request."""
+    with _open(args.data_dir, _query(args)) as (_store, conn):
+        key = _key(conn, args.url)
+        if not cat.request_refresh(conn, key):
+            print(f"withcache-admin refresh: not cached: {redact_url(key)}", file=sys.stderr)
+            return 1
+    print(f"{redact_url(key)} will be revalidated with its origin on its next request")
     return 0
 
 
@@ -261,7 +287,10 @@ def admin_parser() -> argparse.ArgumentParser:
     )
     imp.set_defaults(func=_cmd_import)
 
-    ls = commands.add_parser("ls", help="list cached artifacts")
+    refresh = commands.add_parser(
+        "refresh", help="revalidate an artifact with its origin on its next request"
+    )
+    ls = commands.add_parser("ls", help="list cached artifacts with their freshness")
     ls.add_argument("--json", action="store_true", help="one JSON object per line")
     ls.set_defaults(func=_cmd_ls)
 
@@ -273,10 +302,10 @@ def admin_parser() -> argparse.ArgumentParser:
     rm = commands.add_parser("rm", help="remove an artifact (by its origin URL or key)")
     pin = commands.add_parser("pin", help="never evict this artifact to make room")
     unpin = commands.add_parser("unpin", help="let this artifact be evicted again")
-    for sub, func in ((rm, _cmd_rm), (pin, _cmd_pin), (unpin, _cmd_pin)):
+    for sub, func in ((rm, _cmd_rm), (pin, _cmd_pin), (unpin, _cmd_pin), (refresh, _cmd_refresh)):
         sub.add_argument("url", help="the origin URL (or the cache key)")
         sub.set_defaults(func=func)
-    for sub in (imp, rm, pin, unpin):
+    for sub in (imp, rm, pin, unpin, refresh):
         mode = sub.add_mutually_exclusive_group()
         for flag, what in (("--keep-query", "the whole query"), ("--drop-query", "no query")):
             mode.add_argument(
@@ -300,7 +329,7 @@ def admin_parser() -> argparse.ArgumentParser:
     imp_cat.add_argument("--blobs-from", help="the exporting host's data dir, to copy blobs from")
     imp_cat.set_defaults(func=_cmd_import_catalog)
 
-    for sub in (imp, ls, jobs, rm, pin, unpin, verify, export, imp_cat):
+    for sub in (imp, ls, jobs, rm, pin, unpin, refresh, verify, export, imp_cat):
         sub.add_argument("--data-dir", "-d", default="./data", help="the host's data dir")
     return parser
 

@@ -26,7 +26,9 @@ import email.utils
 import fnmatch
 import json
 import math
+import os
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -48,6 +50,8 @@ KEPT = (
 # Longest value kept of each; real ones are far shorter, and each is sent again to clients.
 MAX_VALUE = 1024
 FOREVER = math.inf
+# The host's freshness options, saved at start for the admin CLI (withcache-admin ls).
+POLICY_FILE = "freshness.json"
 DAY = 86400.0
 
 _NUMBER = re.compile(r"[0-9]+(?:\.[0-9]+)?")
@@ -136,6 +140,22 @@ class Policy:
         fields = json.loads(text)
         rules = tuple(Rule.parse(r) for r in fields.pop("rules"))
         return cls(rules=rules, **fields)
+
+    def save(self, data_dir: str) -> None:
+        """Leave these rules in the data dir (POLICY_FILE) for `withcache-admin ls`. Blocking."""
+        path = os.path.join(data_dir, POLICY_FILE)
+        with open(path + ".tmp", "w", encoding="utf-8") as f:
+            f.write(self.to_json())
+        os.replace(path + ".tmp", path)
+
+    @classmethod
+    def saved(cls, data_dir: str) -> Policy:
+        """The rules the host last ran with (the defaults if it never saved any). Blocking."""
+        try:
+            with open(os.path.join(data_dir, POLICY_FILE), encoding="utf-8") as f:
+                return cls.from_json(f.read())
+        except (OSError, ValueError, TypeError, KeyError, AttributeError):
+            return cls()
 
 
 @dataclass(frozen=True)
@@ -359,3 +379,25 @@ def encode(headers: Mapping[str, str]) -> str:
 def merged(stored: Mapping[str, str], not_modified: Mapping[str, str]) -> dict[str, str]:
     """Stored headers updated by a 304's (section 4.3.4): its fields replace the stored ones."""
     return {**stored, **not_modified}
+
+
+def describe(verdict: Verdict, now: float) -> str:
+    """The verdict in a few words for the operator (UI, `withcache-admin ls`), times in UTC."""
+    if verdict.fresh_until is None:
+        return "immutable by rule" if verdict.by_rule else "no expiry (no origin headers)"
+    when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(verdict.fresh_until))
+    rule = " (rule)" if verdict.by_rule else ""
+    if verdict.fresh:
+        return f"fresh until {when}{rule}"
+    return f"stale since {when}{rule}"
+
+
+def validators(headers: Mapping[str, str] | None) -> str:
+    """The stored validators as the operator reads them; "none" if there are none."""
+    if not headers:
+        return "none"
+    shown = [f"{name} {headers[key]}" for key, name in _VALIDATORS if key in headers]
+    return "; ".join(shown) or "none"
+
+
+_VALIDATORS = (("etag", "ETag"), ("last-modified", "Last-Modified"))

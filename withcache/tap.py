@@ -360,6 +360,7 @@ def makeService(options: Options) -> service.MultiService:
     if options["log-format"] == "json":
         top.log_observer = json_observer(sys.stdout)
     store = Store(data_dir)
+    settings.freshness.save(data_dir)
     catalog = Catalog(os.path.join(data_dir, "cache.db"), reactor, query=settings.query)
     catalog.setServiceParent(top)
     fetcher = Fetcher(

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -222,3 +224,25 @@ def test_the_page_keeps_side_margins_at_every_width(page, width):
             )
         )
         assert content_left >= 8 and width - content_right >= 8, (part, width, box)
+
+
+def test_an_artifacts_freshness_and_validators_show_and_refresh_now_revalidates(page, ui_origin):
+    from playwright.sync_api import expect
+
+    url = f"{ui_origin.base}/f/4000/21/fresh-ui.bin?cc=max-age%3D1"
+    page.get_by_label("Origin URL").fill(url)
+    page.locator("#add").get_by_role("button", name="Download").click()
+    expect(job_row(page, "fresh-ui.bin").locator(".state")).to_have_text("completed")
+    row = page.locator("#artifacts tr.artifact", has_text="fresh-ui.bin")
+    expect(row.locator(".validators")).to_contain_text('ETag "4000-21"')
+    expect(row.locator(".validators")).to_contain_text("Last-Modified Mon, 01 Jan 2024")
+    expect(row.locator(".freshness")).to_contain_text("stale since", timeout=10_000)
+    before = origin_stats(ui_origin)["not_modified"]
+    with page.expect_response(lambda r: r.url.endswith("/admin/artifacts/refresh")):
+        row.get_by_role("button", name="Refresh now").click()
+    assert origin_stats(ui_origin)["not_modified"] == before + 1  # a 304, no body
+
+
+def origin_stats(origin) -> dict:
+    with urllib.request.urlopen(f"{origin.base}/_stats", timeout=10) as r:
+        return json.loads(r.read())

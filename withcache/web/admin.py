@@ -19,6 +19,7 @@ from klein import Klein
 from twisted.web import http, static
 
 import withcache
+from withcache import freshness
 from withcache.cache import Cache
 from withcache.keys import InvalidURL, encode_token
 from withcache.logs import redact_text, redact_url
@@ -211,6 +212,13 @@ class AdminUI:
         await self.cache.pin(_field(request, "key"), _field(request, "pinned") == "1")
         return self._redirect(request, self._back(request))
 
+    @app.route("/admin/artifacts/refresh", methods=["POST"])
+    async def refresh(self, request):
+        """Revalidate an artifact with its origin now; the table shows the outcome."""
+        await self._action(request)
+        await self.cache.refresh(_field(request, "key"))
+        return self._redirect(request, self._back(request))
+
     @app.route("/admin/artifacts/delete", methods=["POST"])
     async def delete(self, request):
         await self._action(request)
@@ -336,7 +344,13 @@ class AdminUI:
             # The cache URL names the key, not the stored URL: the same artifact, without the
             # signature the stored URL may carry.
             "artifacts": [
-                (a, f"{base}/b/{encode_token(a.key)}/{_basename(a.key)}") for a in artifacts
+                (
+                    a,
+                    f"{base}/b/{encode_token(a.key)}/{_basename(a.key)}",
+                    freshness.describe(self.cache.verdict(a), now),
+                    freshness.validators(freshness.decode(a.origin_headers)),
+                )
+                for a in artifacts
             ],
             "query": query,
             "page": page,
