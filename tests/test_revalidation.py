@@ -64,7 +64,7 @@ class Bench:
         self.changes = 0
         self.metrics = Metrics()
 
-        async def refill(url, artifact, client):
+        async def refill(url, artifact, client, by_operator):
             self.refills.append(url)
 
         self.revalidations = Revalidations(
@@ -332,3 +332,14 @@ async def test_an_origin_down_while_stale_serves_stale_unless_it_must_revalidate
         assert await host.catalog.run(cat.get_artifact, key) is not None  # kept, not deleted
 
     await hosted(tmp_path, origin, body)
+
+
+def test_an_operators_refresh_is_not_turned_away_by_the_backoff():
+    bench = Bench()
+    bench.wait()
+    bench.fetcher.answers[0].errback(FetchError("origin answered 502 Bad Gateway"))
+    outcome: list[str] = []
+    bench.revalidations.wait("u", ART, None, None, by_operator=True).addCallback(outcome.append)
+    assert len(bench.fetcher.calls) == 2
+    bench.fetcher.answers[1].callback(Revalidation(True, {}))
+    assert outcome == [NOT_MODIFIED]

@@ -254,9 +254,14 @@ class Cache(service.MultiService):
             return True
         return verdict.may_serve_stale(self._now(), origin_failed=outcome == FAILED)
 
-    async def _refill(self, url: str, artifact: cat.Artifact, client: str | None) -> None:
+    async def _refill(
+        self, url: str, artifact: cat.Artifact, client: str | None, by_operator: bool
+    ) -> None:
         """The origin has other bytes for a stored artifact (or nothing to validate them
         with): fetch them as a new version, which replaces the old when it is complete."""
+        if by_operator:
+            await self.downloads.enqueue(url, artifact.key, "operator")
+            return
         if self.settings.curate or self.fetcher is None:
             # The operator approves each fill: it shows as a miss to download again.
             await self.catalog.run(cat.record_miss, artifact.key, url, self._now())
@@ -270,7 +275,7 @@ class Cache(service.MultiService):
         artifact = await self.catalog.run(cat.get_artifact, key)
         if artifact is None:
             return None
-        return await self.revalidations.wait(artifact.url, artifact, None, None)
+        return await self.revalidations.wait(artifact.url, artifact, None, None, by_operator=True)
 
     def _sync_tick(self) -> defer.Deferred:
         d = defer.ensureDeferred(self.sync_index())

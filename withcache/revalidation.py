@@ -29,7 +29,8 @@ NOT_MODIFIED, CHANGED, FAILED, PENDING = "not_modified", "changed", "failed", "p
 # a minute, not one per request.
 FAILED_BACKOFF = 60.0
 
-Refill = Callable[[str, cat.Artifact, "str | None"], Coroutine[Any, Any, None]]
+# (url, artifact, client address or None, whether an operator asked for it)
+Refill = Callable[[str, cat.Artifact, "str | None", bool], Coroutine[Any, Any, None]]
 
 
 class Revalidations:
@@ -54,18 +55,26 @@ class Revalidations:
         return key in self._running
 
     def wait(
-        self, url: str, artifact: cat.Artifact, client: str | None, timeout: float | None
+        self,
+        url: str,
+        artifact: cat.Artifact,
+        client: str | None,
+        timeout: float | None,
+        *,
+        by_operator: bool = False,
     ) -> defer.Deferred[str]:
         """The outcome of revalidating artifact (asked for as url, whose query may carry a
         fresher signature than the stored one), started now unless one is running: NOT_MODIFIED,
-        CHANGED or FAILED; PENDING if it takes longer than timeout (None: no limit)."""
+        CHANGED or FAILED; PENDING if it takes longer than timeout (None: no limit). An
+        operator's request is never turned away by FAILED_BACKOFF."""
         failed_at = self._failed_at.get(artifact.key)
-        if failed_at is not None and self._now() - failed_at < FAILED_BACKOFF:
+        recent = failed_at is not None and self._now() - failed_at < FAILED_BACKOFF
+        if recent and not by_operator:
             return defer.succeed(FAILED)
         shared = self._running.get(artifact.key)
         if shared is None:
             shared = self._running[artifact.key] = defer.ensureDeferred(
-                self._revalidate(url, artifact, client)
+                self._revalidate(url, artifact, client, by_operator)
             )
             shared.addBoth(self._done, artifact.key)
         # Each caller its own Deferred: one that stops waiting cancels nobody else's.
@@ -92,12 +101,14 @@ class Revalidations:
             self._failed_at.pop(key, None)
         return outcome
 
-    async def _revalidate(self, url: str, artifact: cat.Artifact, client: str | None) -> str:
+    async def _revalidate(
+        self, url: str, artifact: cat.Artifact, client: str | None, by_operator: bool
+    ) -> str:
         headers = freshness.decode(artifact.origin_headers) or {}
         shown = redact_url(url)
         try:
             if self._fetcher is None or not {"etag", "last-modified"} & headers.keys():
-                await self._refill(url, artifact, client)
+                await self._refill(url, artifact, client, by_operator)
                 outcome = CHANGED
             else:
                 answer = await self._fetcher.revalidate(url, headers)
@@ -110,7 +121,7 @@ class Revalidations:
                     # Replaced meanwhile (a fill, an import): the new row is fresh on its own.
                     outcome = NOT_MODIFIED if same else CHANGED
                 else:
-                    await self._refill(url, artifact, client)
+                    await self._refill(url, artifact, client, by_operator)
                     outcome = CHANGED
         except Exception as e:  # whatever went wrong, the waiters hear FAILED
             log.warn("revalidation of {url} failed: {why}", url=shown, why=describe(e))
