@@ -496,6 +496,11 @@ def list_jobs(
     return [JobRow(*row) for row in rows]
 
 
+def get_job(conn: sqlite3.Connection, job_id: int) -> JobRow | None:
+    row = conn.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    return JobRow(*row) if row else None
+
+
 def delete_jobs(conn: sqlite3.Connection, states: tuple[str, ...]) -> int:
     with transaction(conn):
         cursor = conn.execute(
