@@ -20,6 +20,7 @@ from twisted.web import http, static
 
 import withcache
 from withcache.cache import Cache
+from withcache.events import FAILED, OPERATOR, Actor
 from withcache.keys import InvalidURL, encode_token
 from withcache.logs import redact_text, redact_url
 from withcache.origin_client import precheck_origin
@@ -175,19 +176,19 @@ class AdminUI:
         await self._action(request)
         url = _field(request, "url").strip()
         await self._precheck(url)
-        await self.cache.add(url)
+        await self.cache.add(url, self._actor(request))
         return self._redirect(request, b"/")
 
     @app.route("/admin/misses/download", methods=["POST"])
     async def download_miss(self, request):
         await self._action(request)
-        await self.cache.add_miss(_field(request, "key"))
+        await self.cache.add_miss(_field(request, "key"), self._actor(request))
         return self._redirect(request, b"/")
 
     @app.route("/admin/misses/dismiss", methods=["POST"])
     async def dismiss(self, request):
         await self._action(request)
-        await self.cache.dismiss(_field(request, "key"))
+        await self.cache.dismiss(_field(request, "key"), self._actor(request))
         return self._redirect(request, b"/")
 
     @app.route("/admin/jobs/cancel", methods=["POST"])
@@ -196,7 +197,7 @@ class AdminUI:
         wanted = _field(request, "id")
         for job in self.cache.downloads.active_jobs():
             if str(job.id) == wanted:
-                self.cache.cancel(job)
+                self.cache.cancel(job, self._actor(request))
         return self._redirect(request, b"/")
 
     @app.route("/admin/jobs/clear", methods=["POST"])
@@ -208,13 +209,14 @@ class AdminUI:
     @app.route("/admin/artifacts/pin", methods=["POST"])
     async def pin(self, request):
         await self._action(request)
-        await self.cache.pin(_field(request, "key"), _field(request, "pinned") == "1")
+        pinned = _field(request, "pinned") == "1"
+        await self.cache.pin(_field(request, "key"), pinned, self._actor(request))
         return self._redirect(request, self._back(request))
 
     @app.route("/admin/artifacts/delete", methods=["POST"])
     async def delete(self, request):
         await self._action(request)
-        await self.cache.delete(_field(request, "key"))
+        await self.cache.delete(_field(request, "key"), self._actor(request))
         return self._redirect(request, self._back(request))
 
     # -- login ------------------------------------------------------------------------------
@@ -239,12 +241,14 @@ class AdminUI:
             return self._render(request, "login.html", self._login_context(session, error))
         if not self.auth.password_ok(_field(request, "password")):
             self.auth.throttle.failed(client)
+            self.cache.events.record(self._actor(request), "login.failed", None, FAILED)
             request.setResponseCode(http.UNAUTHORIZED)
             return self._render(
                 request, "login.html", self._login_context(session, "Wrong password.")
             )
         self.auth.throttle.succeeded(client)
         await self.auth.log_in(request)
+        self.cache.events.record(self._actor(request), "login.succeeded", None)
         return self._redirect(request, b"/")
 
     @app.route("/logout", methods=["POST"])
@@ -253,9 +257,16 @@ class AdminUI:
         # lands on the login page, not on a CSRF error.
         session = self.auth.check_csrf(request, self.auth.session(request))
         await self.auth.log_out(request, session)
+        if session.kind == USER:
+            self.cache.events.record(self._actor(request), "logout", None)
         return self._redirect(request, b"/login" if self.auth.enabled else b"/")
 
     # -- helpers ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _actor(request) -> Actor:
+        """The operator's session as the audit log's actor, with its client address."""
+        return Actor(OPERATOR, getattr(request.getClientAddress(), "host", None))
 
     async def _action(self, request) -> None:
         """Gate for a state-changing request: logged in, and the CSRF token matches."""
