@@ -27,6 +27,7 @@ from withcache.origin_client import precheck_origin
 from withcache.policy import RefusedOrigin
 from withcache.sizes import format_size
 from withcache.web.auth import CSRF_FIELD, USER, Auth, CSRFRejected, NotLoggedIn, Throttled
+from withcache.web.automation_ui import AutomationPages
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 STATIC = os.path.join(HERE, "static")
@@ -115,6 +116,7 @@ class AdminUI:
         # The base of the cache URLs shown: this request's own scheme and Host, unless the read
         # path has a port of its own (--admin-listen).
         self.read_base = read_base or _base_url
+        self.automation = AutomationPages(cache)
 
     # -- error mapping -----------------------------------------------------------------------
 
@@ -169,7 +171,28 @@ class AdminUI:
         context["key"] = _field(request, "key")
         return self._render(request, "confirm_delete.html", context)
 
+    @app.route("/admin/events", methods=["GET"])
+    async def events(self, request):
+        context = await self._base_context(request, await self.auth.require(request))
+        context.update(await self.automation.events_context(request))
+        return self._render(request, "events.html", context)
+
+    @app.route("/admin/tokens", methods=["GET"])
+    async def tokens(self, request):
+        context = await self._base_context(request, await self.auth.require(request))
+        context.update(await self.automation.tokens_context(request, self._actor(request)))
+        return self._render(request, "tokens.html", context)
+
     # -- actions ----------------------------------------------------------------------------
+
+    @app.route("/admin/tokens/create", methods=["POST"])
+    @app.route("/admin/tokens/revoke", methods=["POST"])
+    async def token_action(self, request):
+        await self._action(request)
+        session = await self.auth.require(request)
+        context = await self._base_context(request, session)
+        context.update(await self.automation.tokens_context(request, self._actor(request)))
+        return self._render(request, "tokens.html", context)
 
     @app.route("/admin/add", methods=["POST"])
     async def add(self, request):
@@ -320,6 +343,7 @@ class AdminUI:
     async def _dashboard(self, request, session, add_error: Any = None) -> bytes:
         context = await self._context(request, session)
         context.update(add_error=add_error and str(add_error), add_value=_field(request, "url"))
+        context["traffic"] = await self.automation.traffic_chart()
         return self._render(request, "dashboard.html", context)
 
     async def _context(self, request, session) -> dict[str, Any]:
