@@ -268,9 +268,16 @@ class DownloadManager(service.Service):
         finally:
             self._wake(job)
 
-    def _event(self, job: Job, action: str, actor: Actor | None, *how: str | None) -> None:
+    def _event(
+        self,
+        job: Job,
+        action: str,
+        actor: Actor | None,
+        outcome: str = "ok",
+        detail: str | None = None,
+    ) -> None:
         if self.events is not None:
-            self.events.record(actor, action, job.url, *how)
+            self.events.record(actor, action, job.url, outcome, detail)
 
     @staticmethod
     def _wake(job: Job) -> None:

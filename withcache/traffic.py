@@ -72,10 +72,10 @@ class DailyTraffic(TimerService):
         served, fetched = totals[0] - self._seen[0], totals[1] - self._seen[1]
         self._seen = totals
         d = self._catalog.run(add_traffic, day_of(self._now()), served, fetched)
-        d.addErrback(self._failed, served, fetched)
+        d.addErrback(self._not_written, served, fetched)
         return d
 
-    def _failed(self, failure: Any, served: int, fetched: int) -> None:
+    def _not_written(self, failure: Any, served: int, fetched: int) -> None:
         # Counted again at the next flush.
         self._seen = (self._seen[0] - served, self._seen[1] - fetched)
         log.warn("could not write daily traffic: {error}", error=failure.getErrorMessage())
