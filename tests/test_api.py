@@ -104,6 +104,20 @@ def test_artifacts_page_through_all_with_next_links_and_search_narrows(api_host)
     assert status == 200 and len(body) == 1003
 
 
+def test_cursor_pages_and_offset_pages_list_the_same_artifacts(api_host):
+    by_offset = api(api_host, "GET", "/api/v1/artifacts?limit=100", "read").doc["items"]
+    first = api(api_host, "GET", "/api/v1/artifacts?limit=2", "read").doc
+    assert "after=" in first["next"] and "offset=" not in first["next"]
+    second = api(api_host, "GET", first["next"], "read").doc
+    assert [a["key"] for a in first["items"] + second["items"]] == [
+        a["key"] for a in by_offset[:4]
+    ]
+    bad = api(api_host, "GET", "/api/v1/artifacts?after=bm90IGEgY3Vyc29y", "read")
+    assert bad.status == 400 and bad.doc["type"] == PROBLEM + "invalid-parameter"
+    mixed = api(api_host, "GET", first["next"] + "&q=tool", "read")
+    assert mixed.status == 400
+
+
 @pytest.mark.parametrize(
     ("method", "path", "raw", "status", "kind"),
     [

@@ -8,6 +8,8 @@ describes exactly these routes; a test holds the two together.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import functools
 import json
 import time
@@ -136,20 +138,54 @@ def _page(request) -> tuple[int, int]:
     return limit, _int_arg(request, "offset", 0, 0, 2**62)
 
 
-def _listing(request, items: list, limit: int, offset: int, total: int | None) -> dict:
+def _listing(
+    request,
+    items: list,
+    limit: int,
+    offset: int,
+    total: int | None,
+    after: str | None = None,
+) -> dict:
     """The envelope of a list: its items, the page asked for, the total if known, and the
-    path of the next page (None on the last)."""
+    path of the next page (None on the last): by cursor (`after`) when given, else by offset."""
     more = (offset + len(items) < total) if total is not None else len(items) == limit
+    if b"after" in request.args:
+        more = len(items) == limit  # where a cursor stands in the whole is not known
     query = {
         k.decode("utf-8", "replace"): v[0].decode("utf-8", "replace")
         for k, v in request.args.items()
     }
-    query.update(limit=str(limit), offset=str(offset + limit))
+    query.pop("after", None)
+    query.pop("offset", None)
+    query["limit"] = str(limit)
+    if after is not None:
+        query["after"] = after
+    else:
+        query["offset"] = str(offset + limit)
     page: dict[str, Any] = {"items": items, "limit": limit, "offset": offset}
     if total is not None:
         page["total"] = total
     page["next"] = f"{request.path.decode('latin-1')}?{urlencode(query)}" if more else None
     return page
+
+
+def _cursor(artifact: cat.Artifact) -> str:
+    """An opaque cursor naming an artifact's place in the list (its fetched_at and key)."""
+    raw = json.dumps([artifact.fetched_at, artifact.key]).encode("utf-8")
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def _after(request) -> tuple[float, str] | None:
+    raw = _arg(request, "after")
+    if not raw:
+        return None
+    try:
+        fetched_at, key = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
+        if not isinstance(key, str) or isinstance(fetched_at, bool):
+            raise ValueError(raw)
+        return float(fetched_at), key
+    except (ValueError, TypeError, binascii.Error):
+        raise Problem("invalid-parameter", "after is not a cursor this API gave") from None
 
 
 def _body(request) -> dict[str, Any]:
@@ -230,14 +266,23 @@ class API:
     async def artifacts(self, request):
         await self.auth.caller(request, tokens.READ)
         limit, offset = _page(request)
-        needle = _arg(request, "q").strip()
+        needle, after = _arg(request, "q").strip(), _after(request)
+        if after is not None and (needle or offset):
+            raise Problem("invalid-parameter", "after goes without q and offset")
         if needle:
             found, total = await self.cache.search_artifacts(needle, limit, offset)
-        else:
+            items = [artifact_json(a) for a in found]
+            return self._json(request, _listing(request, items, limit, offset, total))
+        # Unsearched: the next page is named by a cursor, so the last of 100k pages costs
+        # what the first does (an OFFSET walks every row before it).
+        if after is None:
             found = await self.cache.artifacts(limit, offset)
-            total = (await self.cache.stats()).artifacts
+        else:
+            found = await self.cache.catalog.run(cat.list_artifacts_after, limit, after)
+        total = await self.cache.catalog.run(cat.count_artifacts)
+        cursor = _cursor(found[-1]) if found else ""
         items = [artifact_json(a) for a in found]
-        return self._json(request, _listing(request, items, limit, offset, total))
+        return self._json(request, _listing(request, items, limit, offset, total, cursor))
 
     @app.route("/api/v1/artifact", methods=["GET"])
     async def artifact(self, request):
