@@ -109,9 +109,7 @@ def test_cursor_pages_and_offset_pages_list_the_same_artifacts(api_host):
     first = api(api_host, "GET", "/api/v1/artifacts?limit=2", "read").doc
     assert "after=" in first["next"] and "offset=" not in first["next"]
     second = api(api_host, "GET", first["next"], "read").doc
-    assert [a["key"] for a in first["items"] + second["items"]] == [
-        a["key"] for a in by_offset[:4]
-    ]
+    assert [a["key"] for a in first["items"] + second["items"]] == [a["key"] for a in by_offset[:4]]
     bad = api(api_host, "GET", "/api/v1/artifacts?after=bm90IGEgY3Vyc29y", "read")
     assert bad.status == 400 and bad.doc["type"] == PROBLEM + "invalid-parameter"
     mixed = api(api_host, "GET", first["next"] + "&q=tool", "read")

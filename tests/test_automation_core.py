@@ -100,11 +100,15 @@ def test_events_are_append_only(conn):
 
 def test_retention_drops_by_age_and_by_count(conn):
     for n in range(10):
-        ev.append(conn, NOW - (9 - n) * DAY, ev.THE_HOST, "fill.completed", f"https://v.example/{n}")
+        ev.append(
+            conn, NOW - (9 - n) * DAY, ev.THE_HOST, "fill.completed", f"https://v.example/{n}"
+        )
     assert ev.prune(conn, NOW, max_age=5 * DAY + 1, max_count=0) == 4
     assert ev.prune(conn, NOW, max_age=0, max_count=3) == 3
     found, total = ev.query(conn)
-    assert total == 3 and [e.subject for e in found] == [f"https://v.example/{n}" for n in (9, 8, 7)]
+    assert total == 3 and [e.subject for e in found] == [
+        f"https://v.example/{n}" for n in (9, 8, 7)
+    ]
 
 
 def test_daily_traffic_adds_up_per_day_and_fills_missing_days_with_zeros(conn):
@@ -133,6 +137,8 @@ def test_the_chart_is_well_formed_svg_with_a_bar_per_series_and_day():
 def test_the_chart_of_no_traffic_is_flat_and_still_labelled():
     days = [(day_of(NOW - n * DAY), 0, 0) for n in range(29, -1, -1)]
     svg = ET.fromstring(str(traffic_svg(days)))
-    heights = {r.get("height") for r in svg.iter("{http://www.w3.org/2000/svg}rect") if r.get("class")}
+    heights = {
+        r.get("height") for r in svg.iter("{http://www.w3.org/2000/svg}rect") if r.get("class")
+    }
     assert heights == {"0.0"}
     assert "0 B served" in svg.get("aria-label")

@@ -279,8 +279,10 @@ class AdminUI:
         # The signed session, live or not: a second tab logging out a session already ended
         # lands on the login page, not on a CSRF error.
         session = self.auth.check_csrf(request, self.auth.session(request))
+        # Only the end of a live session is an event (not a second tab's logout of it).
+        live = session.kind == USER and await self.auth.current(request) is not None
         await self.auth.log_out(request, session)
-        if session.kind == USER:
+        if live:
             self.cache.events.record(self._actor(request), "logout", None)
         return self._redirect(request, b"/login" if self.auth.enabled else b"/")
 
