@@ -164,11 +164,9 @@ def _follow(client: Client, entry: Entry, progress: Progress) -> None:
         return
     entry.done, entry.total = job["bytes_done"], job["bytes_total"]
     if job["state"] != entry.state and job["state"] in FINISHED:
-        entry.error = job.get("error")
+        entry.error = job.get("error") or job["state"]
         if job["state"] != "completed":
-            progress.line(
-                f"FAILED          {shown_url(entry.url)}: {job['state']} {entry.error or ''}"
-            )
+            progress.line(f"FAILED          {shown_url(entry.url)}: {entry.error}")
     entry.state = job["state"]
 
 
