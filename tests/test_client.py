@@ -34,8 +34,9 @@ def origin():
 def host(tmp_path_factory):
     data = tmp_path_factory.mktemp("client") / "data"
     data.mkdir()
+    secret = make_token(data, "client", "fill")  # before the start: one migration at a time
     running = start_ui_host(data, "--curate", "--allow-private")
-    running.secret = make_token(data, "client", "fill")
+    running.secret = secret
     yield running
     running.stop()
     assert_clean_log(running)

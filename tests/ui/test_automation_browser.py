@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.api_support import call
+from tests.api_support import admin, call
 from tests.support import assert_clean_log, db_write, eventually, write_file
 from tests.ui.ui_support import PASSWORD, TIMEOUT_MS, start_ui_host
 
@@ -25,19 +25,27 @@ def day(days_ago: int) -> str:
 @pytest.fixture(scope="module")
 def auto_host(tmp_path_factory):
     root = tmp_path_factory.mktemp("automation")
-    running = start_ui_host(root / "data", "--curate")
+    data = root / "data"
+    # The import makes and migrates cache.db before the host starts (the host migrates at its
+    # first query, which may come after the rows below are written).
+    admin(
+        "import",
+        "https://vendor.example.com/today.bin",
+        str(write_file(root / "f", 300_000)),
+        data_dir=data,
+    )
     # A month of traffic as the host would have counted it (the chart reads the catalog).
     for n in range(1, 30):
         served = (n * 7919 % 23) * GIB // 4
         fetched = (n * 104729 % 11) * GIB // 8
         db_write(
-            running.data_dir,
+            data,
             "INSERT INTO daily_traffic (day, served, fetched) VALUES (?, ?, ?)",
             day(n),
             served,
             fetched,
         )
-    running.seed("https://vendor.example.com/today.bin", write_file(root / "f", 300_000))
+    running = start_ui_host(data, "--curate")
     yield running
     running.stop()
     assert_clean_log(running)
