@@ -27,6 +27,7 @@ from withcache import catalog as cat
 from withcache import freshness
 from withcache._log import make_logger
 from withcache.downloads import DownloadManager, Job
+from withcache.events import Actor, EventLog
 from withcache.fetcher import Fetcher
 from withcache.freshness import NotCacheable
 from withcache.index import HitIndex, PendingHits
@@ -123,8 +124,11 @@ class Cache(service.MultiService):
         now: Callable[[], float],
         fetcher: Fetcher | None = None,
         metrics: Metrics | None = None,
+        events: EventLog | None = None,
     ):
         super().__init__()
+        # The audit log of state changes (withcache.events); each change below records one row.
+        self.events = events or EventLog(catalog, now)
         self.metrics = metrics or Metrics()
         self.store = store
         self.catalog = catalog
@@ -141,6 +145,7 @@ class Cache(service.MultiService):
             metrics=self.metrics,
             max_queued=settings.max_queued,
             per_client=settings.fills_per_client,
+            events=self.events,
         )
         self.downloads.setServiceParent(self)
         self.index = HitIndex()
@@ -317,18 +322,20 @@ class Cache(service.MultiService):
         return not self.downloads.failed_since(key, now - RETRY_FAILED_AFTER)
 
     @to_completion
-    async def add(self, url: str) -> Job:
+    async def add(self, url: str, actor: Actor | None = None) -> Job:
         """Queue a fill of url on an operator's say-so (pre-seed); works when curating too."""
-        return await self.downloads.enqueue(url, self.key_for(url), "operator")
+        return await self.downloads.enqueue(url, self.key_for(url), "operator", actor=actor)
 
     @to_completion
-    async def add_miss(self, key: str) -> Job | None:
+    async def add_miss(self, key: str, actor: Actor | None = None) -> Job | None:
         """Queue a fill of a recorded miss (curate mode's "Download"), by its key: the UI never
         holds the URL, whose query may carry a signature. None if no such miss."""
         miss = await self.catalog.run(cat.get_miss, key)
         if miss is None:
             return None
-        return await self.downloads.enqueue(miss.url, self.key_for(miss.url), "operator")
+        return await self.downloads.enqueue(
+            miss.url, self.key_for(miss.url), "operator", actor=actor
+        )
 
     async def _fill(self, job: Job) -> None:
         if self.fetcher is None:
@@ -445,6 +452,8 @@ class Cache(service.MultiService):
             keys=[redact_url(a.key) for a in dropped],
         )
         await self.refresh_totals()
+        for artifact in dropped:
+            self.events.record(None, "artifact.quarantined", artifact.url, "ok", reason)
         if not self.settings.curate and self.fetcher is not None:
             for artifact in dropped:
                 await self.downloads.enqueue(artifact.url, artifact.key, "refill")
@@ -457,32 +466,38 @@ class Cache(service.MultiService):
     def now(self) -> float:
         return self._now()
 
-    def cancel(self, job: Job) -> bool:
-        return self.downloads.cancel(job)
+    def cancel(self, job: Job, actor: Actor | None = None) -> bool:
+        return self.downloads.cancel(job, actor)
 
     @to_completion
     async def clear_finished(self) -> int:
         return await self.downloads.clear_finished()
 
     @to_completion
-    async def dismiss(self, key: str) -> bool:
+    async def dismiss(self, key: str, actor: Actor | None = None) -> bool:
         """Forget a miss (curate mode's "not this one")."""
-        return await self.catalog.run(cat.delete_miss, key)
+        if done := await self.catalog.run(cat.delete_miss, key):
+            self.events.record(actor, "miss.dismissed", key)
+        return done
 
     @to_completion
-    async def delete(self, key: str) -> bool:
+    async def delete(self, key: str, actor: Actor | None = None) -> bool:
         """Remove an artifact and, when no other key shares it, its blob."""
         existed = await self.catalog.run(cat.get_artifact, key)
         freed = await self.catalog.delete_artifact(key)
+        if existed is not None:
+            self.events.record(actor, "artifact.deleted", existed.url)
         self.index.invalidate()
         await self._delete_blobs([freed] if freed else [])
         await self.refresh_totals()
         return existed is not None
 
     @to_completion
-    async def pin(self, key: str, pinned: bool = True) -> bool:
+    async def pin(self, key: str, pinned: bool = True, actor: Actor | None = None) -> bool:
         """Pinned artifacts are never evicted to make room."""
-        return await self.catalog.run(cat.set_pinned, key, pinned)
+        if done := await self.catalog.run(cat.set_pinned, key, pinned):
+            self.events.record(actor, f"artifact.{'pinned' if pinned else 'unpinned'}", key)
+        return done
 
     async def artifacts(self, limit: int = -1, offset: int = 0) -> list[cat.Artifact]:
         return await self.catalog.list_artifacts(limit, offset)

@@ -453,6 +453,27 @@ def list_artifacts(conn: sqlite3.Connection, limit: int = -1, offset: int = 0) -
     return [_artifact(row) for row in rows]
 
 
+def list_artifacts_after(
+    conn: sqlite3.Connection, limit: int, after: tuple[float, str] | None
+) -> list[Artifact]:
+    """A page of artifacts in list_artifacts' order (newest first) that come after the one
+    whose (fetched_at, key) is `after`: keyset paging, as fast on the last page as the first."""
+    if after is None:
+        return list_artifacts(conn, limit)
+    fetched_at, key = after
+    rows = conn.execute(
+        f"SELECT {_ARTIFACT_COLUMNS} FROM artifacts"
+        " WHERE fetched_at <= ? AND NOT (fetched_at = ? AND key <= ?)"
+        " ORDER BY fetched_at DESC, key LIMIT ?",
+        (fetched_at, fetched_at, key, limit),
+    )
+    return [_artifact(row) for row in rows]
+
+
+def count_artifacts(conn: sqlite3.Connection) -> int:
+    return conn.execute("SELECT COUNT(*) FROM artifacts").fetchone()[0]
+
+
 def search_artifacts(
     conn: sqlite3.Connection, needle: str, limit: int, offset: int = 0
 ) -> tuple[list[Artifact], int]:
@@ -556,6 +577,11 @@ def list_jobs(
         f"SELECT {_JOB_COLUMNS} FROM jobs {where} ORDER BY id DESC LIMIT ?", (*states, limit)
     )
     return [JobRow(*row) for row in rows]
+
+
+def get_job(conn: sqlite3.Connection, job_id: int) -> JobRow | None:
+    row = conn.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    return JobRow(*row) if row else None
 
 
 def delete_jobs(conn: sqlite3.Connection, states: tuple[str, ...]) -> int:

@@ -18,6 +18,7 @@ from dataclasses import asdict, replace
 from withcache import catalog as cat
 from withcache import freshness
 from withcache.cache import artifact_verdict, delete_unreferenced, import_file
+from withcache.cli_automation import add_commands, audit
 from withcache.keys import DROP, KEEP, InvalidURL, cache_key
 from withcache.logs import redact_text, redact_url
 from withcache.sanitise import printable, sanitise_media_type
@@ -65,6 +66,7 @@ def _cmd_import(args: argparse.Namespace) -> int:
         except (InvalidURL, FileNotFoundError, IsADirectoryError) as e:
             print(f"withcache-admin import: {e}", file=sys.stderr)
             return 2
+        audit(conn, "artifact.imported", artifact.url, artifact.sha256)
     print(f"{artifact.sha256}  {artifact.size}  {artifact.key}")
     return 0
 
@@ -147,6 +149,8 @@ def _cmd_rm(args: argparse.Namespace) -> int:
         freed = cat.delete_artifact(conn, key)
         if freed:
             delete_unreferenced(conn, store, [freed])
+        if existed:
+            audit(conn, "artifact.deleted", key)
     print(f"{'removed' if existed else 'not cached'}: {key}")
     return 0 if existed else 1
 
@@ -155,6 +159,8 @@ def _cmd_pin(args: argparse.Namespace) -> int:
     with _open(args.data_dir, _query(args)) as (_store, conn):
         key = _key(conn, args.url)
         changed = cat.set_pinned(conn, key, args.command == "pin")
+        if changed:
+            audit(conn, f"artifact.{args.command}ned", key)
     print(f"{args.command}ned: {key}" if changed else f"not cached: {key}")
     return 0 if changed else 1
 
@@ -173,6 +179,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
                 moved = store.quarantine(sha256)
                 dropped = cat.drop_blob(conn, sha256)
             for artifact in dropped:
+                audit(conn, "artifact.quarantined", artifact.url, "verify: digest mismatch")
                 print(f"BAD  {sha256[:12]}  {artifact.key}  -> {moved or 'missing'}")
     print(f"{len(blobs) - bad} blobs ok, {bad} bad")
     return 1 if bad else 0
@@ -226,6 +233,8 @@ def _cmd_import_catalog(args: argparse.Namespace) -> int:
                 skipped += 1
             else:
                 imported += 1
+        if imported:
+            audit(conn, "artifact.imported", args.file, f"import-catalog: {imported} artifacts")
     print(f"imported {imported} artifacts, skipped {skipped}")
     return 1 if skipped else 0
 
@@ -329,7 +338,8 @@ def admin_parser() -> argparse.ArgumentParser:
     imp_cat.add_argument("--blobs-from", help="the exporting host's data dir, to copy blobs from")
     imp_cat.set_defaults(func=_cmd_import_catalog)
 
-    for sub in (imp, ls, jobs, rm, pin, unpin, refresh, verify, export, imp_cat):
+    automation = add_commands(commands)
+    for sub in (imp, ls, jobs, rm, pin, unpin, refresh, verify, export, imp_cat, *automation):
         sub.add_argument("--data-dir", "-d", default="./data", help="the host's data dir")
     return parser
 

@@ -18,6 +18,7 @@ from twisted.internet import defer
 
 from withcache import catalog as cat
 from withcache._log import make_logger
+from withcache.events import THE_HOST, Actor, EventLog
 from withcache.freshness import NotCacheable
 from withcache.logs import redact_text, redact_url
 from withcache.sanitise import ERROR_TEXT, printable
@@ -50,6 +51,9 @@ class Job(cat.JobRow):
     # What cancel() cancels: the wait for a worker slot, then the fill itself.
     in_flight: defer.Deferred | None = field(default=None, repr=False, compare=False)
     waiters: list[defer.Deferred] = field(default_factory=list, repr=False, compare=False)
+    # Who queued it, and who cancelled it (the audit log's actors).
+    actor: Actor | None = field(default=None, repr=False, compare=False)
+    cancelled_by: Actor | None = field(default=None, repr=False, compare=False)
 
     def progress(self, done: int, total: int | None) -> None:
         self.bytes_done, self.bytes_total = done, total
@@ -73,8 +77,10 @@ class DownloadManager(service.Service):
         metrics=None,
         max_queued: int = 0,
         per_client: int = 0,
+        events: EventLog | None = None,
     ):
         self.catalog = catalog
+        self.events = events
         # Bounds on fills nobody vouched for (misses, refills); 0 is no bound. An operator's add
         # is never refused.
         self.max_queued, self.per_client = max_queued, per_client
@@ -108,7 +114,14 @@ class DownloadManager(service.Service):
         stored (a negative entry: a miss should not fetch it again yet)."""
         return self._uncacheable.get(key, float("-inf")) > since
 
-    async def enqueue(self, url: str, key: str, source: str, client: str | None = None) -> Job:
+    async def enqueue(
+        self,
+        url: str,
+        key: str,
+        source: str,
+        client: str | None = None,
+        actor: Actor | None = None,
+    ) -> Job:
         """Queue a fill of url under key, or return the job already filling that key. A fill
         over the bounds is not queued: the job returned is already finished, REFUSED, with the
         reason in its error."""
@@ -119,6 +132,7 @@ class DownloadManager(service.Service):
         if refusal is not None:
             return await self._refuse(Job(None, key, url, source, REFUSED), refusal)
         job = Job(None, key, url, source, QUEUED, created_at=self._now(), client=client)
+        job.actor = actor or Actor(THE_HOST.name, client)
         # Claimed before the first await: concurrent misses of one key must find this job.
         self._active[key] = job
         try:
@@ -128,6 +142,7 @@ class DownloadManager(service.Service):
             del self._active[key]
             raise
         log.info("job {id} queued: {url} ({source})", id=job.id, url=redact_url(url), source=source)
+        self._event(job, "fill.queued", job.actor)
         self._start(job)
         return job
 
@@ -176,10 +191,11 @@ class DownloadManager(service.Service):
         waiters.append(d)
         return d
 
-    def cancel(self, job: Job) -> bool:
+    def cancel(self, job: Job, actor: Actor | None = None) -> bool:
         """Cancel a queued or running job; False when it has finished or is already committing."""
         if job.state not in ACTIVE or job.in_flight is None or job.committing:
             return False
+        job.cancelled_by = actor
         job.in_flight.cancel()
         return True
 
@@ -259,10 +275,24 @@ class DownloadManager(service.Service):
             url=redact_url(job.url),
             why=f" ({error})" if error else "",
         )
+        by = job.cancelled_by if state == CANCELLED else None
+        outcome = {FAILED: FAILED, UNCACHEABLE: REFUSED}.get(state, "ok")
+        self._event(job, f"fill.{state}", by, outcome, error)
         try:
             await self.catalog.run(cat.update_job, job.row())
         finally:
             self._wake(job)
+
+    def _event(
+        self,
+        job: Job,
+        action: str,
+        actor: Actor | None,
+        outcome: str = "ok",
+        detail: str | None = None,
+    ) -> None:
+        if self.events is not None:
+            self.events.record(actor, action, job.url, outcome, detail)
 
     @staticmethod
     def _wake(job: Job) -> None:

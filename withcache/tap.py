@@ -16,6 +16,7 @@ from withcache import freshness
 from withcache._log import make_logger
 from withcache.cache import Cache, Settings
 from withcache.catalog import Catalog
+from withcache.events import DEFAULT_MAX_AGE, DEFAULT_MAX_COUNT, EventRetention
 from withcache.fetcher import Fetcher
 from withcache.keys import DROP, KEEP, SIGNED
 from withcache.logs import json_observer
@@ -24,6 +25,7 @@ from withcache.policy import OriginPolicy
 from withcache.scrub import Scrubber
 from withcache.sizes import parse_size
 from withcache.store import Store, keep_files_private
+from withcache.traffic import DailyTraffic
 from withcache.web.auth import WeakSecret, check_secret
 
 log = make_logger()
@@ -92,6 +94,8 @@ class Options(usage.Options):
         self["stale-if-error"] = freshness.DAY
         self["uncacheable-for"] = 3600.0
         self["revalidate-wait"] = 2.0
+        self["events-max-age"] = DEFAULT_MAX_AGE / 86400
+        self["events-max-count"] = DEFAULT_MAX_COUNT
         # Help texts come from docstrings; their line breaks and indentation are not layout
         # (usage wraps each text itself), so `--help` would show them as runs of spaces.
         self.docs = {name: " ".join(text.split()) for name, text in self.docs.items()}
@@ -160,6 +164,14 @@ class Options(usage.Options):
         """How long a request for a stale artifact waits for its revalidation before it is
         answered as the stale rules say (default 2; under the shims' 3 s probe budget)."""
         self["revalidate-wait"] = _duration("--revalidate-wait", value)
+
+    def opt_events_max_age(self, value: str) -> None:
+        """Days the audit log keeps an event (default 365; 0 = no age limit)."""
+        self["events-max-age"] = _seconds("--events-max-age", value, zero_ok=True)
+
+    def opt_events_max_count(self, value: str) -> None:
+        """Events the audit log keeps at most, the newest (default 1000000; 0 = no bound)."""
+        self["events-max-count"] = _integer("--events-max-count", value, least=0)
 
     def opt_listen(self, value: str) -> None:
         """Twisted endpoint string to serve HTTP on (default tcp:3000)."""
@@ -375,6 +387,10 @@ def makeService(options: Options) -> service.MultiService:
     )
     cache = Cache(store, catalog, settings, reactor=reactor, now=reactor.seconds, fetcher=fetcher)
     cache.setServiceParent(top)
+    DailyTraffic(catalog, cache.metrics, reactor.seconds).setServiceParent(top)
+    EventRetention(
+        catalog, reactor.seconds, options["events-max-age"] * 86400, options["events-max-count"]
+    ).setServiceParent(top)
     if options["scrub-interval"]:
         Scrubber(cache, options["scrub-interval"]).setServiceParent(top)
     access_log = not options["no-access-log"]

@@ -308,8 +308,15 @@ class Browser:
 
 
 def admin_resource(auth: Auth):
-    cache = SimpleNamespace(settings=SimpleNamespace(curate=False))  # what the pages below read
-    return AdminUI(cache, auth).app.resource()
+    # What the pages below read, and an audit log that keeps (actor, action) in `recorded`.
+    recorded: list[tuple[str, str]] = []
+    events = SimpleNamespace(
+        record=lambda actor, action, *rest: recorded.append((actor.name, action))
+    )
+    cache = SimpleNamespace(settings=SimpleNamespace(curate=False), events=events)
+    resource = AdminUI(cache, auth).app.resource()
+    resource.recorded = recorded
+    return resource
 
 
 ADMIN_PAGE = "/admin/artifacts/delete?key=x"  # a page behind the login that reads no catalog
@@ -331,6 +338,8 @@ def test_logout_a_replayed_cookie_is_refused_by_the_routes():
     assert replayed().request("POST", "/admin/jobs/clear", {"csrf": token}) == (303, "/login")
     # A second tab logging the ended session out again lands on the login page.
     assert replayed().request("POST", "/logout", {"csrf": token}) == (303, "/login")
+    # The audit log has the login and the one logout that ended the session.
+    assert resource.recorded == [("operator", "login.succeeded"), ("operator", "logout")]
 
 
 def test_password_change_the_routes_refuse_a_cookie_of_the_old_password():

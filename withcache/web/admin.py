@@ -21,12 +21,14 @@ from twisted.web import http, static
 import withcache
 from withcache import freshness
 from withcache.cache import Cache
+from withcache.events import FAILED, OPERATOR, Actor
 from withcache.keys import InvalidURL, encode_token
 from withcache.logs import redact_text, redact_url
 from withcache.origin_client import precheck_origin
 from withcache.policy import RefusedOrigin
 from withcache.sizes import format_size
 from withcache.web.auth import CSRF_FIELD, USER, Auth, CSRFRejected, NotLoggedIn, Throttled
+from withcache.web.automation_ui import AutomationPages
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 STATIC = os.path.join(HERE, "static")
@@ -115,6 +117,7 @@ class AdminUI:
         # The base of the cache URLs shown: this request's own scheme and Host, unless the read
         # path has a port of its own (--admin-listen).
         self.read_base = read_base or _base_url
+        self.automation = AutomationPages(cache)
 
     # -- error mapping -----------------------------------------------------------------------
 
@@ -169,26 +172,47 @@ class AdminUI:
         context["key"] = _field(request, "key")
         return self._render(request, "confirm_delete.html", context)
 
+    @app.route("/admin/events", methods=["GET"])
+    async def events(self, request):
+        context = await self._base_context(request, await self.auth.require(request))
+        context.update(await self.automation.events_context(request))
+        return self._render(request, "events.html", context)
+
+    @app.route("/admin/tokens", methods=["GET"])
+    async def tokens(self, request):
+        context = await self._base_context(request, await self.auth.require(request))
+        context.update(await self.automation.tokens_context(request, self._actor(request)))
+        return self._render(request, "tokens.html", context)
+
     # -- actions ----------------------------------------------------------------------------
+
+    @app.route("/admin/tokens/create", methods=["POST"])
+    @app.route("/admin/tokens/revoke", methods=["POST"])
+    async def token_action(self, request):
+        await self._action(request)
+        session = await self.auth.require(request)
+        context = await self._base_context(request, session)
+        context.update(await self.automation.tokens_context(request, self._actor(request)))
+        return self._render(request, "tokens.html", context)
 
     @app.route("/admin/add", methods=["POST"])
     async def add(self, request):
         await self._action(request)
         url = _field(request, "url").strip()
         await self._precheck(url)
-        await self.cache.add(url)
+        await self.cache.add(url, self._actor(request))
         return self._redirect(request, b"/")
 
     @app.route("/admin/misses/download", methods=["POST"])
     async def download_miss(self, request):
         await self._action(request)
-        await self.cache.add_miss(_field(request, "key"))
+        await self.cache.add_miss(_field(request, "key"), self._actor(request))
         return self._redirect(request, b"/")
 
     @app.route("/admin/misses/dismiss", methods=["POST"])
     async def dismiss(self, request):
         await self._action(request)
-        await self.cache.dismiss(_field(request, "key"))
+        await self.cache.dismiss(_field(request, "key"), self._actor(request))
         return self._redirect(request, b"/")
 
     @app.route("/admin/jobs/cancel", methods=["POST"])
@@ -197,7 +221,7 @@ class AdminUI:
         wanted = _field(request, "id")
         for job in self.cache.downloads.active_jobs():
             if str(job.id) == wanted:
-                self.cache.cancel(job)
+                self.cache.cancel(job, self._actor(request))
         return self._redirect(request, b"/")
 
     @app.route("/admin/jobs/clear", methods=["POST"])
@@ -209,7 +233,8 @@ class AdminUI:
     @app.route("/admin/artifacts/pin", methods=["POST"])
     async def pin(self, request):
         await self._action(request)
-        await self.cache.pin(_field(request, "key"), _field(request, "pinned") == "1")
+        pinned = _field(request, "pinned") == "1"
+        await self.cache.pin(_field(request, "key"), pinned, self._actor(request))
         return self._redirect(request, self._back(request))
 
     @app.route("/admin/artifacts/refresh", methods=["POST"])
@@ -222,7 +247,7 @@ class AdminUI:
     @app.route("/admin/artifacts/delete", methods=["POST"])
     async def delete(self, request):
         await self._action(request)
-        await self.cache.delete(_field(request, "key"))
+        await self.cache.delete(_field(request, "key"), self._actor(request))
         return self._redirect(request, self._back(request))
 
     # -- login ------------------------------------------------------------------------------
@@ -247,12 +272,14 @@ class AdminUI:
             return self._render(request, "login.html", self._login_context(session, error))
         if not self.auth.password_ok(_field(request, "password")):
             self.auth.throttle.failed(client)
+            self.cache.events.record(self._actor(request), "login.failed", None, FAILED)
             request.setResponseCode(http.UNAUTHORIZED)
             return self._render(
                 request, "login.html", self._login_context(session, "Wrong password.")
             )
         self.auth.throttle.succeeded(client)
         await self.auth.log_in(request)
+        self.cache.events.record(self._actor(request), "login.succeeded", None)
         return self._redirect(request, b"/")
 
     @app.route("/logout", methods=["POST"])
@@ -260,10 +287,19 @@ class AdminUI:
         # The signed session, live or not: a second tab logging out a session already ended
         # lands on the login page, not on a CSRF error.
         session = self.auth.check_csrf(request, self.auth.session(request))
+        # Only the end of a live session is an event (not a second tab's logout of it).
+        live = session.kind == USER and await self.auth.current(request) is not None
         await self.auth.log_out(request, session)
+        if live:
+            self.cache.events.record(self._actor(request), "logout", None)
         return self._redirect(request, b"/login" if self.auth.enabled else b"/")
 
     # -- helpers ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _actor(request) -> Actor:
+        """The operator's session as the audit log's actor, with its client address."""
+        return Actor(OPERATOR, getattr(request.getClientAddress(), "host", None))
 
     async def _action(self, request) -> None:
         """Gate for a state-changing request: logged in, and the CSRF token matches."""
@@ -317,6 +353,7 @@ class AdminUI:
     async def _dashboard(self, request, session, add_error: Any = None) -> bytes:
         context = await self._context(request, session)
         context.update(add_error=add_error and str(add_error), add_value=_field(request, "url"))
+        context["traffic"] = await self.automation.traffic_chart()
         return self._render(request, "dashboard.html", context)
 
     async def _context(self, request, session) -> dict[str, Any]:

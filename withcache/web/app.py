@@ -23,6 +23,8 @@ from withcache._log import make_logger
 from withcache.cache import Cache
 from withcache.sessions import CatalogSessions
 from withcache.web.admin import AdminUI
+from withcache.web.api import API
+from withcache.web.api_auth import APIAuth
 from withcache.web.auth import Auth, load_secret
 from withcache.web.blobs import ReadPath, plain, secure_read_path
 from withcache.web.hosts import AdminHosts, default_names, host_name
@@ -87,14 +89,20 @@ class Dispatch(resource.Resource):
         read_path: ReadPath | None,
         admin: resource.IResource | None,
         admin_hosts: AdminHosts | None = None,
+        api: resource.IResource | None = None,
     ):
         super().__init__()
         self._read_path = read_path
         self._admin = admin
         self._admin_hosts = admin_hosts or AdminHosts(default_names())
+        self._api = api
 
     def render(self, request):
         first = request.postpath[0] if request.postpath else b""
+        if first == b"api" and self._api is not None:
+            # Bearer tokens work under any Host name; the API checks the Host itself when a
+            # session cookie is what authenticates (withcache.web.api_auth).
+            return self._api.render(request)
         if first in ADMIN_SEGMENTS:
             if self._admin is None:
                 return _not_here(request, "not found: the operator UI is on its own port")
@@ -131,7 +139,9 @@ def read_base_on(port: Callable[[], int | None], scheme: str) -> Callable[[Any],
     return base
 
 
-def _parts(cache: Cache, environ: dict[str, str] | None, read_base: Any = None):
+def _parts(
+    cache: Cache, environ: dict[str, str] | None, admin_hosts: AdminHosts, read_base: Any = None
+):
     environ = dict(os.environ if environ is None else environ)
     data_dir = os.path.dirname(cache.store.blobs_dir)
     auth = Auth(
@@ -145,7 +155,8 @@ def _parts(cache: Cache, environ: dict[str, str] | None, read_base: Any = None):
             "WITHCACHE_ADMIN_PASSWORD is not set: the operator UI is open to anyone who can"
             " reach this host"
         )
-    return ReadPath(cache), AdminUI(cache, auth, read_base=read_base).app.resource()
+    api = API(cache, APIAuth(cache, auth, admin_hosts)).app.resource()
+    return ReadPath(cache), AdminUI(cache, auth, read_base=read_base).app.resource(), api
 
 
 def _admin_hosts(names: Iterable[str] | None) -> AdminHosts:
@@ -167,8 +178,9 @@ def build_site(
 ) -> server.Site:
     """One Site for the read path and the operator UI on one port; the UI answers the
     admin_hosts names (default: withcache.web.hosts.default_names)."""
-    read_path, admin = _parts(cache, environ)
-    return _site(Dispatch(read_path, admin, _admin_hosts(admin_hosts)), access_log)
+    hosts = _admin_hosts(admin_hosts)
+    read_path, admin, api = _parts(cache, environ, hosts)
+    return _site(Dispatch(read_path, admin, hosts, api), access_log)
 
 
 def build_split_sites(
@@ -180,7 +192,8 @@ def build_split_sites(
     admin_hosts: Iterable[str] | None = None,
 ) -> tuple[server.Site, server.Site]:
     """The read path's Site and the operator UI's, for ports of their own (--admin-listen)."""
-    read_path, admin = _parts(cache, environ, read_base)
+    hosts = _admin_hosts(admin_hosts)
+    read_path, admin, api = _parts(cache, environ, hosts, read_base)
     read_site = _site(Dispatch(read_path, None), access_log)
-    admin_site = _site(Dispatch(None, admin, _admin_hosts(admin_hosts)), access_log)
+    admin_site = _site(Dispatch(None, admin, hosts, api), access_log)
     return read_site, admin_site

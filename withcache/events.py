@@ -1,0 +1,204 @@
+"""The audit log: one row per state change, with who did it, from where, and how it ended.
+
+Actors are a token (`token:<name>`), the operator's browser session (`operator`), the admin tool
+(`withcache-admin`) or the host itself (`host`: fills started by misses, their outcomes, the
+scrub). Rows are only ever added (a trigger refuses changes); retention drops the oldest by age
+and by count. Subjects are URLs or names, stored with signature and credential values redacted,
+as everywhere else they are shown.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.application.internet import TimerService
+from twisted.internet import defer
+
+from withcache._log import make_logger
+from withcache.catalog import Catalog, transaction
+from withcache.logs import redact_text, redact_url
+
+log = make_logger()
+
+HOST, ADMIN_TOOL, OPERATOR = "host", "withcache-admin", "operator"
+OK, FAILED, REFUSED = "ok", "failed", "refused"
+ACTIONS = (
+    "fill.queued",
+    "fill.completed",
+    "fill.failed",
+    "fill.cancelled",
+    "fill.uncacheable",
+    "artifact.deleted",
+    "artifact.pinned",
+    "artifact.unpinned",
+    "artifact.imported",
+    "artifact.quarantined",
+    "miss.dismissed",
+    "token.created",
+    "token.revoked",
+    "login.succeeded",
+    "login.failed",
+    "logout",
+)
+DEFAULT_MAX_AGE = 365 * 86400.0
+DEFAULT_MAX_COUNT = 1_000_000
+PRUNE_EVERY = 3600.0
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who asked for a change, and from which client address (None: not over the network)."""
+
+    name: str
+    client: str | None = None
+
+
+THE_HOST = Actor(HOST)
+
+
+def token_actor(name: str, client: str | None) -> Actor:
+    return Actor(f"token:{name}", client)
+
+
+@dataclass(frozen=True)
+class Event:
+    id: int
+    at: float
+    actor: str
+    client: str | None
+    action: str
+    subject: str | None
+    outcome: str
+    detail: str | None
+
+
+_COLUMNS = "id, at, actor, client, action, subject, outcome, detail"
+
+
+def append(
+    conn: sqlite3.Connection,
+    at: float,
+    actor: Actor,
+    action: str,
+    subject: str | None,
+    outcome: str = OK,
+    detail: str | None = None,
+) -> int:
+    """Add one event row (blocking); its id."""
+    with transaction(conn):
+        cursor = conn.execute(
+            "INSERT INTO events (at, actor, client, action, subject, outcome, detail)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                at,
+                actor.name,
+                actor.client,
+                action,
+                None if subject is None else redact_url(subject),
+                outcome,
+                None if detail is None else redact_text(detail)[:500],
+            ),
+        )
+        assert cursor.lastrowid is not None
+        return cursor.lastrowid
+
+
+def query(
+    conn: sqlite3.Connection,
+    *,
+    action: str = "",
+    actor: str = "",
+    limit: int = 50,
+    offset: int = 0,
+) -> tuple[list[Event], int]:
+    """A page of events, newest first, filtered by action (exact, or a prefix ending in '.')
+    and actor (exact); and how many match."""
+    where, params = [], []
+    if action:
+        if action.endswith("."):
+            where.append("substr(action, 1, ?) = ?")
+            params += [len(action), action]
+        else:
+            where.append("action = ?")
+            params.append(action)
+    if actor:
+        where.append("actor = ?")
+        params.append(actor)
+    clause = f"WHERE {' AND '.join(where)}" if where else ""
+    (total,) = conn.execute(f"SELECT COUNT(*) FROM events {clause}", params).fetchone()
+    rows = conn.execute(
+        f"SELECT {_COLUMNS} FROM events {clause} ORDER BY id DESC LIMIT ? OFFSET ?",
+        (*params, limit, offset),
+    )
+    return [Event(*row) for row in rows], total
+
+
+def actors(conn: sqlite3.Connection) -> list[str]:
+    """The actors the log names (for the Events page's filter)."""
+    return [row[0] for row in conn.execute("SELECT DISTINCT actor FROM events ORDER BY actor")]
+
+
+def prune(conn: sqlite3.Connection, now: float, max_age: float, max_count: int) -> int:
+    """Drop events older than max_age seconds and beyond the newest max_count (0: no bound)."""
+    with transaction(conn):
+        removed = 0
+        if max_age:
+            removed += conn.execute("DELETE FROM events WHERE at < ?", (now - max_age,)).rowcount
+        if max_count:
+            removed += conn.execute(
+                "DELETE FROM events WHERE id <= (SELECT id FROM events ORDER BY id DESC"
+                " LIMIT 1 OFFSET ?)",
+                (max_count,),
+            ).rowcount
+        return removed
+
+
+class EventLog:
+    """Records events for code on the reactor: each row is written on the catalog's thread.
+
+    record() never fails its caller: an audit row that cannot be written (a full disk) is
+    logged, and the change it describes stands.
+    """
+
+    def __init__(self, catalog: Catalog, now: Callable[[], float]):
+        self._catalog = catalog
+        self._now = now
+
+    def record(
+        self,
+        actor: Actor | None,
+        action: str,
+        subject: str | None,
+        outcome: str = OK,
+        detail: str | None = None,
+    ) -> defer.Deferred:
+        d = self._catalog.run(
+            append, self._now(), actor or THE_HOST, action, subject, outcome, detail
+        )
+        d.addErrback(self._failed, action)
+        return d
+
+    @staticmethod
+    def _failed(failure: Any, action: str) -> None:
+        log.warn(
+            "could not write an audit event ({action}): {error}",
+            action=action,
+            error=failure.getErrorMessage(),
+        )
+
+
+class EventRetention(TimerService):
+    """Prunes the audit log by age and count once an hour (and at start)."""
+
+    def __init__(self, catalog: Catalog, now: Callable[[], float], max_age: float, max_count: int):
+        super().__init__(PRUNE_EVERY, self._prune)
+        self._catalog, self._now = catalog, now
+        self.max_age, self.max_count = max_age, max_count
+
+    def _prune(self) -> defer.Deferred:
+        d = self._catalog.run(prune, self._now(), self.max_age, self.max_count)
+        d.addErrback(lambda f: log.failure("could not prune the audit log", f))
+        return d
