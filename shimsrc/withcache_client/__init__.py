@@ -226,6 +226,10 @@ class Client:
     def unpin(self, *, url: str | None = None, key: str | None = None) -> Json:
         return self.call("DELETE", "/api/v1/artifact/pin", {"url": url, "key": key})
 
+    def refresh(self, *, url: str | None = None, key: str | None = None) -> Json:
+        """Revalidate an artifact with its origin now: {"outcome": ..., "artifact": ...}."""
+        return self.call("POST", "/api/v1/artifact/refresh", {"url": url, "key": key})
+
     def queue_fill(self, url: str) -> Json:
         """Queue a fill (or get the one already filling that URL's key): the job."""
         return self.call("POST", "/api/v1/fills", body={"url": url})
