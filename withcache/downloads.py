@@ -47,6 +47,8 @@ class Job(cat.JobRow):
     # What cancel() cancels: the wait for a worker slot, then the fill itself.
     in_flight: defer.Deferred | None = field(default=None, repr=False, compare=False)
     waiters: list[defer.Deferred] = field(default_factory=list, repr=False, compare=False)
+    # Its withcache.fillstream.FillStream, once a fill or a waiting client asked for one.
+    stream: Any = field(default=None, repr=False, compare=False)
 
     def progress(self, done: int, total: int | None) -> None:
         self.bytes_done, self.bytes_total = done, total
