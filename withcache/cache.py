@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 from twisted.application import service
 from twisted.application.internet import TimerService
-from twisted.internet import defer, threads
+from twisted.internet import defer, task, threads
 from twisted.python.failure import Failure
 
 from withcache import catalog as cat
@@ -255,12 +255,9 @@ class Cache(service.MultiService):
         stream = self.stream_of(job)
         # The job's end also ends the wait (one cancelled while queued never becomes servable).
         finished = self.downloads.wait(job).addCallback(lambda _: False)
-        first = defer.race([stream.when_servable(), finished])
-        first.addTimeout(self.settings.stream_wait, self._reactor)
-        try:
-            _which, ok = await first
-        except defer.TimeoutError:
-            return None
+        timer = task.deferLater(self._reactor, self.settings.stream_wait, lambda: False)
+        # The first to fire wins; race cancels the others (the timer's call, our waits).
+        _which, ok = await defer.race([stream.when_servable(), finished, timer])
         return Streaming(stream) if ok and not stream.ended else None
 
     def stream_of(self, job: Job) -> FillStream:
