@@ -19,11 +19,18 @@ Range support. Query parameters make it misbehave:
   changing=1    a new ETag on every request (so a resume must restart)
   ignoreifrange=1  answer Range even when If-Range names an old ETag (a broken cache in between)
   ctype=V       send V (percent-decoded, as raw bytes: non-ASCII too) as the Content-Type
+  failafter=C   answer status C to every request for the path after the first (with drop=,
+                a fill that fails for good mid-stream)
+
+Every body byte sent counts towards `GET /_sent` (JSON {"bytes": N}). `--uplink N` (or
+OriginResource(uplink=Uplink(N))) sends every body through one shared N bytes/s token bucket:
+the lab's internet link, shared by all connections.
 
 Every request is recorded (method, path, Range, Authorization, User-Agent); `GET /_requests`
 returns them as JSON, which is how tests count origin traffic when this runs as a subprocess.
 
-`python -m tests.origin [PORT] [--tls CERT_PEM KEY_PEM]` serves HTTPS instead of HTTP.
+`python -m tests.origin [PORT] [--tls CERT_PEM KEY_PEM] [--uplink BYTES_PER_S]`; --tls serves
+HTTPS instead of HTTP.
 """
 
 from __future__ import annotations
@@ -42,6 +49,21 @@ from tests.support import payload
 CHUNK = 64 * 1024
 
 
+class Uplink:
+    """A token bucket shared by every body sent: `rate` bytes/s, bursts of up to `burst`."""
+
+    def __init__(self, rate: float, clock, burst: int = 256 * 1024):
+        self.rate, self.clock, self.burst = rate, clock, burst
+        self._free_at = 0.0  # when the bucket will have the tokens already promised
+
+    def reserve(self, n: int) -> float:
+        """Take n bytes' worth of tokens; how long to wait before sending them."""
+        now = self.clock.seconds()
+        start = max(self._free_at, now - self.burst / self.rate)
+        self._free_at = start + n / self.rate
+        return max(0.0, self._free_at - now)
+
+
 @dataclass
 class Seen:
     method: str
@@ -55,9 +77,11 @@ class Seen:
 class OriginResource(resource.Resource):
     isLeaf = True
 
-    def __init__(self, clock=default_reactor):
+    def __init__(self, clock=default_reactor, uplink: Uplink | None = None):
         super().__init__()
         self.clock = clock
+        self.uplink = uplink
+        self.sent_bytes = 0
         self.seen: list[Seen] = []
         self._served = Counter()
         self.connections_lost = 0
@@ -88,13 +112,19 @@ class OriginResource(resource.Resource):
         if path == "/_requests":
             request.setHeader(b"content-type", b"application/json")
             return json.dumps([asdict(s) for s in self.seen[:-1]]).encode()
+        if path == "/_sent":
+            request.setHeader(b"content-type", b"application/json")
+            return json.dumps({"bytes": self.sent_bytes}).encode()
         parts = path.split("/")
         if len(parts) < 4 or parts[1] != "f":
             request.setResponseCode(404)
             return b"no such file\n"
         size, seed = int(parts[2]), int(parts[3])
         self._served[path] += 1
-        if "fail" in args and self._served[path] <= int(args.get("times", "1")):
+        failing = "fail" in args and self._served[path] <= int(args.get("times", "1"))
+        if "failafter" in args and self._served[path] > 1:
+            failing, args["fail"] = True, args["failafter"]
+        if failing:
             phrase = args["phrase"].encode("latin-1") if "phrase" in args else None
             request.setResponseCode(int(args["fail"]), phrase)
             return b"origin trouble\n"
@@ -166,6 +196,7 @@ class OriginResource(resource.Resource):
             self.clock, request, body, start, end, float(args.get("rate", 0)), cut, stall
         )
         sender.chunk = int(args.get("chunk", CHUNK))
+        sender.origin = self
         return server.NOT_DONE_YET
 
 
@@ -177,6 +208,7 @@ class _Sender:
         self.pos, self.end, self.rate, self.cut, self.stall = start, end, rate, cut, stall
         self.started, self.sent, self.stopped, self.pending = clock.seconds(), 0, False, None
         self.chunk = CHUNK
+        self.origin: OriginResource | None = None
         request.registerProducer(self, False)
 
     def resumeProducing(self):
@@ -193,6 +225,9 @@ class _Sender:
         delay = (
             (self.sent + n) / self.rate - (self.clock.seconds() - self.started) if self.rate else 0
         )
+        uplink = self.origin.uplink if self.origin is not None else None
+        if uplink is not None:
+            delay = max(delay, uplink.reserve(n))
         if delay > 0:
             self.pending = self.clock.callLater(delay, self._write, n)
         else:
@@ -203,6 +238,8 @@ class _Sender:
         if self.stopped:
             return
         self.request.write(self.body(self.pos, self.pos + n))
+        if self.origin is not None:
+            self.origin.sent_bytes += n
         self.pos += n
         self.sent += n
         if self.pos >= self.end and (self.cut is None or self.cut > self.end):
@@ -251,11 +288,14 @@ def main() -> None:
     from twisted.internet import reactor
 
     argv = sys.argv[1:]
-    tls = None
+    tls = uplink = None
     if "--tls" in argv:
         i = argv.index("--tls")
         tls, argv = (argv[i + 1], argv[i + 2]), argv[:i] + argv[i + 3 :]
-    site = server.Site(OriginResource())
+    if "--uplink" in argv:
+        i = argv.index("--uplink")
+        uplink, argv = Uplink(float(argv[i + 1]), reactor), argv[:i] + argv[i + 2 :]
+    site = server.Site(OriginResource(uplink=uplink))
     number = int(argv[0]) if argv else 0
     if tls is None:
         port = reactor.listenTCP(number, site, interface="127.0.0.1")
