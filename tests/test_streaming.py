@@ -133,7 +133,7 @@ def reader(fill, offset=0, end="total"):
 
 def test_a_reader_gets_the_bytes_as_they_are_written_then_finishes(fill_factory):
     fill = fill_factory(total=10)
-    request, producer, done = reader(fill)
+    request, _producer, done = reader(fill)
     assert request.body == b""
     fill.write(b"0123")
     assert request.body == b"0123" and not request.finished
