@@ -2,9 +2,11 @@
 
 A StreamProducer follows the fill's withcache.fillstream.FillStream: it sends what the fill has
 written and a reader of the file can see, then waits to be told more is there (no polling). It
-is a push producer, so a slow client pauses it and holds at most one chunk in memory; the fill
-never waits for it. Reads use filebody's page-cache-first reads (a pool thread when the disk
-has to be asked), so a slow disk never blocks the reactor.
+is a push producer, so a slow client pauses it and the fill never waits for it. On a plain TCP
+connection the bytes go from the file to the socket with sendfile, as a hit's do (nothing in
+memory; withcache.web.sendfile's page-cache probe and read-in on a thread); elsewhere (TLS)
+they are read with filebody's page-cache-first reads, one chunk at a time. Either way a slow
+disk never blocks the reactor.
 
 What a client sees: 200 with the origin's Content-Length (chunked when the origin gave none),
 the served type, no sha256 ETag (there is no digest yet) and `X-Withcache-Streaming: fill`. One
@@ -16,6 +18,7 @@ length); a fill that fails cuts off every client, so nobody gets a complete-look
 
 from __future__ import annotations
 
+import errno
 import os
 from typing import Any
 
@@ -28,6 +31,7 @@ from withcache._log import make_logger
 from withcache.fillstream import FillStream
 from withcache.web.filebody import CHUNK, BodyEnd, _read, _read_nowait
 from withcache.web.ranges import parse_ranges
+from withcache.web.sendfile import SPAN, _read_in, _resident, usable
 
 log = make_logger()
 
@@ -61,6 +65,10 @@ class StreamProducer(BodyEnd):
         self._fd: int | None = None
         self._paused = False
         self._reading = False
+        # Not for a chunked body: twisted.web frames each write, sendfile would not.
+        self._sendfile = usable(request) and end is not None
+        self._probe = bytearray(1)
+        self._resident_up_to = 0  # bytes known to be in the page cache (read in, or probed)
 
     def start(self) -> None:
         self._fd = self.stream.follow(self)
@@ -100,6 +108,7 @@ class StreamProducer(BodyEnd):
                     self._cut_off("the fill restarted from byte 0")
                     return
                 self._attempt = stream.attempt  # nothing sent yet: follow the new attempt
+                self._resident_up_to = 0
             if stream.total != self._promised:
                 self._cut_off("the origin's length changed")
                 return
@@ -110,6 +119,9 @@ class StreamProducer(BodyEnd):
             limit = stream.readable if end is None else min(end, stream.readable)
             if self.offset >= limit:
                 return  # told by changed() when there is more
+            if self._sendfile:
+                self._send(limit)
+                return
             length = min(CHUNK, limit - self.offset)
             assert self._fd is not None
             data = _read_nowait(self._fd, self.offset, length)
@@ -126,6 +138,61 @@ class StreamProducer(BodyEnd):
                 d.addCallbacks(self._read_done, self._read_failed, (self._attempt, length))
                 return
             self._write(data, length)
+
+    def _send(self, limit: int) -> None:
+        """sendfile what is written, up to limit; come back when the socket takes more."""
+        transport = self._transport
+        if len(transport.dataBuffer) - transport.offset + transport._tempDataLen:
+            self._when_writable()  # headers still on their way
+            return
+        assert self._fd is not None
+        span = min(limit - self.offset, SPAN)
+        if self.offset + span > self._resident_up_to:
+            if not _resident(self._fd, self.offset, span, self._probe):
+                self._read_in(span)
+                return
+            self._resident_up_to = self.offset + span
+        try:
+            sent = os.sendfile(transport.fileno(), self._fd, self.offset, span)
+        except BlockingIOError:
+            self._when_writable()
+            return
+        except OSError as e:
+            if e.errno not in (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.EBADF):
+                log.failure("sendfile failed", None)
+            self.stream.unfollow(self)
+            self._abort()
+            return
+        if sent == 0:
+            self._cut_off("the fill's file is shorter than its progress")
+            return
+        self.offset += sent
+        self.sent += sent
+        self.request.sentLength += sent
+        self._when_writable()
+
+    def _when_writable(self) -> None:
+        """Have the transport call resumeProducing once the socket takes more bytes (see
+        withcache.web.sendfile.SendfileProducer)."""
+        transport = self._transport
+        if transport.connected and not transport.disconnecting:
+            transport.producerPaused = True
+            transport.startWriting()
+
+    def _read_in(self, span: int) -> None:
+        self._reading = True
+        pool = self._reactor.getThreadPool()
+        offset = self.offset
+        d = threads.deferToThreadPool(self._reactor, pool, _read_in, self._fd, offset, span)
+        d.addCallbacks(self._read_in_done, self._read_failed, (offset + span,), None, (0, 0))
+
+    def _read_in_done(self, _: None, up_to: int) -> None:
+        self._reading = False
+        if self.request is None:
+            self._close()
+            return
+        self._resident_up_to = max(self._resident_up_to, up_to)
+        self._pump()
 
     def _write(self, data: bytes, length: int) -> None:
         if len(data) < length:
