@@ -270,3 +270,30 @@ def test_processes_2_streams_too(origin, tmp_path):
     finally:
         host.stop()
     assert_clean_log(host)
+
+
+def test_the_operator_sees_who_streams_a_fill_and_a_stopping_host_cuts_them_off(origin, host):
+    size = 8 * MB
+    # The origin stops sending half-way and keeps the connection open: the fill sits there.
+    url = f"{origin.base}/f/{size}/12/stuck.bin?rate={8 * MB}&stall=0.5"
+    blob = host.blob_url(url)
+    assert head(blob)["status"] == "200"
+    readers = [
+        subprocess.Popen(["curl", "-sS", "-f", "-o", "/dev/null", blob], stderr=subprocess.PIPE)
+        for _ in range(3)
+    ]
+    try:
+        eventually(
+            lambda: host.get("/admin/fragments/downloads")[1].decode(),
+            lambda page: '<span class="streaming">3 clients streaming</span>' in page,
+            what="three clients streaming",
+        )
+        host.stop()
+        codes = [r.wait(timeout=30) for r in readers]
+    finally:
+        for r in readers:
+            if r.poll() is None:
+                r.kill()
+            r.wait()
+            r.stderr.close()
+    assert all(code != 0 for code in codes), codes
