@@ -22,6 +22,7 @@ from tests.support import (
     eventually,
     payload,
     payload_sha256,
+    rss_kib,
     start_host,
 )
 
@@ -253,6 +254,66 @@ def test_a_miss_waits_for_the_fills_headers_only_so_long(origin, host):
     # Within the shims' 3-second probe, so they fall through to the origin in time.
     assert time.monotonic() - started < 3.0
     assert job(host)["state"] == "running"
+
+
+def children(pid: int) -> list[int]:
+    text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    return [int(c) for c in text.split()]
+
+
+def sockets(pid: int) -> int:
+    fds = Path(f"/proc/{pid}/fd")
+    return sum(1 for fd in fds.iterdir() if str(fd.readlink()).startswith("socket:"))
+
+
+def test_processes_2_streams_to_stalled_readers_without_piling_up_in_a_worker(origin, tmp_path):
+    host = start_host(tmp_path / "data", "--allow-private", "--processes", "2")
+    port = int(host.url.rsplit(":", 1)[1])
+    readers: list[socket.socket] = []
+
+    def connect(request: bytes) -> socket.socket:
+        s = socket.create_connection(("127.0.0.1", port))
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.sendall(request)
+        return s
+
+    def rounds(request: bytes, until) -> None:
+        """Rounds of concurrent connections until one lands on the worker (the host takes
+        most, and all of them while the worker is still starting)."""
+        for _ in range(100):
+            with ThreadPoolExecutor(16) as pool:
+                readers.extend(pool.map(lambda _: connect(request), range(16)))
+            if until():
+                return
+            time.sleep(0.1)
+        raise AssertionError("no connection landed on the worker")
+
+    try:
+        host.wait_for_log("started 1 serving workers")
+        (worker,) = children(host.pid)
+        listening = sockets(worker)
+        # Warm up: a forwarded request leaves the worker a pooled connection to the host.
+        rounds(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", lambda: sockets(worker) > listening)
+        for s in readers:
+            s.close()
+        readers.clear()
+        before = rss_kib(worker)
+        size = 32 * MB
+        url = f"{origin.base}/f/{size}/13/piled.bin?rate={8 * MB}"
+        blob = host.blob_url(url)
+        assert head(blob)["status"] == "200"
+        request = f"GET {blob[len(host.url) :]} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+        # Each stalled reader on the worker holds a client socket and a forwarded connection.
+        rounds(request, lambda: sockets(worker) > listening + 16)
+        eventually(lambda: job(host)["state"], lambda s: s == "completed", timeout=60)
+        # Forwarding with no flow control would hold each forwarded body whole: 8+ x 32 MB.
+        grown = rss_kib(worker, "VmHWM") - before
+        assert grown < 60 * 1024, f"the worker's RSS grew {grown} KiB"
+    finally:
+        for s in readers:
+            s.close()
+        host.stop()
+    assert_clean_log(host)
 
 
 def test_processes_2_streams_too(origin, tmp_path):
