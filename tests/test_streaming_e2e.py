@@ -20,6 +20,7 @@ from tests.support import (
     assert_clean_log,
     db,
     eventually,
+    metrics,
     payload,
     payload_sha256,
     rss_kib,
@@ -349,6 +350,7 @@ def test_the_operator_sees_who_streams_a_fill_and_a_stopping_host_cuts_them_off(
             lambda page: '<span class="streaming">3 clients streaming</span>' in page,
             what="three clients streaming",
         )
+        assert metrics(host)["withcache_streaming_clients"] == 3
         host.stop()
         codes = [r.wait(timeout=30) for r in readers]
     finally:

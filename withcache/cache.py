@@ -165,9 +165,13 @@ class Cache(service.MultiService):
         self.metrics.capacity.set(settings.max_bytes)
         for state in ("queued", "running"):
             self.metrics.count_jobs(state, partial(self._count_jobs, state))
+        self.metrics.streaming.set_function(self._count_streaming)
 
     def _count_jobs(self, state: str) -> int:
         return sum(1 for job in self.downloads.active_jobs() if job.state == state)
+
+    def _count_streaming(self) -> int:
+        return sum(job.stream.readers for job in self.downloads.active_jobs() if job.stream)
 
     def key_for(self, url: str) -> str:
         """The cache key of an origin URL under this host's settings (raises InvalidURL)."""

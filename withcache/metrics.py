@@ -42,6 +42,9 @@ class Metrics:
             "withcache_cache_capacity_bytes", "--max-bytes (0: unlimited)", registry=r
         )
         self.artifacts = Gauge("withcache_artifacts", "Artifacts held", registry=r)
+        self.streaming = Gauge(
+            "withcache_streaming_clients", "Clients streaming a fill in progress", registry=r
+        )
 
     def count_jobs(self, state: str, count: Callable[[], float]) -> None:
         """Report the number of jobs in a state by asking, at scrape time."""
