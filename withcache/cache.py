@@ -329,16 +329,17 @@ class Cache(service.MultiService):
             stream.attach(reader)
             try:
                 await self._fill_into(job, ingest, stream)
+            except BaseException as e:
+                # Readers are cut off at once (before the temp file goes), never left with a
+                # body that looks whole.
+                stream.fail(str(e) or type(e).__name__)
+                raise
             finally:
                 # Uncommitted bytes (gigabytes, maybe) are deleted in a thread; a committed
                 # blob's digest lock was let go as soon as its row was written (in _fill_into).
                 await self._close_ingest(ingest)
-        except BaseException as e:
-            # Readers are cut off, never left with a body that looks whole.
-            stream.fail(str(e) or type(e).__name__)
-            raise
         finally:
-            stream.close()
+            stream.close()  # fails the stream if nothing else ended it (no ingest, say)
 
     async def _new_ingest(self) -> tuple[Ingest, int]:
         """An ingest and a read-only descriptor of its temp file (for streaming readers), made
