@@ -26,6 +26,7 @@ from tests.support import (
     rss_kib,
     start_host,
 )
+from tests.tls import make_test_ca
 
 MB = 1_000_000
 
@@ -360,3 +361,27 @@ def test_the_operator_sees_who_streams_a_fill_and_a_stopping_host_cuts_them_off(
             r.wait()
             r.stderr.close()
     assert all(code != 0 for code in codes), codes
+
+
+def test_a_tls_listener_streams_a_fill_with_chunks_read_off_the_reactor(origin, tmp_path):
+    """No sendfile through TLS: the streaming reader reads the fill's file chunk by chunk."""
+    ca = make_test_ca(tmp_path / "ca")
+    listen = f"ssl:0:interface=127.0.0.1:privateKey={ca.key_pem}:certKey={ca.cert_pem}"
+    host = start_host(tmp_path / "data", "--allow-private", "--listen", listen)
+    try:
+        size = 6 * MB
+        url = f"{origin.base}/f/{size}/14/tls.bin?rate={3 * MB}"
+        blob = host.blob_url(url).replace("http://", "https://")
+        tls = ("--cacert", str(ca.ca_pem))
+        assert curl(*tls, "-I", blob).stdout.startswith(b"HTTP/1.1 200")
+        with ThreadPoolExecutor(4) as pool:
+            whole = [pool.submit(curl, *tls, "-f", blob) for _ in range(3)]
+            ranged = pool.submit(curl, *tls, "-f", "-r", "5000000-5000099", blob)
+            bodies = [w.result(timeout=60).stdout for w in whole]
+            part = ranged.result(timeout=60).stdout
+        assert {sha(b) for b in bodies} == {payload_sha256(size, 14)}
+        assert part == payload(size, 14, 5_000_000, 5_000_100)
+        assert origin.gets("/f/6000000/14/tls.bin") == 1
+    finally:
+        host.stop()
+    assert_clean_log(host)
