@@ -100,6 +100,10 @@ class StreamProducer(BodyEnd):
     def _pump(self) -> None:
         while self.request is not None and not self._paused and not self._reading:
             stream = self.stream
+            if self.end is not None and self.offset >= self.end:
+                # Every byte promised is sent, all of this attempt: whole, whatever comes next.
+                self._finish()
+                return
             if stream.error is not None:
                 self._cut_off("the fill failed")
                 return
@@ -169,7 +173,10 @@ class StreamProducer(BodyEnd):
         self.offset += sent
         self.sent += sent
         self.request.sentLength += sent
-        self._when_writable()
+        if self.end is not None and self.offset >= self.end:
+            self._finish()
+        else:
+            self._when_writable()
 
     def _when_writable(self) -> None:
         """Have the transport call resumeProducing once the socket takes more bytes (see
