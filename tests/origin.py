@@ -26,11 +26,18 @@ Range support. Query parameters make it misbehave:
 Conditional GETs (If-None-Match, If-Modified-Since) get 304 when they match. `GET /_bump?path=P`
 makes P a new version (other bytes, ETag and Last-Modified); `GET /_stats` returns the body
 bytes sent and the 304s answered so far, as JSON.
+  failafter=C   answer status C to every request for the path after the first (with drop=,
+                a fill that fails for good mid-stream)
+
+Every body byte sent counts towards `GET /_sent` (JSON {"bytes": N}). `--uplink N` (or
+OriginResource(uplink=Uplink(N))) sends every body through one shared N bytes/s token bucket:
+the lab's internet link, shared by all connections.
 
 Every request is recorded (method, path, Range, Authorization, User-Agent); `GET /_requests`
 returns them as JSON, which is how tests count origin traffic when this runs as a subprocess.
 
-`python -m tests.origin [PORT] [--tls CERT_PEM KEY_PEM]` serves HTTPS instead of HTTP.
+`python -m tests.origin [PORT] [--tls CERT_PEM KEY_PEM] [--uplink BYTES_PER_S]`; --tls serves
+HTTPS instead of HTTP.
 """
 
 from __future__ import annotations
@@ -51,6 +58,21 @@ from tests.support import payload
 CHUNK = 64 * 1024
 
 
+class Uplink:
+    """A token bucket shared by every body sent: `rate` bytes/s, bursts of up to `burst`."""
+
+    def __init__(self, rate: float, clock, burst: int = 256 * 1024):
+        self.rate, self.clock, self.burst = rate, clock, burst
+        self._free_at = 0.0  # when the bucket will have the tokens already promised
+
+    def reserve(self, n: int) -> float:
+        """Take n bytes' worth of tokens; how long to wait before sending them."""
+        now = self.clock.seconds()
+        start = max(self._free_at, now - self.burst / self.rate)
+        self._free_at = start + n / self.rate
+        return max(0.0, self._free_at - now)
+
+
 @dataclass
 class Seen:
     method: str
@@ -64,14 +86,15 @@ class Seen:
 class OriginResource(resource.Resource):
     isLeaf = True
 
-    def __init__(self, clock=default_reactor):
+    def __init__(self, clock=default_reactor, uplink: Uplink | None = None):
         super().__init__()
         self.clock = clock
+        self.uplink = uplink
+        self.sent_bytes = 0
         self.seen: list[Seen] = []
         self._served = Counter()
         self.connections_lost = 0
         self.versions: Counter[str] = Counter()
-        self.body_bytes = 0
         self.not_modified = 0
         # Seconds added to the Date this origin sends (in-process tests move the host's clock).
         self.date_offset = 0.0
@@ -106,18 +129,24 @@ class OriginResource(resource.Resource):
             return json.dumps([asdict(s) for s in self.seen[:-1]]).encode()
         if path == "/_stats":
             request.setHeader(b"content-type", b"application/json")
-            stats = {"body_bytes": self.body_bytes, "not_modified": self.not_modified}
+            stats = {"body_bytes": self.sent_bytes, "not_modified": self.not_modified}
             return json.dumps(stats).encode()
         if path == "/_bump":
             self.versions[args["path"]] += 1
             return b"%d\n" % self.versions[args["path"]]
+        if path == "/_sent":
+            request.setHeader(b"content-type", b"application/json")
+            return json.dumps({"bytes": self.sent_bytes}).encode()
         parts = path.split("/")
         if len(parts) < 4 or parts[1] != "f":
             request.setResponseCode(404)
             return b"no such file\n"
         size, seed = int(parts[2]), int(parts[3])
         self._served[path] += 1
-        if "fail" in args and self._served[path] <= int(args.get("times", "1")):
+        failing = "fail" in args and self._served[path] <= int(args.get("times", "1"))
+        if "failafter" in args and self._served[path] > 1:
+            failing, args["fail"] = True, args["failafter"]
+        if failing:
             phrase = args["phrase"].encode("latin-1") if "phrase" in args else None
             request.setResponseCode(int(args["fail"]), phrase)
             return b"origin trouble\n"
@@ -201,11 +230,8 @@ class OriginResource(resource.Resource):
             self.clock, request, body, start, end, float(args.get("rate", 0)), cut, stall
         )
         sender.chunk = int(args.get("chunk", CHUNK))
-        sender.counted = self._count_body
+        sender.origin = self
         return server.NOT_DONE_YET
-
-    def _count_body(self, n: int) -> None:
-        self.body_bytes += n
 
     def _not_modified(self, request, args, etag, modified) -> bool:
         match = request.getHeader("if-none-match")
@@ -240,7 +266,7 @@ class _Sender:
         self.pos, self.end, self.rate, self.cut, self.stall = start, end, rate, cut, stall
         self.started, self.sent, self.stopped, self.pending = clock.seconds(), 0, False, None
         self.chunk = CHUNK
-        self.counted = lambda n: None
+        self.origin: OriginResource | None = None
         request.registerProducer(self, False)
 
     def resumeProducing(self):
@@ -257,6 +283,9 @@ class _Sender:
         delay = (
             (self.sent + n) / self.rate - (self.clock.seconds() - self.started) if self.rate else 0
         )
+        uplink = self.origin.uplink if self.origin is not None else None
+        if uplink is not None:
+            delay = max(delay, uplink.reserve(n))
         if delay > 0:
             self.pending = self.clock.callLater(delay, self._write, n)
         else:
@@ -267,7 +296,8 @@ class _Sender:
         if self.stopped:
             return
         self.request.write(self.body(self.pos, self.pos + n))
-        self.counted(n)
+        if self.origin is not None:
+            self.origin.sent_bytes += n
         self.pos += n
         self.sent += n
         if self.pos >= self.end and (self.cut is None or self.cut > self.end):
@@ -316,11 +346,14 @@ def main() -> None:
     from twisted.internet import reactor
 
     argv = sys.argv[1:]
-    tls = None
+    tls = uplink = None
     if "--tls" in argv:
         i = argv.index("--tls")
         tls, argv = (argv[i + 1], argv[i + 2]), argv[:i] + argv[i + 3 :]
-    site = server.Site(OriginResource())
+    if "--uplink" in argv:
+        i = argv.index("--uplink")
+        uplink, argv = Uplink(float(argv[i + 1]), reactor), argv[:i] + argv[i + 2 :]
+    site = server.Site(OriginResource(uplink=uplink))
     number = int(argv[0]) if argv else 0
     if tls is None:
         port = reactor.listenTCP(number, site, interface="127.0.0.1")

@@ -366,8 +366,10 @@ class OriginProcess:
     """tests/origin.py (the misbehaving Twisted origin) in a process of its own; with a
     tests.tls.TestCA it serves HTTPS with the CA's server certificate."""
 
-    def __init__(self, tls=None):
+    def __init__(self, tls=None, uplink: int | None = None):
         extra = ["--tls", str(tls.cert_pem), str(tls.key_pem)] if tls else []
+        if uplink:
+            extra += ["--uplink", str(uplink)]
         self._context = ssl.create_default_context(cafile=str(tls.ca_pem)) if tls else None
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "tests.origin", *extra],
@@ -385,6 +387,12 @@ class OriginProcess:
 
     def gets(self, path: str) -> int:
         return sum(1 for s in self.seen() if s["method"] == "GET" and s["path"] == path)
+
+    def sent(self) -> int:
+        """Body bytes the origin has sent, all paths together."""
+        url = f"{self.base}/_sent"
+        with urllib.request.urlopen(url, timeout=10, context=self._context) as r:
+            return json.loads(r.read())["bytes"]
 
     def stop(self):
         self.proc.terminate()

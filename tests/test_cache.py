@@ -38,6 +38,8 @@ class Host:
         from twisted.internet import reactor
 
         settings.setdefault("policy", OriginPolicy(allow_private=True))
+        # A miss answers at once here, as before streaming (tests/test_streaming*.py wait).
+        settings.setdefault("stream_wait", 0)
         self.settings = Settings(**settings)
         self.store = Store(str(data_dir))
         self.catalog = Catalog(str(data_dir / "cache.db"), reactor)

@@ -18,7 +18,16 @@ def test_json_logs_parse_and_never_contain_secrets(tmp_path):
     (data / "netrc").write_text("machine 127.0.0.1 login lab password s3cretpw\n")
     origin = OriginProcess()
     try:
-        host = start_host(data, "--allow-private", "--log-format", "json", "--netrc-over-http")
+        # --stream-wait 0: the miss is a 404 at once (its log line is what is checked).
+        host = start_host(
+            data,
+            "--allow-private",
+            "--log-format",
+            "json",
+            "--netrc-over-http",
+            "--stream-wait",
+            "0",
+        )
     except BaseException:
         origin.stop()
         raise

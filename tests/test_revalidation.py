@@ -176,6 +176,8 @@ class Later:
 class FreshHost(Host):
     def __init__(self, data_dir, origin, policy=None, **settings):
         policy = policy or freshness.Policy()
+        # A miss answers at once (streaming a fill is tests/test_streaming*.py's business).
+        settings.setdefault("stream_wait", 0)
         super().__init__(data_dir, freshness=policy, **settings)
         self.origin = origin
         from twisted.internet import reactor
@@ -236,7 +238,7 @@ async def test_no_store_is_refused_at_its_headers_and_not_fetched_again_for_a_wh
         assert (job.state, job.error) == ("uncacheable", "not cacheable: Cache-Control: no-store")
         assert await host.get(url) is None
         assert host.cache.downloads.active(host.cache.key_for(url)) is None  # negative entry
-        assert origin.body_bytes < 3000000  # the body was not read
+        assert origin.sent_bytes < 3000000  # the body was not read
         assert host.cache.metrics.uncacheable.labels("no-store")._value.get() == 1
         host.advance(3601)
         assert await host.get(url) is None
@@ -272,11 +274,11 @@ async def test_a_stale_artifact_is_revalidated_with_a_304_and_no_body(origin, tm
         assert (await host.fill(url)).state == "completed"
         stored = (await host.get(url)).artifact
         assert freshness.decode(stored.origin_headers)["cache-control"] == "max-age=2"
-        sent = origin.body_bytes
+        sent = origin.sent_bytes
         host.advance(3)
         hit = await host.get(url)
         assert hit is not None and hit.artifact.sha256 == stored.sha256
-        assert origin.body_bytes == sent and origin.not_modified == 1
+        assert origin.sent_bytes == sent and origin.not_modified == 1
         row = await host.catalog.run(cat.get_artifact, stored.key)
         assert row.validated_at > stored.validated_at
         assert host.cache.fresh(row)

@@ -31,6 +31,7 @@ DEFAULTS = {
     "idle-timeout": 60.0,
     "max-queued": 100,
     "max-fills-per-client": 10,
+    "stream-wait": 1.5,
     "log-format": "text",
     "no-access-log": 0,
     "processes": 1,
@@ -52,7 +53,7 @@ def test_every_option_parsed():
         "--data-dir /srv/wc --port 8080 --workers 5 --curate --keep-query --max-bytes 1.5G"
         " --max-size 20G --allow-private --allow-host *.NVIDIA.com --allow-host repo.radeon.com"
         " --scrub-interval 0.5 --idle-timeout 2.5 --log-format json --no-access-log --processes 3"
-        " --netrc-over-http --max-queued 0 --max-fills-per-client 3"
+        " --netrc-over-http --max-queued 0 --max-fills-per-client 3 --stream-wait 0"
         " --admin-listen tcp:3001:interface=127.0.0.1 --admin-host Cache.Lab.example"
         " --admin-host *.mirrors.example"
     )
@@ -77,6 +78,7 @@ def test_every_option_parsed():
         "idle-timeout": 2.5,
         "max-queued": 0,
         "max-fills-per-client": 3,
+        "stream-wait": 0.0,
         "log-format": "json",
         "no-access-log": 1,
         "processes": 3,

@@ -2,8 +2,10 @@
 
 It owns the rules that span the store, the catalog and the download manager: commit a blob
 before its row; count a GET hit but never a HEAD; record a miss and, unless curating, queue a
-fill; make room under --max-bytes. It takes the reactor, the fetcher and `now` as arguments so
-tests can drive it with a Clock and a stub HTTP client.
+fill; make room under --max-bytes; hand a key whose fill is under way to its stream (and let a
+miss wait a moment for the fill's headers, so the first client streams too). It takes the
+reactor, the fetcher and `now` as arguments so tests can drive it with a Clock and a stub HTTP
+client.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from urllib.parse import urlsplit
 
 from twisted.application import service
 from twisted.application.internet import TimerService
-from twisted.internet import defer, threads
+from twisted.internet import defer, task, threads
 from twisted.python.failure import Failure
 
 from withcache import catalog as cat
@@ -29,6 +31,7 @@ from withcache._log import make_logger
 from withcache.downloads import DownloadManager, Job
 from withcache.events import Actor, EventLog
 from withcache.fetcher import Fetcher
+from withcache.fillstream import FillStream
 from withcache.freshness import NotCacheable
 from withcache.index import HitIndex, PendingHits
 from withcache.keys import DEFAULT_QUERY, cache_key, remembered_key
@@ -46,6 +49,9 @@ RETRY_FAILED_AFTER = 600.0
 # How often batched hit counts are written and the catalog is checked for other writers; a
 # crash loses at most this much of hit counting, and withcache-admin's changes show this late.
 INDEX_SYNC_INTERVAL = 1.0
+# How long a miss waits for a fill's origin headers so its client can stream: well inside the
+# shims' 3-second probe (curl --max-time 3, wget --timeout=3), with room for the round trip.
+STREAM_WAIT = 1.5
 
 
 P = ParamSpec("P")
@@ -89,6 +95,7 @@ class Settings:
     max_bytes: int = 0
     max_queued: int = 100
     fills_per_client: int = 10
+    stream_wait: float = STREAM_WAIT  # 0: a miss never waits (a servable fill still streams)
     policy: OriginPolicy = field(default_factory=OriginPolicy)
     freshness: freshness.Policy = field(default_factory=freshness.Policy)
 
@@ -97,6 +104,13 @@ class Settings:
 class Hit:
     artifact: cat.Artifact
     path: str
+
+
+@dataclass(frozen=True)
+class Streaming:
+    """A key whose fill is under way and servable: its bytes follow the fill's progress."""
+
+    stream: FillStream
 
 
 @dataclass(frozen=True)
@@ -169,9 +183,13 @@ class Cache(service.MultiService):
         self.metrics.capacity.set(settings.max_bytes)
         for state in ("queued", "running"):
             self.metrics.count_jobs(state, partial(self._count_jobs, state))
+        self.metrics.streaming.set_function(self._count_streaming)
 
     def _count_jobs(self, state: str) -> int:
         return sum(1 for job in self.downloads.active_jobs() if job.state == state)
+
+    def _count_streaming(self) -> int:
+        return sum(job.stream.readers for job in self.downloads.active_jobs() if job.stream)
 
     def key_for(self, url: str) -> str:
         """The cache key of an origin URL under this host's settings (raises InvalidURL)."""
@@ -209,9 +227,13 @@ class Cache(service.MultiService):
         self.index.invalidate()
 
     @to_completion
-    async def lookup(self, url: str, *, count_hit: bool, client: str | None = None) -> Hit | None:
-        """The cached artifact for url, or None after recording the miss (and queueing a fill
-        on behalf of the client address, if given, within its share of the queue)."""
+    async def lookup(
+        self, url: str, *, count_hit: bool, client: str | None = None
+    ) -> Hit | Streaming | None:
+        """The cached artifact for url; else its fill in progress, once servable; or None after
+        recording the miss (and queueing a fill on behalf of the client address, if given,
+        within its share of the queue). A miss with a fill under way waits up to
+        settings.stream_wait for the fill's headers."""
         hit = self.cached(url)
         if hit is not None:
             if _size_on_disk(hit.path) == hit.artifact.size:
@@ -220,6 +242,9 @@ class Cache(service.MultiService):
                 return hit
             self.forget(hit)
         key = self.key_for(url)
+        streaming = self._streaming(key, count_hit)
+        if streaming is not None:
+            return streaming
         generation = self.index.generation
         found = await self.catalog.lookup(key, url, self._now(), False)
         if found is not None:
@@ -231,8 +256,10 @@ class Cache(service.MultiService):
                     if count_hit:
                         self.count_hit(hit)
                     return hit
+                # Its origin has other bytes (now being fetched: stream them if that starts
+                # in time) or could not say so in time.
                 self.metrics.misses.inc()
-                return None
+                return await self._wait_for_stream(key)
             # A cheap check on every hit: a truncated or missing blob is never served as good.
             bad = defer.ensureDeferred(self.quarantine(found.sha256, "blob size on disk is wrong"))
             bad.addErrback(lambda f: log.failure("could not quarantine {sha}", f, sha=found.sha256))
@@ -242,7 +269,39 @@ class Cache(service.MultiService):
             queued.addErrback(
                 lambda f: log.failure("could not queue a fill of {url}", f, url=redact_url(url))
             )
-        return None
+        return await self._wait_for_stream(key)
+
+    def _streaming(self, key: str, count_hit: bool) -> Streaming | None:
+        """The servable stream of key's fill in progress, if any; a GET of it counts a hit
+        (written on the artifact once the fill has committed it)."""
+        job = self.downloads.active(key)
+        stream = None if job is None else job.stream
+        if stream is None or not stream.servable or stream.ended:
+            return None
+        if count_hit:
+            stream.hits += 1
+            self.metrics.hits.inc()
+        return Streaming(stream)
+
+    async def _wait_for_stream(self, key: str) -> Streaming | None:
+        """Key's fill as soon as its headers are in, if that is within settings.stream_wait;
+        else None (the client falls through to the origin, as before streaming)."""
+        job = self.downloads.active(key)
+        if job is None or self.settings.stream_wait <= 0:
+            return None
+        stream = self.stream_of(job)
+        # The job's end also ends the wait (one cancelled while queued never becomes servable).
+        finished = self.downloads.wait(job).addCallback(lambda _: False)
+        timer = task.deferLater(self._reactor, self.settings.stream_wait, lambda: False)
+        # The first to fire wins; race cancels the others (the timer's call, our waits).
+        _which, ok = await defer.race([stream.when_servable(), finished, timer])
+        return Streaming(stream) if ok and not stream.ended else None
+
+    def stream_of(self, job: Job) -> FillStream:
+        """The stream a job's fill publishes its progress on (made on first use)."""
+        if job.stream is None:
+            job.stream = FillStream(job.key)
+        return job.stream
 
     async def _usable_when_stale(self, url: str, hit: Hit, client: str | None) -> bool:
         """Revalidate a stale artifact (one revalidation per key, waited for at most
@@ -340,33 +399,45 @@ class Cache(service.MultiService):
     async def _fill(self, job: Job) -> None:
         if self.fetcher is None:
             raise RuntimeError("this host has no fetcher")
-        ingest = await self._new_ingest()
+        stream = self.stream_of(job)
         try:
-            await self._fill_into(job, ingest)
+            ingest, reader = await self._new_ingest()
+            stream.attach(reader)
+            try:
+                await self._fill_into(job, ingest, stream)
+            except BaseException as e:
+                # Readers are cut off at once (before the temp file goes), never left with a
+                # body that looks whole.
+                stream.fail(str(e) or type(e).__name__)
+                raise
+            finally:
+                # Uncommitted bytes (gigabytes, maybe) are deleted in a thread; a committed
+                # blob's digest lock was let go as soon as its row was written (in _fill_into).
+                await self._close_ingest(ingest)
         finally:
-            # Uncommitted bytes (gigabytes, maybe) are deleted in a thread; a committed blob's
-            # digest lock was let go as soon as its row was written (in _fill_into).
-            await self._close_ingest(ingest)
+            stream.close()  # fails the stream if nothing else ended it (no ingest, say)
 
-    async def _new_ingest(self) -> Ingest:
-        """An ingest made in a thread (it creates and locks a file). A Deferred of our own: a
-        fill cancelled meanwhile stops waiting, and the ingest, when it comes, is thrown away."""
-        made = self._in_thread(self.store.ingest)
+    async def _new_ingest(self) -> tuple[Ingest, int]:
+        """An ingest and a read-only descriptor of its temp file (for streaming readers), made
+        in a thread (it creates and locks a file). A Deferred of our own: a fill cancelled
+        meanwhile stops waiting, and the ingest, when it comes, is thrown away."""
+        made = self._in_thread(_ingest_and_reader, self.store)
         waiting: defer.Deferred = defer.Deferred()
 
         def arrived(result: Any) -> Any:
             if not waiting.called:
                 waiting.callback(result)
-            elif isinstance(result, Ingest):
-                return self._in_thread(result.close)
+            elif isinstance(result, tuple):
+                os.close(result[1])
+                return self._in_thread(result[0].close)
             return None
 
         made.addBoth(arrived)
         return await waiting
 
-    async def _fill_into(self, job: Job, ingest: Ingest) -> None:
+    async def _fill_into(self, job: Job, ingest: Ingest, stream: FillStream) -> None:
         assert self.fetcher is not None
-        writer = ThreadedWriter(ingest, self._reactor)
+        writer = ThreadedWriter(ingest, self._reactor, listener=stream)
         fetched = self.metrics.fetched_bytes
 
         def progress(done: int, total: int | None) -> None:
@@ -374,8 +445,13 @@ class Cache(service.MultiService):
                 fetched.inc(done - job.bytes_done)
             job.progress(done, total)
 
+        def headers_in(total: int | None, content_type: str | None, headers: Any) -> None:
+            # The origin's response is in and no body byte written: from here on clients
+            # stream this fill (the stream ignores a repeat for a resumed attempt).
+            stream.headers(total, content_type)
+
         try:
-            result = await self.fetcher.fetch(job.url, writer, progress)
+            result = await self.fetcher.fetch(job.url, writer, progress, headers_in)
         except NotCacheable as e:
             self.metrics.uncacheable.labels(e.kind).inc()
             raise
@@ -399,6 +475,9 @@ class Cache(service.MultiService):
             freed = await self.catalog.put_artifact(artifact, self.settings.max_bytes)
             # It may have replaced a row for this key or evicted others.
             self.index.invalidate()
+            stream.complete(blob.size)
+            if stream.hits:
+                self.index.merge_hits({job.key: PendingHits(stream.hits, self._now())})
         except cat.NoRoom:
             ingest.close()  # let go of the blob's digest lock so it can go
             await self._delete_blobs([blob.sha256])
@@ -587,6 +666,16 @@ def artifact_verdict(
         policy,
         now,
     )
+
+
+def _ingest_and_reader(store: Store) -> tuple[Ingest, int]:
+    """Blocking: a new ingest and a read-only descriptor of its temp file."""
+    ingest = store.ingest()
+    try:
+        return ingest, os.open(ingest.tmp_path, os.O_RDONLY | os.O_CLOEXEC)
+    except BaseException:
+        ingest.close()
+        raise
 
 
 def _size_on_disk(path: str) -> int:

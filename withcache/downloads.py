@@ -54,6 +54,8 @@ class Job(cat.JobRow):
     # Who queued it, and who cancelled it (the audit log's actors).
     actor: Actor | None = field(default=None, repr=False, compare=False)
     cancelled_by: Actor | None = field(default=None, repr=False, compare=False)
+    # Its withcache.fillstream.FillStream, once a fill or a waiting client asked for one.
+    stream: Any = field(default=None, repr=False, compare=False)
 
     def progress(self, done: int, total: int | None) -> None:
         self.bytes_done, self.bytes_total = done, total

@@ -18,6 +18,7 @@ from twisted.python.failure import Failure
 from twisted.web import http
 from twisted.web._newclient import ResponseDone, ResponseFailed
 from twisted.web.client import ResponseNeverReceived
+from twisted.web.http_headers import Headers
 
 import withcache
 from withcache import freshness
@@ -38,6 +39,10 @@ _CONTENT_RANGE = re.compile(rb"\Abytes (\d+)-(\d+)/(\d+|\*)\Z")
 
 Credentials = Callable[[str], "tuple[str, str] | None"]
 Progress = Callable[[int, "int | None"], None]
+# Called once per attempt whose response is usable (200, or 206 resuming), before any of its
+# body is written: (length or None, Content-Type or None, the response's headers). Raising
+# refuses the response for good.
+OnHeaders = Callable[["int | None", "str | None", Headers], None]
 
 
 class Sink(Protocol):
@@ -221,8 +226,11 @@ class Fetcher:
         # None: store whatever the origin answers (withcache-admin's fetching tools).
         self.freshness = freshness_policy
 
-    async def fetch(self, url: str, ingest: Sink, progress: Progress) -> FetchResult:
-        """Fill ingest with the bytes of url; raises FetchError or RefusedOrigin for good."""
+    async def fetch(
+        self, url: str, ingest: Sink, progress: Progress, on_headers: OnHeaders | None = None
+    ) -> FetchResult:
+        """Fill ingest with the bytes of url; raises FetchError or RefusedOrigin for good.
+        on_headers hears of each usable response (see OnHeaders)."""
         state: dict[str, Any] = {"validator": None}
         # Only attempts that got no further than any before them count against max_attempts: a
         # big fill over a flaky link may drop many times, and each drop that advanced the file
@@ -231,7 +239,7 @@ class Fetcher:
         while True:
             attempt += 1
             try:
-                return await self._attempt(url, ingest, progress, state)
+                return await self._attempt(url, ingest, progress, state, on_headers)
             except (FetchError, RefusedOrigin, NotCacheable, defer.CancelledError):
                 raise
             except (_Transient, ResponseFailed, ResponseNeverReceived, defer.TimeoutError,
@@ -261,7 +269,9 @@ class Fetcher:
                 )
                 await task.deferLater(self.reactor, delay, lambda: None)
 
-    async def _attempt(self, url, ingest: Sink, progress: Progress, state) -> FetchResult:
+    async def _attempt(
+        self, url, ingest: Sink, progress: Progress, state, on_headers: OnHeaders | None
+    ) -> FetchResult:
         offset = ingest.size
         extra = {}
         if offset:
@@ -299,6 +309,15 @@ class Fetcher:
             raise FetchError(f"origin answered {code} {_phrase(response)}")
         if total is not None:
             self.policy.check_size(total)
+        raw_type = response.headers.getRawHeaders(b"content-type", [None])[0]
+        content_type = raw_type.decode("latin-1") if raw_type else None
+        if on_headers is not None:
+            # The one point where a fill's origin response is in and no body byte written yet.
+            try:
+                on_headers(total, content_type, response.headers)
+            except BaseException:
+                _discard(response)
+                raise
         progress(ingest.size, total)
 
         def write(data: bytes) -> None:
@@ -314,13 +333,7 @@ class Fetcher:
         await sink.done
         if total is not None and ingest.size != total:
             raise _Transient(f"connection closed after {ingest.size} of {total} bytes")
-        content_type = response.headers.getRawHeaders(b"content-type", [None])[0]
-        return FetchResult(
-            final_url,
-            ingest.size,
-            content_type.decode("latin-1") if content_type else None,
-            state.get("headers") or {},
-        )
+        return FetchResult(final_url, ingest.size, content_type, state.get("headers") or {})
 
     def _check_storable(self, url: str, kept: dict[str, str], authed: bool, response) -> None:
         """Raise NotCacheable (without reading the body) if the answer may not be stored."""

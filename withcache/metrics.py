@@ -54,6 +54,9 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.streaming = Gauge(
+            "withcache_streaming_clients", "Clients streaming a fill in progress", registry=r
+        )
 
     def count_jobs(self, state: str, count: Callable[[], float]) -> None:
         """Report the number of jobs in a state by asking, at scrape time."""

@@ -14,7 +14,7 @@ from twisted.python import usage
 
 from withcache import freshness
 from withcache._log import make_logger
-from withcache.cache import Cache, Settings
+from withcache.cache import STREAM_WAIT, Cache, Settings
 from withcache.catalog import Catalog
 from withcache.events import DEFAULT_MAX_AGE, DEFAULT_MAX_COUNT, EventRetention
 from withcache.fetcher import Fetcher
@@ -96,6 +96,7 @@ class Options(usage.Options):
         self["revalidate-wait"] = 2.0
         self["events-max-age"] = DEFAULT_MAX_AGE / 86400
         self["events-max-count"] = DEFAULT_MAX_COUNT
+        self["stream-wait"] = STREAM_WAIT
         # Help texts come from docstrings; their line breaks and indentation are not layout
         # (usage wraps each text itself), so `--help` would show them as runs of spaces.
         self.docs = {name: " ".join(text.split()) for name, text in self.docs.items()}
@@ -107,6 +108,12 @@ class Options(usage.Options):
     def opt_idle_timeout(self, value: str) -> None:
         """Seconds a fill waits for an origin that sends nothing before it retries (default 60)."""
         self["idle-timeout"] = _seconds("--idle-timeout", value, zero_ok=False)
+
+    def opt_stream_wait(self, value: str) -> None:
+        """Seconds a miss waits for the origin's response headers of the fill it started (or
+        found under way), so its client streams the fill instead of falling through to the
+        origin (default 1.5, inside the shims' 3-second probe; 0 = never wait)."""
+        self["stream-wait"] = _seconds("--stream-wait", value, zero_ok=True)
 
     def opt_allow_host(self, glob: str) -> None:
         """Only auto-fetch misses for hosts matching GLOB (repeatable; e.g. '*.nvidia.com')."""
@@ -232,6 +239,7 @@ class Options(usage.Options):
             max_bytes=self["max-bytes"],
             max_queued=self["max-queued"],
             fills_per_client=self["max-fills-per-client"],
+            stream_wait=self["stream-wait"],
             policy=OriginPolicy.of(
                 bool(self["allow-private"]), self["allow-host"], self["max-size"]
             ),

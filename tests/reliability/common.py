@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -56,6 +58,12 @@ def jobs_by_url(data_dir: Path) -> dict[str, tuple[str, str | None]]:
 
 
 def serves(host: Host, origin_url: str, size: int, seed: int) -> bool:
-    """Whether the host answers a GET of origin_url with the whole, right body."""
-    status, body = host.get(f"/b/{token(origin_url)}/x", timeout=60)
-    return status == 200 and hashlib.sha256(body).hexdigest() == expected_sha256(size, seed)
+    """Whether the host answers a GET of origin_url with the whole, right body, from the cache
+    (not streamed from a fill in progress, which may yet fail to commit)."""
+    try:
+        with urllib.request.urlopen(f"{host.url}/b/{token(origin_url)}/x", timeout=60) as r:
+            status, body, streamed = r.status, r.read(), r.headers["X-Withcache-Streaming"]
+    except urllib.error.HTTPError:
+        return False
+    right = hashlib.sha256(body).hexdigest() == expected_sha256(size, seed)
+    return status == 200 and right and streamed is None

@@ -31,7 +31,8 @@ from tests.reliability.common import (
 )
 from tests.support import MIB, assert_clean_log, start_host, token
 
-HOST_ARGS = ("--allow-private", "--workers", "3")
+# A miss answers 404 at once (no wait for a stream): the trials count on it.
+HOST_ARGS = ("--allow-private", "--workers", "3", "--stream-wait", "0")
 # (size, origin rate in bytes/s or 0 for full speed) of the fills each trial starts.
 FILLS = [(3 * MIB, 1_500_000), (MIB, 1_000_000), (512 * 1024, 0)]
 MAX_DELAY = 2.5  # seconds from the first miss to the kill

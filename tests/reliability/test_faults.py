@@ -70,8 +70,16 @@ def healthy(host) -> bool:
 
 @pytest.fixture
 def fault_host(tmp_path):
+    # A miss answers 404 at once (no wait for a stream): these tests are about fills.
     host = start_host(
-        tmp_path / "data", "--allow-private", "--workers", "8", "--idle-timeout", str(IDLE)
+        tmp_path / "data",
+        "--allow-private",
+        "--workers",
+        "8",
+        "--idle-timeout",
+        str(IDLE),
+        "--stream-wait",
+        "0",
     )
     seed_hit(host, tmp_path)
     yield host
@@ -148,7 +156,7 @@ def fill_up(directory) -> None:
 def test_a_full_disk_fails_the_fill_with_a_readable_reason_and_keeps_nothing_partial(
     small_disk, tmp_path, origin, figures
 ):
-    host = start_host(small_disk, "--allow-private")
+    host = start_host(small_disk, "--allow-private", "--stream-wait", "0")
     try:
         seed_hit(host, tmp_path)
         url = f"{origin.base}/f/{16 * MIB}/42/too-big.iso"

@@ -70,6 +70,9 @@ def loaded_host(tmp_path_factory, origin):
         "0",
         "--max-fills-per-client",
         "0",
+        # A miss answers 404 at once (the load's "miss" expects it), not after a wait.
+        "--stream-wait",
+        "0",
     )
     artifacts = []
     for size, seed in ARTIFACTS:

@@ -11,8 +11,9 @@ from withcache.sizes import format_size
 from withcache.web.admin import JobView, _templates
 
 
-def job(state: str, done: int, total: int | None, error: str | None = None):
+def job(state: str, done: int, total: int | None, error: str | None = None, streaming=None):
     return SimpleNamespace(
+        stream=None if streaming is None else SimpleNamespace(readers=streaming),
         id=7,
         url="https://vendor.example/driver.run",
         state=state,
@@ -52,3 +53,12 @@ def test_a_job_of_known_size_shows_its_percent():
     assert '<span class="percent">50 %</span>' in cell, cell
     failed = progress_cell(render(job("failed", 250, 1000, error="reset")))
     assert '<span class="percent">25 %</span>' in failed, failed
+
+
+def test_a_running_fill_shows_how_many_clients_stream_it():
+    assert '<span class="streaming">3 clients streaming</span>' in progress_cell(
+        render(job("running", 500, 1000, streaming=3))
+    )
+    assert "1 client streaming" in progress_cell(render(job("running", 500, 1000, streaming=1)))
+    assert "streaming" not in progress_cell(render(job("running", 500, 1000, streaming=0)))
+    assert "streaming" not in progress_cell(render(job("completed", 1000, 1000)))

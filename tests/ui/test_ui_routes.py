@@ -395,7 +395,8 @@ def test_without_a_password_the_ui_is_open_with_a_warning(tmp_path):
 def test_auto_mode_shows_misses_as_queued(tmp_path):
     """Without --curate a miss queues a fill by itself: no buttons, its state instead."""
     origin = OriginProcess()
-    host = start_ui_host(tmp_path / "data", "--allow-private")
+    # --stream-wait 0: the miss is a 404 at once, not a stream of the fill it starts.
+    host = start_ui_host(tmp_path / "data", "--allow-private", "--stream-wait", "0")
     try:
         c = Client(host.url)
         c.login()

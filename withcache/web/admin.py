@@ -78,6 +78,7 @@ class JobView:
     percent: int | None
     rate: float | None
     eta: float | None
+    streaming: int = 0  # clients streaming the fill now (withcache.fillstream)
 
     @classmethod
     def of(cls, job: Any, now: float) -> JobView:
@@ -90,7 +91,12 @@ class JobView:
             rate = job.bytes_done / (now - job.started_at)
             if total and rate > 0:
                 eta = (total - job.bytes_done) / rate
-        return cls(job.id, job.url, job.state, job.error, job.bytes_done, total, percent, rate, eta)
+        stream = getattr(job, "stream", None)  # live jobs only; a catalog row has none
+        streaming = stream.readers if stream is not None else 0
+        return cls(
+            job.id, job.url, job.state, job.error, job.bytes_done, total, percent, rate, eta,
+            streaming,
+        )  # fmt: skip
 
 
 def _templates() -> jinja2.Environment:

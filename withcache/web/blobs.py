@@ -2,7 +2,8 @@
 
 Hits are served by withcache.web.sendfile (HEAD, Last-Modified, sendfile bodies; byte ranges as
 withcache.web.ranges decides, within its limits); this module adds the entity tag, the digest
-header and the hit/miss bookkeeping. A hit (/b/ or /blob) the cache's in-memory
+header and the hit/miss bookkeeping. A key whose fill is under way is answered by
+withcache.web.streaming, following the fill. A hit (/b/ or /blob) the cache's in-memory
 index knows is answered by `serve_known_hit` before Klein's routing: the common case pays for
 neither routing nor a database round-trip. Everything else (keys the index does not know yet,
 misses, malformed requests) goes through the Klein app.
@@ -24,10 +25,11 @@ from twisted.web.resource import IResource, Resource
 
 import withcache
 from withcache import freshness
-from withcache.cache import Cache, Hit
+from withcache.cache import Cache, Hit, Streaming
 from withcache.keys import InvalidURL, decode_token
 from withcache.mediatypes import served_type
 from withcache.web.sendfile import OpenBlob, blob_resource, open_blob
+from withcache.web.streaming import StreamedFill
 
 # On every read-path answer (hits, 206, 304, 404, 400, 416, HEAD; host and serving workers): a
 # document served here gets an opaque origin and may load nothing, so a script an origin put in
@@ -174,6 +176,15 @@ class ReadPath:
         hit = await self.cache.lookup(url, count_hit=request.method == b"GET", client=client)
         if hit is None:
             return plain(request, http.NOT_FOUND, f"not cached: {self.cache.key_for(url)}")
+        if isinstance(hit, Streaming):
+            request.postpath = []
+            stream = hit.stream
+            return StreamedFill(
+                stream,
+                served_type(stream.content_type).encode("ascii"),
+                self.cache.reactor,
+                self.cache.metrics.served_bytes,
+            )
         return self._respond(request, hit)
 
     def _respond(self, request, hit: Hit, opened: OpenBlob | None = None) -> IResource:
