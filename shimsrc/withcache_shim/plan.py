@@ -5,7 +5,9 @@
 `argv` is the shim's full argv (argv[0] is how the shim was started; it identifies the shim so
 that the PATH search skips it). `final_argv[0]` is the real tool's path and the rest is the
 user's arguments, untouched except for URLs the cache has: each of those is replaced by its
-cache URL. `probe(real_path, tool, cache_url)` answers "hit", "miss" or "unreachable".
+cache URL. `probe(real_path, tool, cache_url)` answers "hit", "hit+content-disposition",
+"miss" or "unreachable"; a command line that names its file from the answer's headers (curl
+`-J`, wget `--content-disposition`) counts only the second as a hit.
 
 Everything here is decided from the arguments alone (plus the filesystem for the PATH search),
 so the same function serves the shim, the tests, and the native shim's differential test.
@@ -59,12 +61,12 @@ def explain(tool: str, argv: list[str], env: dict[str, str], probe: "Probe") -> 
         return result
     for index in decision.urls:
         origin = args[index]
-        target = cache_url(server, origin)
+        target = cache_url(server, origin, decision.names.get(index))
         answer = probe(real, tool, target)
         result.probes.append((index, origin, target, answer))
-        if answer == "hit":
+        if answer == "hit+content-disposition" or (answer == "hit" and not decision.needs_cd):
             result.argv[index + 1] = target
-        elif answer != "miss":
+        elif answer not in ("hit", "miss"):
             # An unreachable host will not answer the next probe either: do not make the
             # user wait one timeout per URL.
             break

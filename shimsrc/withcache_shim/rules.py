@@ -36,7 +36,6 @@ _CURL_PASS: dict[str, str] = {
         " http2-prior-knowledge http3-only",
         "routes the connection in a way the probe does not",
     ),
-    "remote-header-name": "names the file from the origin's headers",
     "metalink": "treats the download as a metalink",
     **_each("help manual version dump-ca-embed", "prints information only"),
 }
@@ -58,8 +57,7 @@ _WGET_PASS: dict[str, str] = {
         "recurses or rewrites links relative to the URL",
     ),
     **_each(
-        "force-directories protocol-directories content-disposition trust-server-names"
-        " adjust-extension html-extension",
+        "force-directories protocol-directories trust-server-names adjust-extension html-extension",
         "names the saved file from more than the URL's basename",
     ),
     **_each(
@@ -73,25 +71,46 @@ _PLAIN_METHODS = ("GET", "HEAD")
 _SECRET_HEADERS = ("authorization", "proxy-authorization", "cookie", "host")
 
 
-class Decision:
-    """`reason` set: pass through untouched. Else `urls` are the argument indexes to probe."""
+# Options that make the tool name the saved file from the answer's Content-Disposition: a hit
+# counts only when the host says it serves the origin's (probe.HIT_CD).
+_NAMES_FROM_HEADERS = {"curl": "remote-header-name", "wget": "content-disposition"}
+# wget options under which the file name is not simply the URL's unescaped segment and query.
+_WGET_OTHER_NAMING = _each(
+    "restrict-file-names no-restrict-file-names default-page iri no-iri local-encoding"
+    " remote-encoding",
+    "changes how wget names the file",
+)
 
-    __slots__ = ("reason", "skipped", "urls")
+
+class Decision:
+    """`reason` set: pass through untouched. Else `urls` are the argument indexes to probe,
+    `names` the cache URL's last segment for some of them (default: urls.basename), and
+    `needs_cd` whether a hit must come with the origin's Content-Disposition."""
+
+    __slots__ = ("names", "needs_cd", "reason", "skipped", "urls")
 
     def __init__(self, reason: str | None = None) -> None:
         self.reason = reason
         self.urls: list[int] = []
         self.skipped: list[tuple[int, str]] = []
+        self.names: dict[int, str] = {}
+        self.needs_cd = False
 
 
 def find_urls(tool: str, args: list[str], env: dict[str, str], server: str) -> Decision:
     if tool == "curl":
         scan = scan_curl(args)
-        return _decide(scan, args, server, _curl_reason, _curl_skip)
-    if tool == "wget":
+        decision = _decide(scan, args, server, _curl_reason, _curl_skip)
+    elif tool == "wget":
         scan = scan_wget(args, posixly_correct="POSIXLY_CORRECT" in env)
-        return _decide(scan, args, server, _wget_reason, _wget_skip)
-    return Decision(f"unknown tool {tool!r}")
+        decision = _decide(scan, args, server, _wget_reason, _wget_skip)
+        if not any(o.name == "output-document" for o in scan.opts):
+            for index in decision.urls:
+                decision.names[index] = urls.wget_name(args[index])
+    else:
+        return Decision(f"unknown tool {tool!r}")
+    decision.needs_cd = any(o.on and o.name == _NAMES_FROM_HEADERS[tool] for o in scan.opts)
+    return decision
 
 
 def _decide(scan: Scan, args: list[str], server: str, reason_of, skip_of) -> Decision:
@@ -175,10 +194,15 @@ def _wget_reason(scan: Scan, args: list[str], server: str) -> str | None:
 def _wget_skip(scan: Scan, url: str, server: str) -> str | None:
     if urls.on_server(url, server):
         return "already a cache URL"
-    named = any(o.name == "output-document" for o in scan.opts)
-    # Without -O wget names the file after the URL's last segment plus any query, or
-    # index.html for none; the cache URL would save it under another name.
-    if not named and (urls.has_query(url) or not urls.last_segment(url)):
+    if any(o.name == "output-document" for o in scan.opts):
+        return None
+    # Without -O wget names the file after the URL's last segment (or index.html) plus any
+    # query; the cache URL's last segment reproduces that (urls.wget_name), except where
+    # options change how wget turns a URL into a name.
+    other = [o.name for o in scan.opts if o.name in _WGET_OTHER_NAMING]
+    if other:
+        return f"--{other[0]} {_WGET_OTHER_NAMING[other[0]]}"
+    if urls.dot_segment(url):
         return "wget would name the file differently"
     return None
 
