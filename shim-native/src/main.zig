@@ -10,6 +10,8 @@ const linux = std.os.linux;
 const mem = std.mem;
 const T = @import("tables.zig");
 const u = @import("text.zig");
+const httpprobe = @import("httpprobe.zig");
+const breaker = @import("breaker.zig");
 
 const Tool = enum { curl, wget };
 const Str = []const u8;
@@ -64,13 +66,14 @@ fn run(gpa: Alloc, argv: []const [*:0]const u8) !void {
     for (argv[first..], 1..) |p, i| out[i] = p;
 
     if (pickServer(gpa, tool)) |server| {
-        const urls = try findUrls(gpa, tool, args, server);
-        for (urls) |index| {
-            const target = try cacheUrl(gpa, server, args[index]);
-            const answer = probe(gpa, tool, real, target);
-            if (answer == .hit) {
+        const decision = try findUrls(gpa, tool, args, server);
+        for (decision.urls) |index| {
+            const name = if (decision.wget_names) try wgetName(gpa, args[index]) else null;
+            const target = try cacheUrl(gpa, server, args[index], name);
+            const answer = probe(gpa, tool, real, server, target);
+            if (answer == .hit_cd or (answer == .hit and !decision.needs_cd)) {
                 out[index + 1] = target.ptr;
-            } else if (answer != .miss) {
+            } else if (answer != .miss and answer != .hit) {
                 break; // an unreachable host will not answer the next probe either
             }
         }
@@ -271,19 +274,47 @@ fn realpath(gpa: Alloc, p: Str) !Str {
 
 // --- probing -------------------------------------------------------------------------------
 
-const Answer = enum { hit, miss, unreachable_host };
+const Kind = httpprobe.Kind;
 
-/// probe.probe: a HEAD request with the real tool, stdio on /dev/null; its exit code is the
-/// answer (0 hit, curl 22 / wget 8 miss, anything else unreachable).
-fn probe(gpa: Alloc, tool: Tool, real: [:0]const u8, target: [:0]const u8) Answer {
+/// probe.probe: while the breaker is open, unreachable at once; else an http:// server is
+/// asked in process (httpprobe.zig), an https:// one with the real tool. A probe that could
+/// not connect or timed out opens the breaker; one with an HTTP answer closes it.
+fn probe(gpa: Alloc, tool: Tool, real: [:0]const u8, server: Str, target: [:0]const u8) Kind {
+    const b = breaker.forEnv(gpa, &getenv, &u.strip, server);
+    if (b) |br| if (br.openUntil(breaker.nowMs()) != null) return .unreachable_host;
+    var answer: httpprobe.Answer = undefined;
+    if (target.len >= 7 and u.eqlLower(target[0..7], "http://")) {
+        answer = httpprobe.head(gpa, target, null);
+    } else {
+        const code = toolProbe(gpa, tool, real, target);
+        const miss: u8 = if (tool == .curl) T.curl_miss_code else T.wget_miss_code;
+        const down: []const u8 = if (tool == .curl) &T.curl_down_codes else &T.wget_down_codes;
+        answer = .{
+            .kind = if (code == 0) .hit else if (code == miss) .miss else .unreachable_host,
+            .down = code >= 0 and mem.indexOfScalar(u8, down, @intCast(code)) != null,
+        };
+    }
+    if (b) |br| {
+        if (answer.down) {
+            br.failed(gpa, breaker.nowMs());
+        } else if (answer.kind != .unreachable_host) {
+            br.succeeded();
+        }
+    }
+    return answer.kind;
+}
+
+/// probe.tool_probe: a HEAD request with the real tool, stdio on /dev/null; its exit code
+/// (-1 when it could not run or was killed).
+fn toolProbe(gpa: Alloc, tool: Tool, real: [:0]const u8, target: [:0]const u8) i32 {
     const extra: []const Str = if (tool == .curl) &T.curl_probe_args else &T.wget_probe_args;
-    const av = gpa.allocSentinel(?[*:0]const u8, extra.len + 2, null) catch return .unreachable_host;
+    const av = gpa.allocSentinel(?[*:0]const u8, extra.len + 2, null) catch return -1;
     av[0] = real.ptr;
-    for (extra, 1..) |a, i| av[i] = (gpa.dupeSentinel(u8, a, 0) catch return .unreachable_host).ptr;
+    for (extra, 1..) |a, i| av[i] = (gpa.dupeSentinel(u8, a, 0) catch return -1).ptr;
     av[extra.len + 1] = target.ptr;
 
     const pid = linux.fork();
-    if (linux.errno(pid) != .SUCCESS) return .unreachable_host;
+    if (linux.errno(pid) != .SUCCESS) return -1;
     if (pid == 0) {
         const rd = linux.open("/dev/null", .{ .ACCMODE = .RDONLY }, 0);
         const wr = linux.open("/dev/null", .{ .ACCMODE = .WRONLY }, 0);
@@ -300,16 +331,12 @@ fn probe(gpa: Alloc, tool: Tool, real: [:0]const u8, target: [:0]const u8) Answe
         switch (linux.errno(rc)) {
             .SUCCESS => break,
             .INTR => continue,
-            else => return .unreachable_host,
+            else => return -1,
         }
     }
     const s: u32 = @bitCast(status);
-    if (!linux.W.IFEXITED(s)) return .unreachable_host;
-    const code = linux.W.EXITSTATUS(s);
-    if (code == 0) return .hit;
-    const miss: u8 = if (tool == .curl) T.curl_miss_code else T.wget_miss_code;
-    if (code == miss) return .miss;
-    return .unreachable_host;
+    if (!linux.W.IFEXITED(s)) return -1;
+    return linux.W.EXITSTATUS(s);
 }
 
 // --- rules.find_urls ---------------------------------------------------------------------
@@ -321,19 +348,23 @@ const Scan = struct {
     urls: std.ArrayList(Url) = .empty,
 };
 
-/// The argument indexes to probe, or none when the command line must pass through.
-fn findUrls(gpa: Alloc, tool: Tool, args: []const Str, server: Str) ![]const usize {
+/// rules.Decision: the argument indexes to probe (none: pass through), whether a hit must
+/// come with the origin's Content-Disposition, and whether wget names the file from the URL
+/// (then the cache URL's last segment is wgetName()).
+const Decision = struct { urls: []const usize = &.{}, needs_cd: bool = false, wget_names: bool = false };
+
+fn findUrls(gpa: Alloc, tool: Tool, args: []const Str, server: Str) !Decision {
     var scan: Scan = .{};
     const ok = switch (tool) {
         .curl => try scanCurl(gpa, args, &scan),
         .wget => try scanWget(gpa, args, getenv("POSIXLY_CORRECT") != null, &scan),
     };
-    if (!ok) return &.{};
+    if (!ok) return .{};
     const pass = switch (tool) {
         .curl => curlPass(scan, args, server),
         .wget => wgetPass(scan, args),
     };
-    if (pass) return &.{};
+    if (pass) return .{};
     var out: std.ArrayList(usize) = .empty;
     for (scan.urls.items) |url| {
         const skip = switch (tool) {
@@ -342,7 +373,13 @@ fn findUrls(gpa: Alloc, tool: Tool, args: []const Str, server: Str) ![]const usi
         };
         if (!skip) try out.append(gpa, url.index);
     }
-    return out.items;
+    const from_headers = if (tool == .curl) T.names_from_headers_curl else T.names_from_headers_wget;
+    var decision: Decision = .{ .urls = out.items, .wget_names = tool == .wget };
+    for (scan.opts.items) |opt| {
+        if (opt.on and mem.eql(u8, opt.name, from_headers)) decision.needs_cd = true;
+        if (mem.eql(u8, opt.name, "output-document")) decision.wget_names = false;
+    }
+    return decision;
 }
 
 fn inList(list: []const Str, word: Str) bool {
@@ -592,7 +629,8 @@ fn wgetPass(scan: Scan, args: []const Str) bool {
 fn wgetSkip(scan: Scan, url: Str, server: Str) bool {
     if (onServer(url, server)) return true;
     for (scan.opts.items) |opt| if (mem.eql(u8, opt.name, "output-document")) return false;
-    return hasQuery(url) or lastSegment(url).len == 0;
+    for (scan.opts.items) |opt| if (inList(&T.wget_other_naming, opt.name)) return true;
+    return dotSegment(url);
 }
 
 /// rules._secret_header: read from a file (@), or any line names a credential/cookie/Host.
@@ -674,15 +712,34 @@ fn isHttp(url: Str) bool {
     return (u.eqlLower(s, "http") or u.eqlLower(s, "https")) and authority(url).len > 0;
 }
 
-fn lastSegment(url: Str) Str {
+fn rawLastSegment(url: Str) Str {
     var rest = afterScheme(url) orelse "";
     if (mem.indexOfScalar(u8, rest, '#')) |h| rest = rest[0..h];
     const cut = mem.indexOfAny(u8, rest, "/?") orelse rest.len;
     var path = rest[cut..];
     if (mem.indexOfScalar(u8, path, '?')) |q| path = path[0..q];
-    const seg = path[(if (mem.lastIndexOfScalar(u8, path, '/')) |s| s + 1 else 0)..];
-    if (mem.eql(u8, seg, ".") or mem.eql(u8, seg, "..")) return "";
-    return seg;
+    return path[(if (mem.lastIndexOfScalar(u8, path, '/')) |s| s + 1 else 0)..];
+}
+
+fn dotSegment(url: Str) bool {
+    const seg = rawLastSegment(url);
+    return mem.eql(u8, seg, ".") or mem.eql(u8, seg, "..");
+}
+
+fn lastSegment(url: Str) Str {
+    return if (dotSegment(url)) "" else rawLastSegment(url);
+}
+
+/// urls.wget_name: the cache URL's last segment from which wget names the file as it would
+/// for `url` (last segment or index.html, then '?' and the query when there is one).
+fn wgetName(gpa: Alloc, url: Str) !Str {
+    const rest = url[0 .. mem.indexOfScalar(u8, url, '#') orelse url.len];
+    const seg = lastSegment(url);
+    var name: Str = if (seg.len > 0) seg else "index.html";
+    if (mem.indexOfScalar(u8, rest, '?')) |q| name = try mem.concat(gpa, u8, &.{ name, rest[q..] });
+    var out: std.ArrayList(u8) = .empty;
+    try quoteSegment(gpa, &out, name);
+    return out.items;
 }
 
 fn hasQuery(url: Str) bool {
@@ -700,8 +757,9 @@ fn onServer(url: Str, server: Str) bool {
 
 const segment_safe = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~!$&'()*+,;=:@";
 
-/// urls.cache_url: <server>/b/<unpadded url-safe base64 of the URL>/<quoted basename>.
-fn cacheUrl(gpa: Alloc, server: Str, url: Str) ![:0]const u8 {
+/// urls.cache_url: <server>/b/<unpadded url-safe base64 of the URL>/<name>, the name being
+/// the quoted basename unless given.
+fn cacheUrl(gpa: Alloc, server: Str, url: Str, name: ?Str) ![:0]const u8 {
     var out: std.ArrayList(u8) = .empty;
     try out.appendSlice(gpa, server);
     try out.appendSlice(gpa, "/b/");
@@ -710,8 +768,18 @@ fn cacheUrl(gpa: Alloc, server: Str, url: Str) ![:0]const u8 {
     try out.resize(gpa, start + enc.calcSize(url.len));
     _ = enc.encode(out.items[start..], url);
     try out.append(gpa, '/');
-    const seg = lastSegment(url);
-    if (seg.len == 0) try out.appendSlice(gpa, "download");
+    if (name) |n| {
+        try out.appendSlice(gpa, n);
+    } else {
+        const seg = lastSegment(url);
+        if (seg.len == 0) try out.appendSlice(gpa, "download");
+        try quoteSegment(gpa, &out, seg);
+    }
+    return out.toOwnedSliceSentinel(gpa, 0);
+}
+
+/// urls.quote_segment: keep URL-safe bytes and valid %XX escapes, percent-encode the rest.
+fn quoteSegment(gpa: Alloc, out: *std.ArrayList(u8), seg: Str) !void {
     var i: usize = 0;
     while (i < seg.len) : (i += 1) {
         const c = seg[i];
@@ -725,7 +793,6 @@ fn cacheUrl(gpa: Alloc, server: Str, url: Str) ![:0]const u8 {
             try out.appendSlice(gpa, &.{ '%', hex[c >> 4], hex[c & 15] });
         }
     }
-    return out.toOwnedSliceSentinel(gpa, 0);
 }
 
 fn isHex(c: u8) bool {

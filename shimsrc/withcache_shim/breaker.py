@@ -114,7 +114,7 @@ class Breaker:
 
     def succeeded(self) -> None:
         if self.read() is not None:
-            _unlink(self.path)
+            _quietly(os.unlink, self.path)
 
     def _dir_ok(self) -> bool:
         try:
@@ -124,11 +124,10 @@ class Breaker:
         return (st.st_mode & 0o170000) == 0o040000 and _ours_and_private(st)
 
     def _write(self, line: str) -> None:
-        try:
-            os.makedirs(os.path.dirname(self.directory), mode=0o700, exist_ok=True)
-            os.mkdir(self.directory, 0o700)
-        except OSError:
-            pass  # exists already (checked next), or cannot be made: no breaker
+        # ~/.cache if it is missing, then ours; either may exist already (ours is checked
+        # next) or be impossible to make (then there is no breaker).
+        _quietly(os.mkdir, os.path.dirname(self.directory), 0o700)
+        _quietly(os.mkdir, self.directory, 0o700)
         if not self._dir_ok():
             return
         tmp = f"{self.path}.{os.getpid()}.tmp"
@@ -141,13 +140,13 @@ class Breaker:
             os.close(fd)
             os.rename(tmp, self.path)
         except OSError:
-            _unlink(tmp)
+            _quietly(os.unlink, tmp)
 
 
-def _unlink(path: str) -> None:
+def _quietly(call, *args) -> None:
     # Not contextlib.suppress: importing contextlib costs start-up time on every call.
     try:
-        os.unlink(path)
+        call(*args)
     except OSError:
         return
 
