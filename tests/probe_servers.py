@@ -88,3 +88,82 @@ def closed_port() -> tuple[socket.socket, str]:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     return sock, f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+class CountingProxy:
+    """A small forwarding HTTP proxy on 127.0.0.1 that counts what it is asked.
+
+    It takes absolute-form requests (`GET http://host:port/path HTTP/1.1`), records the
+    method and URL, and forwards them to the target only when `reachable` is true and the
+    target is on 127.0.0.1 or localhost (nothing ever leaves the machine); otherwise it
+    answers 502, as a proxy that cannot reach the cache-host does.
+    """
+
+    def __init__(self, reachable: bool = True) -> None:
+        self.reachable = reachable
+        self.requests: list[tuple[str, str]] = []
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _handle(self, conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(10)
+            data = b""
+            try:
+                while b"\r\n\r\n" not in data:
+                    chunk = conn.recv(4096)
+                    if not chunk:
+                        return
+                    data += chunk
+            except OSError:
+                return
+            head, _, body = data.partition(b"\r\n\r\n")
+            lines = head.decode("latin-1").split("\r\n")
+            method, url, _version = (lines[0].split(" ") + ["", ""])[:3]
+            self.requests.append((method, url))
+            target = url.partition("://")[2]
+            authority, slash, path = target.partition("/")
+            host, _, port = authority.rpartition(":")
+            if not (self.reachable and host in ("127.0.0.1", "localhost") and port.isdigit()):
+                conn.sendall(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
+                return
+            headers = [
+                line
+                for line in lines[1:]
+                if line.split(":", 1)[0].strip().lower()
+                not in ("connection", "proxy-connection", "keep-alive")
+            ]
+            request = "\r\n".join(
+                [f"{method} {slash}{path} HTTP/1.1", *headers, "Connection: close", "", ""]
+            )
+            try:
+                with socket.create_connection(("127.0.0.1", int(port)), timeout=10) as up:
+                    up.sendall(request.encode("latin-1") + body)
+                    while chunk := up.recv(65536):
+                        conn.sendall(chunk)
+            except OSError:
+                return
+
+    def count(self) -> int:
+        return len(self.requests)
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> CountingProxy:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -58,7 +58,7 @@ def _plan_json(tool: str, argv: list[str]) -> int:
 
     answers = [a for a in os.environ.get("WITHCACHE_SHIM_PROBES", "").split(",") if a]
 
-    def fake_probe(real: str, tool: str, cache_url: str) -> str:
+    def fake_probe(real: str, tool: str, cache_url: str, via=None) -> str:
         return answers.pop(0) if answers else "miss"
 
     try:

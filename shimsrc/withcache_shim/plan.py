@@ -5,7 +5,8 @@
 `argv` is the shim's full argv (argv[0] is how the shim was started; it identifies the shim so
 that the PATH search skips it). `final_argv[0]` is the real tool's path and the rest is the
 user's arguments, untouched except for URLs the cache has: each of those is replaced by its
-cache URL. `probe(real_path, tool, cache_url)` answers "hit", "hit+content-disposition",
+cache URL. `probe(real_path, tool, cache_url, via)` (via: the HTTP proxy the real tool
+would use to reach the cache-host, or None) answers "hit", "hit+content-disposition",
 "miss" or "unreachable"; a command line that names its file from the answer's headers (curl
 `-J`, wget `--content-disposition`) counts only the second as a hit.
 
@@ -20,7 +21,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    Probe = Callable[[str, str, str], str]
+    Probe = Callable[[str, str, str, tuple[str, int] | None], str]
 
 __all__ = ["Plan", "RealToolNotFound", "explain", "plan"]
 
@@ -28,7 +29,7 @@ __all__ = ["Plan", "RealToolNotFound", "explain", "plan"]
 class Plan:
     """What the shim will exec, and why: `reason` is set when nothing was probed."""
 
-    __slots__ = ("argv", "probes", "real", "reason", "server")
+    __slots__ = ("argv", "probes", "real", "reason", "routes", "server")
 
     def __init__(self, real: str, argv: list[str], server: str | None, reason: str | None):
         self.real = real
@@ -37,6 +38,8 @@ class Plan:
         self.reason = reason
         # (argument index, origin URL, cache URL, probe result), in probe order.
         self.probes: list[tuple[int, str, str, str]] = []
+        # How each probed URL's cache URL is reached (route.Route.describe()).
+        self.routes: dict[int, str] = {}
 
 
 def plan(tool: str, argv: list[str], env: dict[str, str], probe: "Probe") -> tuple[str, list[str]]:
@@ -62,7 +65,10 @@ def explain(tool: str, argv: list[str], env: dict[str, str], probe: "Probe") -> 
     for index in decision.urls:
         origin = args[index]
         target = cache_url(server, origin, decision.names.get(index))
-        answer = probe(real, tool, target)
+        route = decision.routes.get(index)
+        if route is not None:
+            result.routes[index] = route.describe()
+        answer = probe(real, tool, target, route.proxy if route else None)
         result.probes.append((index, origin, target, answer))
         if answer == "hit+content-disposition" or (answer == "hit" and not decision.needs_cd):
             result.argv[index + 1] = target

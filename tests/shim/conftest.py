@@ -47,8 +47,10 @@ class FakeProbe:
 
     def __init__(self) -> None:
         self.asked: list[str] = []
+        self.vias: list = []
 
-    def __call__(self, real: str, tool: str, cache_url: str) -> str:
+    def __call__(self, real: str, tool: str, cache_url: str, via=None) -> str:
+        self.vias.append(via)
         origin = decode_token(cache_url)
         self.asked.append(origin)
         if "/down-" in origin:

@@ -48,7 +48,7 @@ CURL_CASES = [
     f"-#L ^{V}/a.tar",
     f"-vkL ^{V}/a.tar",
     # An option's value is never the URL, even when it looks like one.
-    "-x http://proxy:3128 https://vendor.example/file",
+    "-x http://proxy:3128 ^https://vendor.example/file",
     f"-e https://referer.example/page ^{V}/a.tar",
     f"--referer https://referer.example/page ^{V}/a.tar",
     f"-o https://looks-like-a-url ^{V}/a.tar",
@@ -188,7 +188,14 @@ CURL_CASES = [
     f"-K curl.cfg {V}/a.tar",
     f"--config curl.cfg {V}/a.tar",
     # Ways of reaching the network the probe does not share.
-    f"--proxy http://proxy:3128 {V}/a.tar",
+    # Proxies: the probe takes the tool's route (see test_route.py); one it cannot take
+    # passes through.
+    f"--proxy http://proxy:3128 ^{V}/a.tar",
+    f"-x socks5h://proxy:1080 {V}/a.tar",
+    f"-x https://proxy:3128 {V}/a.tar",
+    f"-x http://user:pw@proxy:3128 {V}/a.tar",
+    f"-x socks5://proxy:1080 --noproxy cache.lab ^{V}/a.tar",
+    f"-x '' ^{V}/a.tar",
     f"--socks5-hostname proxy:1080 {V}/a.tar",
     f"--preproxy socks5://p:1080 {V}/a.tar",
     f"--unix-socket /run/x.sock {V}/a.tar",
@@ -303,7 +310,7 @@ WGET_CASES = [
     # Options after the URL (getopt permutes).
     f"^{V}/a.tar -O out",
     f"^{V}/a.tar --tries=2",
-    f"{V}/a.tar -e robots=off",
+    f"^{V}/a.tar -e robots=off",
     # -- ends the options.
     f"-q -- ^{V}/a.tar",
     f"-- -O {V}/a.tar",
@@ -354,8 +361,14 @@ WGET_CASES = [
     "-i urls.txt",
     "-i-",
     f"--input-file=urls.txt {V}/a.tar",
-    f"-e robots=off {V}/a.tar",
-    f"--execute=use_proxy=off {V}/a.tar",
+    f"-e robots=off ^{V}/a.tar",
+    f"--execute=use_proxy=off ^{V}/a.tar",
+    f"-e 'Use-Proxy = no' -e http_proxy=socks5://p:1 ^{V}/a.tar",
+    f"-e http_proxy=socks5://p:1 {V}/a.tar",
+    f"-e https_proxy=socks5://p:1 ^{V}/a.tar",
+    f"-e no_proxy=cache.lab -e http_proxy=socks5://p:1 ^{V}/a.tar",
+    f"-e timestamping=on {V}/a.tar",
+    f"-e 'robots' {V}/a.tar",
     f"--config=wgetrc {V}/a.tar",
     # Recursion, mirroring, link conversion.
     f"-r {V}/",

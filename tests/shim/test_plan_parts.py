@@ -171,7 +171,7 @@ def test_the_probe_is_given_the_real_tool_and_the_cache_url(fake_bin) -> None:
     seen = []
     env = {"PATH": str(fake_bin), "WITHCACHE_SERVER": "c:1"}
     plan("wget", ["wgetwithcache", URL], env, lambda *a: seen.append(a) or "miss")
-    assert seen == [(str(fake_bin / "wget"), "wget", cache_url("http://c:1", URL))]
+    assert seen == [(str(fake_bin / "wget"), "wget", cache_url("http://c:1", URL), None)]
 
 
 @pytest.mark.parametrize(

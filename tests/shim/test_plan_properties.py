@@ -103,7 +103,7 @@ tools_and_args = st.one_of(
 def _answering(choices):
     asked = []
 
-    def probe(real: str, tool: str, target: str) -> str:
+    def probe(real: str, tool: str, target: str, via=None) -> str:
         asked.append(target)
         return choices[len(asked) % len(choices)]
 
