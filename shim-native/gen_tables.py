@@ -26,6 +26,7 @@ from withcache_shim import curl_options as C  # noqa: E402
 from withcache_shim import httpprobe as H  # noqa: E402
 from withcache_shim import probe as P  # noqa: E402
 from withcache_shim import realtool as R  # noqa: E402
+from withcache_shim import route as RT  # noqa: E402
 from withcache_shim import rules  # noqa: E402
 from withcache_shim import urls as U  # noqa: E402
 
@@ -112,6 +113,7 @@ def render() -> str:
         codes = f"{{{codes}}}" if len(P._DOWN_CODES[tool]) == 1 else f"{{ {codes} }}"
         out += [f"pub const {tool}_down_codes = [_]u8{codes};", ""]
     out += names("wget_other_naming", rules._WGET_OTHER_NAMING)
+    out += names("wget_commands", RT.WGET_COMMANDS)
     out += [f"pub const names_from_headers_curl = {zstr(rules._NAMES_FROM_HEADERS['curl'])};"]
     out += [f"pub const names_from_headers_wget = {zstr(rules._NAMES_FROM_HEADERS['wget'])};"]
     out += [f"pub const hit_cd_header = {zstr('content-disposition')};"]

@@ -12,6 +12,7 @@ const T = @import("tables.zig");
 const u = @import("text.zig");
 const httpprobe = @import("httpprobe.zig");
 const breaker = @import("breaker.zig");
+const route = @import("route.zig");
 
 const Tool = enum { curl, wget };
 const Str = []const u8;
@@ -67,10 +68,10 @@ fn run(gpa: Alloc, argv: []const [*:0]const u8) !void {
 
     if (pickServer(gpa, tool)) |server| {
         const decision = try findUrls(gpa, tool, args, server);
-        for (decision.urls) |index| {
+        for (decision.urls, decision.vias) |index, via| {
             const name = if (decision.wget_names) try wgetName(gpa, args[index]) else null;
             const target = try cacheUrl(gpa, server, args[index], name);
-            const answer = probe(gpa, tool, real, server, target);
+            const answer = probe(gpa, tool, real, server, target, via);
             if (answer == .hit_cd or (answer == .hit and !decision.needs_cd)) {
                 out[index + 1] = target.ptr;
             } else if (answer != .miss and answer != .hit) {
@@ -279,12 +280,17 @@ const Kind = httpprobe.Kind;
 /// probe.probe: while the breaker is open, unreachable at once; else an http:// server is
 /// asked in process (httpprobe.zig), an https:// one with the real tool. A probe that could
 /// not connect or timed out opens the breaker; one with an HTTP answer closes it.
-fn probe(gpa: Alloc, tool: Tool, real: [:0]const u8, server: Str, target: [:0]const u8) Kind {
-    const b = breaker.forEnv(gpa, &getenv, &u.strip, server);
+fn probe(gpa: Alloc, tool: Tool, real: [:0]const u8, server: Str, target: [:0]const u8, via: ?route.Via) Kind {
+    // probe.breaker_key: the server, and the proxy when the route goes through one.
+    const key = if (via) |v|
+        std.fmt.allocPrint(gpa, "{s} via {s}:{d}", .{ server, v.host, v.port }) catch server
+    else
+        server;
+    const b = breaker.forEnv(gpa, &getenv, &u.strip, key);
     if (b) |br| if (br.openUntil(breaker.nowMs()) != null) return .unreachable_host;
     var answer: httpprobe.Answer = undefined;
     if (target.len >= 7 and u.eqlLower(target[0..7], "http://")) {
-        answer = httpprobe.head(gpa, target, null);
+        answer = httpprobe.head(gpa, target, if (via) |v| .{ .host = v.host, .port = v.port } else null);
     } else {
         const code = toolProbe(gpa, tool, real, target);
         const miss: u8 = if (tool == .curl) T.curl_miss_code else T.wget_miss_code;
@@ -341,7 +347,7 @@ fn toolProbe(gpa: Alloc, tool: Tool, real: [:0]const u8, target: [:0]const u8) i
 
 // --- rules.find_urls ---------------------------------------------------------------------
 
-const Opt = struct { name: Str, value: ?Str, on: bool, segment: usize };
+const Opt = route.Opt;
 const Url = struct { index: usize, segment: usize };
 const Scan = struct {
     opts: std.ArrayList(Opt) = .empty,
@@ -351,7 +357,13 @@ const Scan = struct {
 /// rules.Decision: the argument indexes to probe (none: pass through), whether a hit must
 /// come with the origin's Content-Disposition, and whether wget names the file from the URL
 /// (then the cache URL's last segment is wgetName()).
-const Decision = struct { urls: []const usize = &.{}, needs_cd: bool = false, wget_names: bool = false };
+const Decision = struct {
+    urls: []const usize = &.{},
+    /// The HTTP proxy on the route to the cache-host, per URL (rules._find_routes).
+    vias: []const ?route.Via = &.{},
+    needs_cd: bool = false,
+    wget_names: bool = false,
+};
 
 fn findUrls(gpa: Alloc, tool: Tool, args: []const Str, server: Str) !Decision {
     var scan: Scan = .{};
@@ -375,11 +387,44 @@ fn findUrls(gpa: Alloc, tool: Tool, args: []const Str, server: Str) !Decision {
     }
     const from_headers = if (tool == .curl) T.names_from_headers_curl else T.names_from_headers_wget;
     var decision: Decision = .{ .urls = out.items, .wget_names = tool == .wget };
+    if (out.items.len == 0) return decision;
+    // rules._find_routes: an https:// server is probed by the tool, which sees no command-line
+    // proxy options; an http:// one in process, through the tool's own route.
+    if (u.eqlLower(scheme(server), "https")) {
+        for (scan.opts.items) |opt| if (routeOption(gpa, tool, opt)) return .{};
+        decision.vias = try gpa.alloc(?route.Via, out.items.len);
+        @memset(@constCast(decision.vias), null);
+    } else {
+        const vias = try gpa.alloc(?route.Via, out.items.len);
+        for (out.items, vias) |index, *via| {
+            const r = switch (tool) {
+                .curl => route.curlRoute(gpa, server, scan.opts.items, segmentOf(scan, index), &getenv),
+                .wget => route.wgetRoute(gpa, server, scan.opts.items, &getenv),
+            };
+            if (!r.usable) return .{};
+            via.* = r.via;
+        }
+        decision.vias = vias;
+    }
     for (scan.opts.items) |opt| {
         if (opt.on and mem.eql(u8, opt.name, from_headers)) decision.needs_cd = true;
         if (mem.eql(u8, opt.name, "output-document")) decision.wget_names = false;
     }
     return decision;
+}
+
+fn segmentOf(scan: Scan, index: usize) usize {
+    for (scan.urls.items) |url| if (url.index == index) return url.segment;
+    return 0;
+}
+
+/// rules._ROUTE_OPTIONS / rules._routes: an option that changes the route to the cache-host.
+fn routeOption(gpa: Alloc, tool: Tool, opt: Opt) bool {
+    if (tool == .curl) return mem.eql(u8, opt.name, "proxy") or mem.eql(u8, opt.name, "noproxy");
+    if (mem.eql(u8, opt.name, "proxy") or mem.eql(u8, opt.name, "no-proxy")) return true;
+    if (!mem.eql(u8, opt.name, "execute")) return false;
+    const command = route.wgetCommand(gpa, opt.value orelse "") orelse return false;
+    return !mem.eql(u8, command.name, "robots");
 }
 
 fn inList(list: []const Str, word: Str) bool {
@@ -622,6 +667,10 @@ fn wgetPass(scan: Scan, args: []const Str) bool {
             if (!plain) return true;
         }
         if (mem.eql(u8, opt.name, "header") and secretHeader(opt.value)) return true;
+        if (mem.eql(u8, opt.name, "execute")) {
+            const command = route.wgetCommand(arena_state.allocator(), opt.value orelse "") orelse return true;
+            if (!inList(&T.wget_commands, command.name)) return true;
+        }
     }
     return commonUrlPass(scan, args);
 }

@@ -908,6 +908,14 @@ pub const wget_other_naming = [_][]const u8{
     "remote-encoding",
 };
 
+pub const wget_commands = [_][]const u8{
+    "useproxy",
+    "httpproxy",
+    "httpsproxy",
+    "noproxy",
+    "robots",
+};
+
 pub const names_from_headers_curl = "remote-header-name";
 pub const names_from_headers_wget = "content-disposition";
 pub const hit_cd_header = "content-disposition";

@@ -96,58 +96,68 @@ def curl_route(server: str, opts: "list[Opt]", env) -> Route:
 
 
 def curl_noproxy(name: str, no_proxy: "str | None") -> bool:
-    """curl's Curl_check_noproxy (7.88) for a host name without brackets."""
+    """curl's Curl_check_noproxy (7.88) for a host name without brackets (on bytes, with
+    ASCII case folding, as curl compares)."""
     if not name or not no_proxy:
         return False
     if no_proxy == "*":
         return True
-    ipv4 = _is_ipv4(name)
-    if not ipv4 and name.endswith("."):
-        name = name[:-1]
-    for token in no_proxy.replace("\t", " ").replace(",", " ").split(" "):
+    host = _bytes(name)
+    ipv4 = _ipv4(name) is not None
+    if not ipv4 and host.endswith(b"."):
+        host = host[:-1]
+    for token in _bytes(no_proxy).replace(b"\t", b" ").replace(b",", b" ").split(b" "):
         if not token:
             continue
         if ipv4:
-            address, slash, bits = token.partition("/")
-            if _cidr4(name, address, _atoi(bits) if slash else 0):
+            address, slash, bits = token.partition(b"/")
+            text = address.decode("utf-8", "surrogateescape")
+            if _cidr4(name, text, _atoi(bits) if slash else 0):
                 return True
             continue
-        if token.endswith("."):
+        if token.endswith(b"."):
             token = token[:-1]
-        if token.startswith("."):
+        if token.startswith(b"."):
             token = token[1:]
-        if len(token) == len(name):
-            if token.lower() == name.lower() and token:
-                return True
-        elif len(token) < len(name):
-            tail = name[len(name) - len(token) :]
-            if name[len(name) - len(token) - 1] == "." and tail.lower() == token.lower():
-                return True
+        n, t = len(host), len(token)
+        if t == n and token.lower() == host.lower():
+            return True
+        if t < n and host[n - t - 1 : n - t] == b"." and host[n - t :].lower() == token.lower():
+            return True
     return False
 
 
-def _is_ipv4(text: str) -> bool:
+def _bytes(text: str) -> bytes:
+    return text.encode("utf-8", "surrogateescape")
+
+
+def _ipv4(text: str) -> "int | None":
+    """The address as an integer if `text` is a dotted quad as inet_pton reads one."""
     try:
-        _socket.inet_pton(_socket.AF_INET, text)
-    except (OSError, ValueError):
-        return False
-    return True
+        return int.from_bytes(_socket.inet_pton(_socket.AF_INET, text), "big")
+    except (OSError, ValueError, UnicodeError):
+        return None
 
 
-def _atoi(text: str) -> int:
-    digits = ""
-    for ch in text.lstrip(" \t\n\v\f\r"):
-        if not ("0" <= ch <= "9"):
+def _atoi(text: bytes) -> int:
+    """C's atoi (a negative number comes back negative; no digits is 0)."""
+    text = text.lstrip(b" \t\n\v\f\r")
+    negative = text[:1] == b"-"
+    if text[:1] in (b"-", b"+"):
+        text = text[1:]
+    digits = b""
+    for byte in text:
+        if not 0x30 <= byte <= 0x39:
             break
-        digits += ch
-    return int(digits) if digits else 0
+        digits += bytes([byte])
+    number = int(digits) if digits else 0
+    return -number if negative else number
 
 
 def _cidr4(address: str, network: str, bits: int) -> bool:
-    if bits > 32 or not (_is_ipv4(address) and _is_ipv4(network)):
+    a, n = _ipv4(address), _ipv4(network)
+    if bits < 0 or bits > 32 or a is None or n is None:
         return False
-    a = int.from_bytes(_socket.inet_pton(_socket.AF_INET, address), "big")
-    n = int.from_bytes(_socket.inet_pton(_socket.AF_INET, network), "big")
     if bits and bits != 32:
         mask = (0xFFFFFFFF << (32 - bits)) & 0xFFFFFFFF
         return (a ^ n) & mask == 0
@@ -208,7 +218,7 @@ def wget_route(server: str, opts: "list[Opt]", env) -> Route:
 
 
 def _wget_on(value: "str | None") -> bool:
-    return value is None or value.strip().lower() not in ("off", "no", "0")
+    return value is None or value.lower() not in ("off", "no", "0")
 
 
 def _sepstring(text: str) -> "list[str]":
@@ -222,12 +232,13 @@ def _sepstring(text: str) -> "list[str]":
 def wget_sufmatch(patterns: "list[str]", host: str) -> bool:
     """wget 1.21.3's sufmatch(): a non-empty pattern that is the host, or a suffix of it
     starting at a dot (in the host or the pattern), in any case."""
-    lowered = host.lower()
-    for pattern in patterns:
-        if not pattern or not lowered.endswith(pattern.lower()):
+    what = _bytes(host)
+    for text in patterns:
+        pattern = _bytes(text)
+        if not pattern or not what.lower().endswith(pattern.lower()):
             continue
-        k = len(host) - len(pattern) - 1
-        if k == -1 or host[k] == "." or pattern[0] == ".":
+        k = len(what) - len(pattern) - 1
+        if k == -1 or what[k : k + 1] == b"." or pattern[:1] == b".":
             return True
     return False
 

@@ -256,3 +256,73 @@ def test_an_unrunnable_real_tool_exits_126(tmp_path, native_bin) -> None:  # noq
     done = subprocess.run([str(native_bin), "curl", "-V"], env=env, capture_output=True)
     assert done.returncode == 126
     assert done.stderr.decode() == f"curlwithcache: cannot run {bad}: Exec format error\n"
+
+
+# --- routes: proxies in the environment and on the command line -----------------------------
+
+# "{p}" is the scripted "hit" server acting as the proxy (it answers the probe's absolute-form
+# HEAD itself); the cache-host's name does not resolve, so a direct probe is unreachable and
+# only a probe through the proxy can hit.
+ROUTE_SERVERS = ["http://cache.lab:3000", "https://cache.lab:3000"]
+ROUTES = {
+    "curl": [
+        ({"http_proxy": "{p}"}, []),
+        ({"http_proxy": "{a}"}, []),
+        ({"HTTP_PROXY": "{p}"}, []),
+        ({"all_proxy": "{p}"}, []),
+        ({"ALL_PROXY": "{p}", "http_proxy": ""}, []),
+        ({"https_proxy": "{p}"}, []),
+        ({"http_proxy": "{p}", "no_proxy": "cache.lab"}, []),
+        ({"http_proxy": "{p}", "no_proxy": ".lab"}, []),
+        ({"http_proxy": "{p}", "no_proxy": "ache.lab"}, []),
+        ({"http_proxy": "{p}", "no_proxy": "x cache.lab,y"}, []),
+        ({"http_proxy": "{p}", "no_proxy": "*"}, []),
+        ({"http_proxy": "{p}", "no_proxy": "", "NO_PROXY": "CACHE.LAB."}, []),
+        ({}, ["-x", "{p}"]),
+        ({"http_proxy": "{p}"}, ["-x", ""]),
+        ({"no_proxy": "cache.lab"}, ["-x", "{p}"]),
+        ({"no_proxy": "cache.lab", "http_proxy": "{p}"}, ["--noproxy", ""]),
+        ({}, ["--noproxy", "cache.lab", "-x", "{p}"]),
+        ({}, ["-x", "socks5h://p:1"]),
+        ({}, ["-x", "http://u:pw@p:1"]),
+        ({"http_proxy": "https://p:1"}, []),
+        ({}, ["-x", "{p}", "https://v.example/b.tar", "--next", "-O"]),
+    ],
+    "wget": [
+        ({"http_proxy": "{p}"}, []),
+        ({"http_proxy": "{a}"}, []),
+        ({"HTTP_PROXY": "{p}"}, []),
+        ({"all_proxy": "{p}"}, []),
+        ({"http_proxy": "{p}", "no_proxy": "lab"}, []),
+        ({"http_proxy": "{p}", "no_proxy": "he.lab"}, []),
+        ({"http_proxy": "{p}", "no_proxy": "x, cache.lab"}, []),
+        ({"http_proxy": "{p}", "NO_PROXY": "cache.lab"}, []),
+        ({"http_proxy": "{p}"}, ["--no-proxy"]),
+        ({"http_proxy": "{p}"}, ["-Y", "off"]),
+        ({"http_proxy": "{p}"}, ["--proxy=off", "--proxy"]),
+        ({"http_proxy": "{p}"}, ["-e", "Use-Proxy = off"]),
+        ({"http_proxy": "{p}", "no_proxy": "cache.lab"}, ["-e", "no_proxy="]),
+        ({}, ["-e", "http_proxy={p}"]),
+        ({"http_proxy": "{p}"}, ["-e", "robots=off"]),
+        ({"http_proxy": "{p}"}, ["-e", "timestamping=on"]),
+        ({"http_proxy": "socks5://p:1"}, []),
+    ],
+}
+
+
+@pytest.mark.parametrize("server", ROUTE_SERVERS)
+@pytest.mark.parametrize(
+    ("tool", "env", "extra"),
+    [(tool, env, extra) for tool, rows in ROUTES.items() for env, extra in rows],
+    ids=[f"{tool}:{env}:{extra}" for tool, rows in ROUTES.items() for env, extra in rows],
+)
+def test_routes(rig, tool, env, extra, server) -> None:
+    proxy = rig.servers["hit"].url
+
+    def fill(text: str) -> str:
+        return text.replace("{p}", proxy).replace("{a}", proxy.partition("://")[2])
+
+    full = {"PATH": f"{rig.shim_dir}:{rig.fake_dir}", "WITHCACHE_SERVER": server}
+    full.update({k: fill(v) for k, v in env.items()})
+    args = [fill(a) for a in extra] + ["-O" if tool == "curl" else "-q", "https://v.example/a.tar"]
+    compare(rig, tool, args, "hit", full)
