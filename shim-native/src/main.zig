@@ -679,7 +679,22 @@ fn wgetSkip(scan: Scan, url: Str, server: Str) bool {
     if (onServer(url, server)) return true;
     for (scan.opts.items) |opt| if (mem.eql(u8, opt.name, "output-document")) return false;
     for (scan.opts.items) |opt| if (inList(&T.wget_other_naming, opt.name)) return true;
-    return dotSegment(url);
+    if (dotSegment(url)) return true;
+    // Out of memory: skip the URL, the safe answer.
+    return escapesAControlByte(wgetName(arena_state.allocator(), url) catch return true);
+}
+
+/// urls.escapes_a_control_byte: %00-%1F or %7F in a quoted segment.
+fn escapesAControlByte(segment: Str) bool {
+    var i: usize = 0;
+    while (mem.indexOfScalarPos(u8, segment, i, '%')) |at| : (i = at + 1) {
+        if (at + 2 >= segment.len) return false;
+        const hi = segment[at + 1];
+        const lo = segment[at + 2];
+        if ((hi == '0' or hi == '1') and isHex(lo)) return true;
+        if (hi == '7' and (lo == 'f' or lo == 'F')) return true;
+    }
+    return false;
 }
 
 /// rules._secret_header: read from a file (@), or any line names a credential/cookie/Host.

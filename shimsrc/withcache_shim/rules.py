@@ -247,6 +247,8 @@ def _wget_skip(scan: Scan, url: str, server: str) -> str | None:
         return f"--{other[0]} {_WGET_OTHER_NAMING[other[0]]}"
     if urls.dot_segment(url):
         return "wget would name the file differently"
+    if urls.escapes_a_control_byte(urls.wget_name(url)):
+        return "wget would name the file with a control character no cache URL can carry"
     return None
 
 

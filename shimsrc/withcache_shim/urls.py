@@ -132,6 +132,17 @@ def credential_param(url: str) -> str | None:
     return None
 
 
+def escapes_a_control_byte(segment: str) -> bool:
+    """Whether a quoted segment holds %00-%1F or %7F: the cache-host routes no such name."""
+    at = segment.find("%")
+    while at >= 0:
+        pair = segment[at + 1 : at + 3].upper()
+        if len(pair) == 2 and ((pair[0] in "01" and pair[1] in _HEX) or pair == "7F"):
+            return True
+        at = segment.find("%", at + 1)
+    return False
+
+
 def token(url: str) -> str:
     raw = binascii.b2a_base64(url.encode("utf-8", "surrogateescape"), newline=False)
     return raw.translate(_B64_TO_URLSAFE).rstrip(b"=").decode("ascii")

@@ -336,6 +336,8 @@ WGET_CASES = [
     f"--remote-encoding=latin1 {V}/a.tar",
     f"{V}/..",
     f"-O x ^{V}/..",
+    f"'{V}/get?x=a%0Ab'",  # the host routes no name with a control byte
+    f"'^{V}/get?x=a%7Eb%20'",
     # Bodies and methods.
     f"--post-data=x=1 {V}/a.tar",
     f"--post-file=body.json {V}/a.tar",
