@@ -71,15 +71,16 @@ def _env(env, *names: str) -> "tuple[str, str] | None":
 def curl_route(server: str, opts: "list[Opt]", env) -> Route:
     scheme = server.partition("://")[0].lower()
     host = server_host(server)
-    proxy_opt = noproxy_opt = None
+    proxy_opt: str | None = None
+    noproxy_opt: str | None = None
     for opt in opts:
         if opt.name == "proxy":
             proxy_opt = opt.value
         elif opt.name == "noproxy":
             noproxy_opt = opt.value
-    if noproxy_opt is not None:
-        no_proxy, source = noproxy_opt, "--noproxy"
-    else:
+    no_proxy: str | None = noproxy_opt
+    source = "--noproxy"
+    if noproxy_opt is None:
         found = _env(env, "no_proxy", "NO_PROXY")
         no_proxy, source = (found[1], found[0]) if found else (None, "")
     if curl_noproxy(host, no_proxy):
