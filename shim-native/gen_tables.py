@@ -123,6 +123,7 @@ def render() -> str:
     out += [f"pub const probe_max_head = {H.MAX_HEAD};"]
     out += [f"pub const breaker_base_s = {B.BASE_S};"]
     out += [f"pub const breaker_max_s = {B.MAX_S};"]
+    out += [f"pub const breaker_claim_ms = {B.CLAIM_MS};"]
     out += [f"pub const breaker_magic = {zstr(B.MAGIC)};"]
     out += [f"pub const breaker_max_file = {B.MAX_FILE};", ""]
     out += names("breaker_off_values", B.OFF_VALUES)

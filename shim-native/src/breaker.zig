@@ -50,10 +50,19 @@ pub const Breaker = struct {
 
     /// When the breaker closes (Unix ms) if it is open at `now`.
     pub fn openUntil(self: Breaker, now: u64) ?u64 {
-        const state = self.read() orelse return null;
-        if (state.failures < 1 or state.until_ms <= now) return null;
-        if (state.until_ms - now > T.breaker_max_s * 1000) return null;
-        return state.until_ms;
+        return openIn(self.read(), now);
+    }
+
+    /// breaker.Breaker.before_probe: true when open (pass through); when the back-off of a
+    /// failed host is over, claim the next probe for this shim (tables.breaker_claim_ms).
+    pub fn beforeProbe(self: Breaker, gpa: Alloc, now: u64) bool {
+        const state = self.read();
+        if (openIn(state, now) != null) return true;
+        if (state) |s| if (s.failures > 0) {
+            const line = std.fmt.allocPrint(gpa, "{s} {d} {d} {s}\n", .{ T.breaker_magic, s.failures, now + T.breaker_claim_ms, self.key }) catch return false;
+            self.write(gpa, line);
+        };
+        return false;
     }
 
     pub fn failed(self: Breaker, gpa: Alloc, now: u64) void {
@@ -91,6 +100,13 @@ pub const Breaker = struct {
         if (!ok or linux.errno(linux.rename(tmp.ptr, self.path.ptr)) != .SUCCESS) _ = linux.unlink(tmp.ptr);
     }
 };
+
+fn openIn(state_in: ?State, now: u64) ?u64 {
+    const state = state_in orelse return null;
+    if (state.failures < 1 or state.until_ms <= now) return null;
+    if (state.until_ms - now > T.breaker_max_s * 1000) return null;
+    return state.until_ms;
+}
 
 pub fn backoffMs(failures: u64) u64 {
     const doublings: u6 = @intCast(@min(@max(failures, 1) - 1, 16));

@@ -287,7 +287,7 @@ fn probe(gpa: Alloc, tool: Tool, real: [:0]const u8, server: Str, target: [:0]co
     else
         server;
     const b = breaker.forEnv(gpa, &getenv, &u.strip, key);
-    if (b) |br| if (br.openUntil(breaker.nowMs()) != null) return .unreachable_host;
+    if (b) |br| if (br.beforeProbe(gpa, breaker.nowMs())) return .unreachable_host;
     var answer: httpprobe.Answer = undefined;
     if (target.len >= 7 and u.eqlLower(target[0..7], "http://")) {
         answer = httpprobe.head(gpa, target, if (via) |v| .{ .host = v.host, .port = v.port } else null);

@@ -925,6 +925,7 @@ pub const probe_budget_ms = 3000;
 pub const probe_max_head = 16384;
 pub const breaker_base_s = 10;
 pub const breaker_max_s = 300;
+pub const breaker_claim_ms = 4000;
 pub const breaker_magic = "withcache-breaker 1";
 pub const breaker_max_file = 4096;
 

@@ -25,6 +25,10 @@ import time
 
 BASE_S = 10
 MAX_S = 300
+# After a back-off the first shim to probe again claims the next CLAIM_MS (its probe's budget
+# and a margin), so shims started meanwhile keep passing through instead of all waiting on a
+# host that may still hang.
+CLAIM_MS = 4000
 MAGIC = "withcache-breaker 1"
 OFF_VALUES = ("off", "0", "no", "false")
 MAX_FILE = 4096
@@ -98,14 +102,24 @@ class Breaker:
             os.close(fd)
         return parse(data, self.key)
 
-    def open_until(self, now: int) -> int | None:
+    def open_until(self, now: int, state: State | None = None) -> int | None:
         """When the breaker closes (Unix ms) if it is open now, else None."""
-        state = self.read()
+        state = self.read() if state is None else state
         if state is None or state.failures < 1 or state.until_ms <= now:
             return None
         if state.until_ms - now > MAX_S * 1000:
             return None  # the clock went back, or the file lies: probe
         return state.until_ms
+
+    def before_probe(self, now: int) -> bool:
+        """True when the breaker is open (pass through, do not probe). When it has failures
+        but its back-off is over, claim the next probe for this shim (CLAIM_MS)."""
+        state = self.read()
+        if self.open_until(now, state) is not None:
+            return True
+        if state is not None and state.failures > 0:
+            self._write(f"{MAGIC} {state.failures} {now + CLAIM_MS} {self.key}\n")
+        return False
 
     def failed(self, now: int) -> None:
         state = self.read()

@@ -56,7 +56,7 @@ def probe(real: str, tool: str, cache_url: str, via: "tuple[str, int] | None" = 
     from .breaker import Breaker, now_ms
 
     breaker = Breaker.for_env(os.environ, breaker_key(server_of(cache_url), via))
-    if breaker is not None and breaker.open_until(now_ms()) is not None:
+    if breaker is not None and breaker.before_probe(now_ms()):
         return UNREACHABLE
     if cache_url[:7].lower() == "http://":
         from .httpprobe import head

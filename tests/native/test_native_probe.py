@@ -175,3 +175,19 @@ def test_concurrent_native_shims_leave_one_whole_state_file(bins, run_dir) -> No
         assert [p.wait(timeout=30) for p in procs] == [0] * 16
     assert 1 <= state(run_dir, url).failures <= 16
     assert os.listdir(run_dir / "withcache") == [f"breaker-{os.geteuid()}"]
+
+
+def test_shims_started_during_a_re_probe_pass_through(bins, run_dir) -> None:
+    with ScriptedServer("hang") as server:
+        env = env_for(bins, run_dir, server.url)
+        python_breaker(run_dir, server.url)._write(f"{breaker.MAGIC} 1 0 {server.url}\n")
+        first = subprocess.Popen([str(bins[0]), URL], env=env, stdout=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while state(run_dir, server.url).until_ms == 0:  # until the first shim has claimed
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        argv, elapsed = run(bins, env)
+        assert argv == ["-fsSLO", URL] and elapsed < 1
+        assert first.wait(timeout=30) == 0
+        assert len(server.requests) == 1
+    assert state(run_dir, server.url).failures == 2

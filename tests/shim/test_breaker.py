@@ -154,3 +154,17 @@ def test_concurrent_shims_leave_one_whole_state_file(private_breaker_state) -> N
     assert os.listdir(os.path.dirname(state_file(private_breaker_state))) == [
         f"breaker-{os.geteuid()}"
     ]
+
+
+def test_after_the_back_off_the_first_shim_claims_the_probe(private_breaker_state) -> None:
+    """Shims started while the first one re-probes a host keep passing through."""
+    b = Breaker.for_env(os.environ, "http://c.lab:1")
+    b._write(f"{breaker.MAGIC} 2 0 http://c.lab:1\n")  # back-off over
+    now = breaker.now_ms()
+    assert b.before_probe(now) is False  # this shim probes ...
+    claimed = b.read()
+    assert (claimed.failures, claimed.until_ms) == (2, now + breaker.CLAIM_MS)
+    assert b.before_probe(now + 1) is True  # ... the next one passes through
+    assert b.before_probe(now + breaker.CLAIM_MS) is False  # the claim lapses
+    b.failed(now)
+    assert b.read().failures == 3
