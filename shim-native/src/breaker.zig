@@ -3,7 +3,8 @@
 //!
 //!     withcache-breaker 1 <failures> <open-until, Unix ms> <key>\n
 //!
-//! in `$XDG_RUNTIME_DIR/withcache/breaker-<euid>` (else `$HOME/.cache/withcache/...`); a
+//! in `$XDG_RUNTIME_DIR/withcache/breaker-<euid>` (else `$HOME/.cache/withcache/...`, each
+//! base only when it is the user's own); a
 //! directory or file that is not ours and private, or a line that does not parse, means "no
 //! breaker" (probe as before). Writes go to `<file>.<pid>.tmp`, renamed over the file.
 const std = @import("std");
@@ -125,12 +126,13 @@ pub fn forEnv(gpa: Alloc, getenv: *const fn (Str) ?Str, strip: *const fn (Str) S
     const setting = strip(getenv("WITHCACHE_BREAKER") orelse "");
     for (T.breaker_off_values) |off| if (std.ascii.eqlIgnoreCase(setting, off)) return null;
     if (mem.indexOfAny(u8, key, "\r\n") != null) return null;
-    const runtime = getenv("XDG_RUNTIME_DIR") orelse "";
-    const home = getenv("HOME") orelse "";
+    // breaker.state_dir: each base only when it is the running user's own.
+    const runtime = gpa.dupeSentinel(u8, getenv("XDG_RUNTIME_DIR") orelse "", 0) catch return null;
+    const home = gpa.dupeSentinel(u8, getenv("HOME") orelse "", 0) catch return null;
     var parent: [:0]const u8 = undefined;
-    if (runtime.len > 0 and runtime[0] == '/') {
-        parent = gpa.dupeSentinel(u8, runtime, 0) catch return null;
-    } else if (home.len > 0 and home[0] == '/') {
+    if (runtime.len > 0 and runtime[0] == '/' and owned(runtime)) {
+        parent = runtime;
+    } else if (home.len > 0 and home[0] == '/' and owned(home)) {
         parent = join(gpa, home, ".cache") catch return null;
     } else return null;
     const directory = join(gpa, parent, "withcache") catch return null;
@@ -143,6 +145,12 @@ pub fn forEnv(gpa: Alloc, getenv: *const fn (Str) ?Str, strip: *const fn (Str) S
 fn join(gpa: Alloc, dir: Str, name: Str) ![:0]const u8 {
     const sep: Str = if (dir.len > 0 and dir[dir.len - 1] == '/') "" else "/";
     return mem.concatWithSentinel(gpa, u8, &.{ dir, sep, name }, 0);
+}
+
+fn owned(path: [:0]const u8) bool {
+    var st: linux.Statx = undefined;
+    const rc = linux.statx(linux.AT.FDCWD, path.ptr, 0, .{ .UID = true }, &st);
+    return linux.errno(rc) == .SUCCESS and st.uid == linux.geteuid();
 }
 
 fn oursAndPrivate(st: linux.Statx) bool {

@@ -3,12 +3,15 @@
 A probe that cannot connect, or gets no answer within its budget, records a failure in a small
 per-user state file; while the breaker is open (until `now + back-off`) every shim passes its
 command through at once. The back-off doubles with each consecutive failure (BASE_S, 2*BASE_S,
-... up to MAX_S); the first probe that gets an HTTP answer removes the file.
+... up to MAX_S); the first probe that gets an HTTP answer removes the file. After a
+back-off, the first shim to probe claims the next CLAIM_MS, so others keep passing through
+meanwhile.
 
 The file is `breaker-<euid>` in `$XDG_RUNTIME_DIR/withcache/` (per-user, 0700, in memory) or,
-without it, `$HOME/.cache/withcache/`. The directory must be ours and writable by nobody else,
-the file a regular file of ours; anything else (missing HOME, a foreign or odd file, a line
-this code cannot read) means "no breaker": the shim probes as before. Writes go to a
+without it, `$HOME/.cache/withcache/`, each base used only when it belongs to the user. The
+directory must be ours and writable by nobody else, the file a regular file of ours; anything
+else (missing HOME, a foreign or odd file, a line this code cannot read) means "no breaker":
+the shim probes as before. Writes go to a
 per-process temporary file renamed over the old one, so concurrent shims never see a torn
 file (the last writer wins). `WITHCACHE_BREAKER=off` (or 0, no) turns the breaker off.
 
@@ -39,13 +42,20 @@ def enabled(env) -> bool:
 
 
 def state_dir(env) -> str | None:
-    runtime = env.get("XDG_RUNTIME_DIR", "")
-    if runtime.startswith("/"):
-        return os.path.join(runtime, "withcache")
-    home = env.get("HOME", "")
-    if home.startswith("/"):
-        return os.path.join(home, ".cache", "withcache")
+    """`$XDG_RUNTIME_DIR/withcache`, else `$HOME/.cache/withcache`, each only when that base
+    directory is the running user's own (after `su` or `sudo -E` it may be someone else's)."""
+    for base, sub in (("XDG_RUNTIME_DIR", "withcache"), ("HOME", ".cache/withcache")):
+        path = env.get(base, "")
+        if path.startswith("/") and _owned(path):
+            return os.path.join(path, sub)
     return None
+
+
+def _owned(path: str) -> bool:
+    try:
+        return os.stat(path).st_uid == os.geteuid()
+    except OSError:
+        return False
 
 
 def backoff_ms(failures: int) -> int:

@@ -191,3 +191,17 @@ def test_shims_started_during_a_re_probe_pass_through(bins, run_dir) -> None:
         assert first.wait(timeout=30) == 0
         assert len(server.requests) == 1
     assert state(run_dir, server.url).failures == 2
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give a directory to someone else")
+def test_a_runtime_dir_of_another_user_is_not_used(bins, tmp_path) -> None:
+    foreign = tmp_path / "run-user-1000"
+    foreign.mkdir(mode=0o700)
+    os.chown(foreign, 65534, 65534)
+    home = tmp_path / "home"
+    home.mkdir()
+    sock, url = closed_port()
+    with sock:
+        run(bins, env_for(bins, foreign, url, HOME=str(home)))
+    assert os.listdir(foreign) == []
+    assert (home / ".cache" / "withcache" / f"breaker-{os.geteuid()}").exists()

@@ -168,3 +168,22 @@ def test_after_the_back_off_the_first_shim_claims_the_probe(private_breaker_stat
     assert b.before_probe(now + breaker.CLAIM_MS) is False  # the claim lapses
     b.failed(now)
     assert b.read().failures == 3
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give a directory to someone else")
+def test_a_runtime_dir_of_another_user_is_not_used(tmp_path, monkeypatch) -> None:
+    """After `su`/`sudo -E`, XDG_RUNTIME_DIR may name another user's directory: the state then
+    goes to the user's own ~/.cache, never into the other user's directory."""
+    foreign = tmp_path / "run-user-1000"
+    foreign.mkdir(mode=0o700)
+    os.chown(foreign, 65534, 65534)
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(foreign))
+    monkeypatch.setenv("HOME", str(home))
+    assert breaker.state_dir(os.environ) == str(home / ".cache" / "withcache")
+    sock, url = closed_port()
+    with sock:
+        probe("/bin/false", "curl", url + TARGET)
+    assert os.listdir(foreign) == []
+    assert (home / ".cache" / "withcache" / f"breaker-{os.geteuid()}").exists()
