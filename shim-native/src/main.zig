@@ -34,11 +34,14 @@ fn run(gpa: Alloc, argv: []const [*:0]const u8) !void {
     if (argv.len == 0) die(2, usage, "", "");
     const argv0 = mem.span(argv[0]);
     var first: usize = 1;
+    // `withcache-shim --explain curl ARGS...`: say what the shim does instead of exec'ing.
+    const explain = toolOf(basename(argv0)) == null and argv.len > 1 and mem.eql(u8, mem.span(argv[1]), "--explain");
+    if (explain) first = 2;
     const tool = toolOf(basename(argv0)) orelse blk: {
         // `withcache-shim curl ARGS...` works too, as `python -m withcache_shim curl` does.
-        if (argv.len > 1) if (toolOf(mem.span(argv[1]))) |t| {
-            if (mem.eql(u8, mem.span(argv[1]), @tagName(t))) {
-                first = 2;
+        if (argv.len > first) if (toolOf(mem.span(argv[first]))) |t| {
+            if (mem.eql(u8, mem.span(argv[first]), @tagName(t))) {
+                first += 1;
                 break :blk t;
             }
         };
@@ -66,21 +69,38 @@ fn run(gpa: Alloc, argv: []const [*:0]const u8) !void {
     out[0] = real.ptr;
     for (argv[first..], 1..) |p, i| out[i] = p;
 
+    if (explain) say(gpa, "tool:    {s} -> {s}\n", .{ @tagName(tool), real });
     if (pickServer(gpa, tool)) |server| {
         const decision = try findUrls(gpa, tool, args, server);
+        if (explain) {
+            say(gpa, "server:  {s}\n", .{server});
+            if (decision.urls.len == 0) say(gpa, "decision: pass through untouched\n", .{});
+        }
         for (decision.urls, decision.vias) |index, via| {
             const name = if (decision.wget_names) try wgetName(gpa, args[index]) else null;
             const target = try cacheUrl(gpa, server, args[index], name);
+            if (explain) explainUrl(gpa, server, args[index], target, via);
             const answer = probe(gpa, tool, real, server, target, via);
-            if (answer == .hit_cd or (answer == .hit and !decision.needs_cd)) {
+            const hit = answer == .hit_cd or (answer == .hit and !decision.needs_cd);
+            if (explain) say(gpa, "  probe:     {s}\n  rewritten: {s}\n", .{ answerName(answer), if (hit) "yes" else "no" });
+            if (hit) {
                 out[index + 1] = target.ptr;
             } else if (answer != .miss and answer != .hit) {
                 break; // an unreachable host will not answer the next probe either
             }
         }
     } else |err| switch (err) {
-        error.NoServer => {},
+        error.NoServer => if (explain) say(gpa, "server:  none (no *WITHCACHE_SERVER set): the tool runs untouched\n", .{}),
         else => |e| return e,
+    }
+    if (explain) {
+        writeAll(1, "exec:   ");
+        for (out[0 .. args.len + 1]) |word| {
+            writeAll(1, " ");
+            writeAll(1, mem.span(word.?));
+        }
+        writeAll(1, "\n");
+        linux.exit_group(0);
     }
 
     const rc = linux.execve(real.ptr, out.ptr, envp);
@@ -89,7 +109,50 @@ fn run(gpa: Alloc, argv: []const [*:0]const u8) !void {
     die(126, name, real, why);
 }
 
-const usage = "usage: withcache-shim curl|wget [ARGS...] (or run it as curl, curlwithcache, wget or wgetwithcache)";
+const usage = "usage: withcache-shim [--explain] curl|wget [ARGS...] (or run it as curl, curlwithcache, wget or wgetwithcache)";
+
+/// probe.py's words for an answer.
+fn answerName(kind: Kind) Str {
+    return switch (kind) {
+        .hit => "hit",
+        .hit_cd => "hit+content-disposition",
+        .miss => "miss",
+        .unreachable_host => "unreachable",
+    };
+}
+
+/// Print a formatted line to stdout (for --explain).
+fn say(gpa: Alloc, comptime format: []const u8, values: anytype) void {
+    writeAll(1, std.fmt.allocPrint(gpa, format, values) catch return);
+}
+
+/// --explain: a URL's cache URL, its route, and the breaker's state before its probe.
+fn explainUrl(gpa: Alloc, server: Str, url: Str, target: Str, via: ?route.Via) void {
+    say(gpa, "url:     {s}\n  cache URL: {s}\n", .{ url, target });
+    if (via) |v| {
+        say(gpa, "  route:     through the HTTP proxy {s}:{d}\n", .{ v.host, v.port });
+    } else if (u.eqlLower(scheme(server), "https")) {
+        say(gpa, "  route:     the tool's own (an https:// host is probed by the tool)\n", .{});
+    } else say(gpa, "  route:     direct\n", .{});
+    const key = if (via) |v| std.fmt.allocPrint(gpa, "{s} via {s}:{d}", .{ server, v.host, v.port }) catch server else server;
+    const b = breaker.forEnv(gpa, &getenv, &u.strip, key) orelse {
+        say(gpa, "  breaker:   off or unavailable: every call probes\n", .{});
+        return;
+    };
+    const now = breaker.nowMs();
+    const until = b.openUntil(now) orelse {
+        say(gpa, "  breaker:   closed ({s})\n", .{b.path});
+        return;
+    };
+    const es: std.time.epoch.EpochSeconds = .{ .secs = until / 1000 };
+    const yd = es.getEpochDay().calculateYearDay();
+    const md = yd.calculateMonthDay();
+    const ds = es.getDaySeconds();
+    say(gpa, "  breaker:   OPEN until {d}-{d:0>2}-{d:0>2} {d:0>2}:{d:0>2}:{d:0>2} UTC ({d} s from now): not probed ({s})\n", .{
+        yd.year,                 md.month.numeric(),        md.day_index + 1,           ds.getHoursIntoDay(),
+        ds.getMinutesIntoHour(), ds.getSecondsIntoMinute(), (until - now + 999) / 1000, b.path,
+    });
+}
 
 fn toolOf(name: Str) ?Tool {
     if (mem.eql(u8, name, "curl") or mem.eql(u8, name, "curlwithcache")) return .curl;

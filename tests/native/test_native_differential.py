@@ -245,7 +245,7 @@ def test_invocation_names(rig, tool, native_bin) -> None:  # noqa: F811
 def test_an_unknown_name_is_a_usage_error(native_bin) -> None:  # noqa: F811
     done = subprocess.run([str(native_bin), "ls"], capture_output=True, timeout=30)
     assert done.returncode == 2
-    assert done.stderr.startswith(b"usage: withcache-shim curl|wget")
+    assert done.stderr.startswith(b"usage: withcache-shim [--explain] curl|wget")
 
 
 def test_an_unrunnable_real_tool_exits_126(tmp_path, native_bin) -> None:  # noqa: F811

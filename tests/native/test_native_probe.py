@@ -205,3 +205,23 @@ def test_a_runtime_dir_of_another_user_is_not_used(bins, tmp_path) -> None:
         run(bins, env_for(bins, foreign, url, HOME=str(home)))
     assert os.listdir(foreign) == []
     assert (home / ".cache" / "withcache" / f"breaker-{os.geteuid()}").exists()
+
+
+def test_explain_names_the_route_the_breaker_and_the_answer(native_bin, run_dir) -> None:  # noqa: F811
+    sock, url = closed_port()
+    env = {"PATH": "/usr/bin:/bin", "XDG_RUNTIME_DIR": str(run_dir), "WITHCACHE_SERVER": url}
+    command = [str(native_bin), "--explain", "curl", "-fsSLO", URL]
+    with sock, ScriptedServer("hit") as proxy:
+        first = subprocess.run(command, env=env, capture_output=True, text=True, timeout=30)
+        second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=30)
+        via = subprocess.run(
+            command, env={**env, "http_proxy": proxy.url}, capture_output=True, text=True
+        )
+    assert first.returncode == 0, first.stderr
+    assert "  route:     direct\n" in first.stdout
+    assert "  breaker:   closed" in first.stdout
+    assert "  probe:     unreachable\n  rewritten: no\n" in first.stdout
+    assert f"exec:    /usr/bin/curl -fsSLO {URL}\n" in first.stdout
+    assert "  breaker:   OPEN until 20" in second.stdout and " UTC (" in second.stdout
+    assert f"  route:     through the HTTP proxy 127.0.0.1:{proxy.port}\n" in via.stdout
+    assert "  probe:     hit\n  rewritten: yes\n" in via.stdout
