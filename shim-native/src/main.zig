@@ -352,7 +352,8 @@ fn probe(gpa: Alloc, tool: Tool, real: [:0]const u8, server: Str, target: [:0]co
     const b = breaker.forEnv(gpa, &getenv, &u.strip, key);
     if (b) |br| if (br.beforeProbe(gpa, breaker.nowMs())) return .unreachable_host;
     var answer: httpprobe.Answer = undefined;
-    if (target.len >= 7 and u.eqlLower(target[0..7], "http://")) {
+    // An http:// server with credentials in it is left to the tool, as in probe.py.
+    if (httpprobe.splitHttpUrl(target) != null) {
         answer = httpprobe.head(gpa, target, if (via) |v| .{ .host = v.host, .port = v.port } else null);
     } else {
         const code = toolProbe(gpa, tool, real, target);

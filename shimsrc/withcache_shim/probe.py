@@ -58,9 +58,10 @@ def probe(real: str, tool: str, cache_url: str, via: "tuple[str, int] | None" = 
     breaker = Breaker.for_env(os.environ, breaker_key(server_of(cache_url), via))
     if breaker is not None and breaker.before_probe(now_ms()):
         return UNREACHABLE
-    if cache_url[:7].lower() == "http://":
-        from .httpprobe import head
+    from .httpprobe import head, split_http_url
 
+    # An http:// server with credentials in it is left to the tool, as before.
+    if split_http_url(cache_url) is not None:
         answer = head(cache_url, via)
         kind, down = answer.kind, answer.down
         if kind == HIT and "content-disposition" in answer.origin_headers:

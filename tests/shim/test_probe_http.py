@@ -119,3 +119,12 @@ def test_a_status_line_without_a_reason_counts() -> None:
 )
 def test_split_http_url(url, parts) -> None:
     assert split_http_url(url) == parts
+
+
+def test_a_server_with_credentials_in_it_is_probed_by_the_tool(tmp_path) -> None:
+    log = tmp_path / "argv"
+    tool = tmp_path / "curl"
+    tool.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > {log}\nexit 0\n')
+    tool.chmod(0o755)
+    assert probe(str(tool), "curl", "http://u:p@c.lab:1" + TARGET) == "hit"
+    assert log.read_text().splitlines()[-1] == "http://u:p@c.lab:1" + TARGET
