@@ -8,7 +8,7 @@ artifact, then times, interleaved, at least 200 runs each of
     curl          -s -o /dev/null <cache-url>    (what the shim ends up running)
     curlwithcache -s -o /dev/null <origin-url>   with no server set (pure pass-through)
 
-and prints the median wall times and the shim's overhead on a hit (goal: <= 40 ms).
+and prints the median wall times and the shim's overhead on a hit (goal: <= 25 ms).
 
     .venv/bin/python bench/shim.py [--runs 200]
 
@@ -33,7 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 ORIGIN_URL = "http://127.0.0.1:9/bench/artifact-1k.bin"  # port 9 (discard): refused
-GOAL_MS = 40.0
+GOAL_MS = 25.0
 
 
 def shim_command() -> tuple[list[str], str]:

@@ -21,9 +21,12 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "shimsrc"))
 
+from withcache_shim import breaker as B  # noqa: E402
 from withcache_shim import curl_options as C  # noqa: E402
+from withcache_shim import httpprobe as H  # noqa: E402
 from withcache_shim import probe as P  # noqa: E402
 from withcache_shim import realtool as R  # noqa: E402
+from withcache_shim import route as RT  # noqa: E402
 from withcache_shim import rules  # noqa: E402
 from withcache_shim import urls as U  # noqa: E402
 
@@ -106,6 +109,24 @@ def render() -> str:
         assert command[0] == "REAL" and command[-1] == "URL", command
         out += names(f"{tool}_probe_args", command[1:-1])
         out += [f"pub const {tool}_miss_code = {P._MISS_CODE[tool]};", ""]
+        codes = ", ".join(map(str, P._DOWN_CODES[tool]))
+        codes = f"{{{codes}}}" if len(P._DOWN_CODES[tool]) == 1 else f"{{ {codes} }}"
+        out += [f"pub const {tool}_down_codes = [_]u8{codes};", ""]
+    out += names("wget_other_naming", rules._WGET_OTHER_NAMING)
+    out += names("wget_commands", RT.WGET_COMMANDS)
+    out += [f"pub const names_from_headers_curl = {zstr(rules._NAMES_FROM_HEADERS['curl'])};"]
+    out += [f"pub const names_from_headers_wget = {zstr(rules._NAMES_FROM_HEADERS['wget'])};"]
+    out += [f"pub const hit_cd_header = {zstr('content-disposition')};"]
+    out += [f"pub const origin_headers_field = {zstr(H.ORIGIN_HEADERS)};"]
+    out += [f"pub const probe_connect_ms = {int(H.CONNECT_S * 1000)};"]
+    out += [f"pub const probe_budget_ms = {int(H.BUDGET_S * 1000)};"]
+    out += [f"pub const probe_max_head = {H.MAX_HEAD};"]
+    out += [f"pub const breaker_base_s = {B.BASE_S};"]
+    out += [f"pub const breaker_max_s = {B.MAX_S};"]
+    out += [f"pub const breaker_claim_ms = {B.CLAIM_MS};"]
+    out += [f"pub const breaker_magic = {zstr(B.MAGIC)};"]
+    out += [f"pub const breaker_max_file = {B.MAX_FILE};", ""]
+    out += names("breaker_off_values", B.OFF_VALUES)
     out += ["/// Non-ASCII code points for which Python's str.isalnum() is true.",
             "pub const unicode_alnum = [_]Range{"]  # fmt: skip
     out += [f"    .{{ 0x{a:x}, 0x{b:x} }}," for a, b in codepoint_ranges(str.isalnum)]

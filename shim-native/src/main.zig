@@ -10,6 +10,9 @@ const linux = std.os.linux;
 const mem = std.mem;
 const T = @import("tables.zig");
 const u = @import("text.zig");
+const httpprobe = @import("httpprobe.zig");
+const breaker = @import("breaker.zig");
+const route = @import("route.zig");
 
 const Tool = enum { curl, wget };
 const Str = []const u8;
@@ -31,11 +34,14 @@ fn run(gpa: Alloc, argv: []const [*:0]const u8) !void {
     if (argv.len == 0) die(2, usage, "", "");
     const argv0 = mem.span(argv[0]);
     var first: usize = 1;
+    // `withcache-shim --explain curl ARGS...`: say what the shim does instead of exec'ing.
+    const explain = toolOf(basename(argv0)) == null and argv.len > 1 and mem.eql(u8, mem.span(argv[1]), "--explain");
+    if (explain) first = 2;
     const tool = toolOf(basename(argv0)) orelse blk: {
         // `withcache-shim curl ARGS...` works too, as `python -m withcache_shim curl` does.
-        if (argv.len > 1) if (toolOf(mem.span(argv[1]))) |t| {
-            if (mem.eql(u8, mem.span(argv[1]), @tagName(t))) {
-                first = 2;
+        if (argv.len > first) if (toolOf(mem.span(argv[first]))) |t| {
+            if (mem.eql(u8, mem.span(argv[first]), @tagName(t))) {
+                first += 1;
                 break :blk t;
             }
         };
@@ -63,20 +69,38 @@ fn run(gpa: Alloc, argv: []const [*:0]const u8) !void {
     out[0] = real.ptr;
     for (argv[first..], 1..) |p, i| out[i] = p;
 
+    if (explain) say(gpa, "tool:    {s} -> {s}\n", .{ @tagName(tool), real });
     if (pickServer(gpa, tool)) |server| {
-        const urls = try findUrls(gpa, tool, args, server);
-        for (urls) |index| {
-            const target = try cacheUrl(gpa, server, args[index]);
-            const answer = probe(gpa, tool, real, target);
-            if (answer == .hit) {
+        const decision = try findUrls(gpa, tool, args, server);
+        if (explain) {
+            say(gpa, "server:  {s}\n", .{server});
+            if (decision.urls.len == 0) say(gpa, "decision: pass through untouched\n", .{});
+        }
+        for (decision.urls, decision.vias) |index, via| {
+            const name = if (decision.wget_names) try wgetName(gpa, args[index]) else null;
+            const target = try cacheUrl(gpa, server, args[index], name);
+            if (explain) explainUrl(gpa, server, args[index], target, via);
+            const answer = probe(gpa, tool, real, server, target, via);
+            const hit = answer == .hit_cd or (answer == .hit and !decision.needs_cd);
+            if (explain) say(gpa, "  probe:     {s}\n  rewritten: {s}\n", .{ answerName(answer), if (hit) "yes" else "no" });
+            if (hit) {
                 out[index + 1] = target.ptr;
-            } else if (answer != .miss) {
+            } else if (answer != .miss and answer != .hit) {
                 break; // an unreachable host will not answer the next probe either
             }
         }
     } else |err| switch (err) {
-        error.NoServer => {},
+        error.NoServer => if (explain) say(gpa, "server:  none (no *WITHCACHE_SERVER set): the tool runs untouched\n", .{}),
         else => |e| return e,
+    }
+    if (explain) {
+        writeAll(1, "exec:   ");
+        for (out[0 .. args.len + 1]) |word| {
+            writeAll(1, " ");
+            writeAll(1, mem.span(word.?));
+        }
+        writeAll(1, "\n");
+        linux.exit_group(0);
     }
 
     const rc = linux.execve(real.ptr, out.ptr, envp);
@@ -85,7 +109,50 @@ fn run(gpa: Alloc, argv: []const [*:0]const u8) !void {
     die(126, name, real, why);
 }
 
-const usage = "usage: withcache-shim curl|wget [ARGS...] (or run it as curl, curlwithcache, wget or wgetwithcache)";
+const usage = "usage: withcache-shim [--explain] curl|wget [ARGS...] (or run it as curl, curlwithcache, wget or wgetwithcache)";
+
+/// probe.py's words for an answer.
+fn answerName(kind: Kind) Str {
+    return switch (kind) {
+        .hit => "hit",
+        .hit_cd => "hit+content-disposition",
+        .miss => "miss",
+        .unreachable_host => "unreachable",
+    };
+}
+
+/// Print a formatted line to stdout (for --explain).
+fn say(gpa: Alloc, comptime format: []const u8, values: anytype) void {
+    writeAll(1, std.fmt.allocPrint(gpa, format, values) catch return);
+}
+
+/// --explain: a URL's cache URL, its route, and the breaker's state before its probe.
+fn explainUrl(gpa: Alloc, server: Str, url: Str, target: Str, via: ?route.Via) void {
+    say(gpa, "url:     {s}\n  cache URL: {s}\n", .{ url, target });
+    if (via) |v| {
+        say(gpa, "  route:     through the HTTP proxy {s}:{d}\n", .{ v.host, v.port });
+    } else if (u.eqlLower(scheme(server), "https")) {
+        say(gpa, "  route:     the tool's own (an https:// host is probed by the tool)\n", .{});
+    } else say(gpa, "  route:     direct\n", .{});
+    const key = if (via) |v| std.fmt.allocPrint(gpa, "{s} via {s}:{d}", .{ server, v.host, v.port }) catch server else server;
+    const b = breaker.forEnv(gpa, &getenv, &u.strip, key) orelse {
+        say(gpa, "  breaker:   off or unavailable: every call probes\n", .{});
+        return;
+    };
+    const now = breaker.nowMs();
+    const until = b.openUntil(now) orelse {
+        say(gpa, "  breaker:   closed ({s})\n", .{b.path});
+        return;
+    };
+    const es: std.time.epoch.EpochSeconds = .{ .secs = until / 1000 };
+    const yd = es.getEpochDay().calculateYearDay();
+    const md = yd.calculateMonthDay();
+    const ds = es.getDaySeconds();
+    say(gpa, "  breaker:   OPEN until {d}-{d:0>2}-{d:0>2} {d:0>2}:{d:0>2}:{d:0>2} UTC ({d} s from now): not probed ({s})\n", .{
+        yd.year,                 md.month.numeric(),        md.day_index + 1,           ds.getHoursIntoDay(),
+        ds.getMinutesIntoHour(), ds.getSecondsIntoMinute(), (until - now + 999) / 1000, b.path,
+    });
+}
 
 fn toolOf(name: Str) ?Tool {
     if (mem.eql(u8, name, "curl") or mem.eql(u8, name, "curlwithcache")) return .curl;
@@ -271,19 +338,53 @@ fn realpath(gpa: Alloc, p: Str) !Str {
 
 // --- probing -------------------------------------------------------------------------------
 
-const Answer = enum { hit, miss, unreachable_host };
+const Kind = httpprobe.Kind;
 
-/// probe.probe: a HEAD request with the real tool, stdio on /dev/null; its exit code is the
-/// answer (0 hit, curl 22 / wget 8 miss, anything else unreachable).
-fn probe(gpa: Alloc, tool: Tool, real: [:0]const u8, target: [:0]const u8) Answer {
+/// probe.probe: while the breaker is open, unreachable at once; else an http:// server is
+/// asked in process (httpprobe.zig), an https:// one with the real tool. A probe that could
+/// not connect or timed out opens the breaker; one with an HTTP answer closes it.
+fn probe(gpa: Alloc, tool: Tool, real: [:0]const u8, server: Str, target: [:0]const u8, via: ?route.Via) Kind {
+    // probe.breaker_key: the server, and the proxy when the route goes through one.
+    const key = if (via) |v|
+        std.fmt.allocPrint(gpa, "{s} via {s}:{d}", .{ server, v.host, v.port }) catch server
+    else
+        server;
+    const b = breaker.forEnv(gpa, &getenv, &u.strip, key);
+    if (b) |br| if (br.beforeProbe(gpa, breaker.nowMs())) return .unreachable_host;
+    var answer: httpprobe.Answer = undefined;
+    // An http:// server with credentials in it is left to the tool, as in probe.py.
+    if (httpprobe.splitHttpUrl(target) != null) {
+        answer = httpprobe.head(gpa, target, if (via) |v| .{ .host = v.host, .port = v.port } else null);
+    } else {
+        const code = toolProbe(gpa, tool, real, target);
+        const miss: u8 = if (tool == .curl) T.curl_miss_code else T.wget_miss_code;
+        const down: []const u8 = if (tool == .curl) &T.curl_down_codes else &T.wget_down_codes;
+        answer = .{
+            .kind = if (code == 0) .hit else if (code == miss) .miss else .unreachable_host,
+            .down = code >= 0 and mem.indexOfScalar(u8, down, @intCast(code)) != null,
+        };
+    }
+    if (b) |br| {
+        if (answer.down) {
+            br.failed(gpa, breaker.nowMs());
+        } else if (answer.kind != .unreachable_host) {
+            br.succeeded();
+        }
+    }
+    return answer.kind;
+}
+
+/// probe.tool_probe: a HEAD request with the real tool, stdio on /dev/null; its exit code
+/// (-1 when it could not run or was killed).
+fn toolProbe(gpa: Alloc, tool: Tool, real: [:0]const u8, target: [:0]const u8) i32 {
     const extra: []const Str = if (tool == .curl) &T.curl_probe_args else &T.wget_probe_args;
-    const av = gpa.allocSentinel(?[*:0]const u8, extra.len + 2, null) catch return .unreachable_host;
+    const av = gpa.allocSentinel(?[*:0]const u8, extra.len + 2, null) catch return -1;
     av[0] = real.ptr;
-    for (extra, 1..) |a, i| av[i] = (gpa.dupeSentinel(u8, a, 0) catch return .unreachable_host).ptr;
+    for (extra, 1..) |a, i| av[i] = (gpa.dupeSentinel(u8, a, 0) catch return -1).ptr;
     av[extra.len + 1] = target.ptr;
 
     const pid = linux.fork();
-    if (linux.errno(pid) != .SUCCESS) return .unreachable_host;
+    if (linux.errno(pid) != .SUCCESS) return -1;
     if (pid == 0) {
         const rd = linux.open("/dev/null", .{ .ACCMODE = .RDONLY }, 0);
         const wr = linux.open("/dev/null", .{ .ACCMODE = .WRONLY }, 0);
@@ -300,40 +401,46 @@ fn probe(gpa: Alloc, tool: Tool, real: [:0]const u8, target: [:0]const u8) Answe
         switch (linux.errno(rc)) {
             .SUCCESS => break,
             .INTR => continue,
-            else => return .unreachable_host,
+            else => return -1,
         }
     }
     const s: u32 = @bitCast(status);
-    if (!linux.W.IFEXITED(s)) return .unreachable_host;
-    const code = linux.W.EXITSTATUS(s);
-    if (code == 0) return .hit;
-    const miss: u8 = if (tool == .curl) T.curl_miss_code else T.wget_miss_code;
-    if (code == miss) return .miss;
-    return .unreachable_host;
+    if (!linux.W.IFEXITED(s)) return -1;
+    return linux.W.EXITSTATUS(s);
 }
 
 // --- rules.find_urls ---------------------------------------------------------------------
 
-const Opt = struct { name: Str, value: ?Str, on: bool, segment: usize };
+const Opt = route.Opt;
 const Url = struct { index: usize, segment: usize };
 const Scan = struct {
     opts: std.ArrayList(Opt) = .empty,
     urls: std.ArrayList(Url) = .empty,
 };
 
-/// The argument indexes to probe, or none when the command line must pass through.
-fn findUrls(gpa: Alloc, tool: Tool, args: []const Str, server: Str) ![]const usize {
+/// rules.Decision: the argument indexes to probe (none: pass through), whether a hit must
+/// come with the origin's Content-Disposition, and whether wget names the file from the URL
+/// (then the cache URL's last segment is wgetName()).
+const Decision = struct {
+    urls: []const usize = &.{},
+    /// The HTTP proxy on the route to the cache-host, per URL (rules._find_routes).
+    vias: []const ?route.Via = &.{},
+    needs_cd: bool = false,
+    wget_names: bool = false,
+};
+
+fn findUrls(gpa: Alloc, tool: Tool, args: []const Str, server: Str) !Decision {
     var scan: Scan = .{};
     const ok = switch (tool) {
         .curl => try scanCurl(gpa, args, &scan),
         .wget => try scanWget(gpa, args, getenv("POSIXLY_CORRECT") != null, &scan),
     };
-    if (!ok) return &.{};
+    if (!ok) return .{};
     const pass = switch (tool) {
         .curl => curlPass(scan, args, server),
         .wget => wgetPass(scan, args),
     };
-    if (pass) return &.{};
+    if (pass) return .{};
     var out: std.ArrayList(usize) = .empty;
     for (scan.urls.items) |url| {
         const skip = switch (tool) {
@@ -342,7 +449,46 @@ fn findUrls(gpa: Alloc, tool: Tool, args: []const Str, server: Str) ![]const usi
         };
         if (!skip) try out.append(gpa, url.index);
     }
-    return out.items;
+    const from_headers = if (tool == .curl) T.names_from_headers_curl else T.names_from_headers_wget;
+    var decision: Decision = .{ .urls = out.items, .wget_names = tool == .wget };
+    if (out.items.len == 0) return decision;
+    // rules._find_routes: an https:// server is probed by the tool, which sees no command-line
+    // proxy options; an http:// one in process, through the tool's own route.
+    if (u.eqlLower(scheme(server), "https")) {
+        for (scan.opts.items) |opt| if (routeOption(gpa, tool, opt)) return .{};
+        decision.vias = try gpa.alloc(?route.Via, out.items.len);
+        @memset(@constCast(decision.vias), null);
+    } else {
+        const vias = try gpa.alloc(?route.Via, out.items.len);
+        for (out.items, vias) |index, *via| {
+            const r = switch (tool) {
+                .curl => route.curlRoute(gpa, server, scan.opts.items, segmentOf(scan, index), &getenv),
+                .wget => route.wgetRoute(gpa, server, scan.opts.items, &getenv),
+            };
+            if (!r.usable) return .{};
+            via.* = r.via;
+        }
+        decision.vias = vias;
+    }
+    for (scan.opts.items) |opt| {
+        if (opt.on and mem.eql(u8, opt.name, from_headers)) decision.needs_cd = true;
+        if (mem.eql(u8, opt.name, "output-document")) decision.wget_names = false;
+    }
+    return decision;
+}
+
+fn segmentOf(scan: Scan, index: usize) usize {
+    for (scan.urls.items) |url| if (url.index == index) return url.segment;
+    return 0;
+}
+
+/// rules._ROUTE_OPTIONS / rules._routes: an option that changes the route to the cache-host.
+fn routeOption(gpa: Alloc, tool: Tool, opt: Opt) bool {
+    if (tool == .curl) return mem.eql(u8, opt.name, "proxy") or mem.eql(u8, opt.name, "noproxy");
+    if (mem.eql(u8, opt.name, "proxy") or mem.eql(u8, opt.name, "no-proxy")) return true;
+    if (!mem.eql(u8, opt.name, "execute")) return false;
+    const command = route.wgetCommand(gpa, opt.value orelse "") orelse return false;
+    return !mem.eql(u8, command.name, "robots");
 }
 
 fn inList(list: []const Str, word: Str) bool {
@@ -585,6 +731,10 @@ fn wgetPass(scan: Scan, args: []const Str) bool {
             if (!plain) return true;
         }
         if (mem.eql(u8, opt.name, "header") and secretHeader(opt.value)) return true;
+        if (mem.eql(u8, opt.name, "execute")) {
+            const command = route.wgetCommand(arena_state.allocator(), opt.value orelse "") orelse return true;
+            if (!inList(&T.wget_commands, command.name)) return true;
+        }
     }
     return commonUrlPass(scan, args);
 }
@@ -592,7 +742,23 @@ fn wgetPass(scan: Scan, args: []const Str) bool {
 fn wgetSkip(scan: Scan, url: Str, server: Str) bool {
     if (onServer(url, server)) return true;
     for (scan.opts.items) |opt| if (mem.eql(u8, opt.name, "output-document")) return false;
-    return hasQuery(url) or lastSegment(url).len == 0;
+    for (scan.opts.items) |opt| if (inList(&T.wget_other_naming, opt.name)) return true;
+    if (dotSegment(url)) return true;
+    // Out of memory: skip the URL, the safe answer.
+    return escapesAControlByte(wgetName(arena_state.allocator(), url) catch return true);
+}
+
+/// urls.escapes_a_control_byte: %00-%1F or %7F in a quoted segment.
+fn escapesAControlByte(segment: Str) bool {
+    var i: usize = 0;
+    while (mem.indexOfScalarPos(u8, segment, i, '%')) |at| : (i = at + 1) {
+        if (at + 2 >= segment.len) return false;
+        const hi = segment[at + 1];
+        const lo = segment[at + 2];
+        if ((hi == '0' or hi == '1') and isHex(lo)) return true;
+        if (hi == '7' and (lo == 'f' or lo == 'F')) return true;
+    }
+    return false;
 }
 
 /// rules._secret_header: read from a file (@), or any line names a credential/cookie/Host.
@@ -674,15 +840,34 @@ fn isHttp(url: Str) bool {
     return (u.eqlLower(s, "http") or u.eqlLower(s, "https")) and authority(url).len > 0;
 }
 
-fn lastSegment(url: Str) Str {
+fn rawLastSegment(url: Str) Str {
     var rest = afterScheme(url) orelse "";
     if (mem.indexOfScalar(u8, rest, '#')) |h| rest = rest[0..h];
     const cut = mem.indexOfAny(u8, rest, "/?") orelse rest.len;
     var path = rest[cut..];
     if (mem.indexOfScalar(u8, path, '?')) |q| path = path[0..q];
-    const seg = path[(if (mem.lastIndexOfScalar(u8, path, '/')) |s| s + 1 else 0)..];
-    if (mem.eql(u8, seg, ".") or mem.eql(u8, seg, "..")) return "";
-    return seg;
+    return path[(if (mem.lastIndexOfScalar(u8, path, '/')) |s| s + 1 else 0)..];
+}
+
+fn dotSegment(url: Str) bool {
+    const seg = rawLastSegment(url);
+    return mem.eql(u8, seg, ".") or mem.eql(u8, seg, "..");
+}
+
+fn lastSegment(url: Str) Str {
+    return if (dotSegment(url)) "" else rawLastSegment(url);
+}
+
+/// urls.wget_name: the cache URL's last segment from which wget names the file as it would
+/// for `url` (last segment or index.html, then '?' and the query when there is one).
+fn wgetName(gpa: Alloc, url: Str) !Str {
+    const rest = url[0 .. mem.indexOfScalar(u8, url, '#') orelse url.len];
+    const seg = lastSegment(url);
+    var name: Str = if (seg.len > 0) seg else "index.html";
+    if (mem.indexOfScalar(u8, rest, '?')) |q| name = try mem.concat(gpa, u8, &.{ name, rest[q..] });
+    var out: std.ArrayList(u8) = .empty;
+    try quoteSegment(gpa, &out, name);
+    return out.items;
 }
 
 fn hasQuery(url: Str) bool {
@@ -700,8 +885,9 @@ fn onServer(url: Str, server: Str) bool {
 
 const segment_safe = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~!$&'()*+,;=:@";
 
-/// urls.cache_url: <server>/b/<unpadded url-safe base64 of the URL>/<quoted basename>.
-fn cacheUrl(gpa: Alloc, server: Str, url: Str) ![:0]const u8 {
+/// urls.cache_url: <server>/b/<unpadded url-safe base64 of the URL>/<name>, the name being
+/// the quoted basename unless given.
+fn cacheUrl(gpa: Alloc, server: Str, url: Str, name: ?Str) ![:0]const u8 {
     var out: std.ArrayList(u8) = .empty;
     try out.appendSlice(gpa, server);
     try out.appendSlice(gpa, "/b/");
@@ -710,8 +896,18 @@ fn cacheUrl(gpa: Alloc, server: Str, url: Str) ![:0]const u8 {
     try out.resize(gpa, start + enc.calcSize(url.len));
     _ = enc.encode(out.items[start..], url);
     try out.append(gpa, '/');
-    const seg = lastSegment(url);
-    if (seg.len == 0) try out.appendSlice(gpa, "download");
+    if (name) |n| {
+        try out.appendSlice(gpa, n);
+    } else {
+        const seg = lastSegment(url);
+        if (seg.len == 0) try out.appendSlice(gpa, "download");
+        try quoteSegment(gpa, &out, seg);
+    }
+    return out.toOwnedSliceSentinel(gpa, 0);
+}
+
+/// urls.quote_segment: keep URL-safe bytes and valid %XX escapes, percent-encode the rest.
+fn quoteSegment(gpa: Alloc, out: *std.ArrayList(u8), seg: Str) !void {
     var i: usize = 0;
     while (i < seg.len) : (i += 1) {
         const c = seg[i];
@@ -725,7 +921,6 @@ fn cacheUrl(gpa: Alloc, server: Str, url: Str) ![:0]const u8 {
             try out.appendSlice(gpa, &.{ '%', hex[c >> 4], hex[c & 15] });
         }
     }
-    return out.toOwnedSliceSentinel(gpa, 0);
 }
 
 fn isHex(c: u8) bool {

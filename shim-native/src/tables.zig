@@ -685,7 +685,6 @@ pub const curl_pass = [_][]const u8{
     "anyauth",
     "proxy-user",
     "config",
-    "proxy",
     "preproxy",
     "proxy1.0",
     "socks4",
@@ -709,7 +708,6 @@ pub const curl_pass = [_][]const u8{
     "ipv6",
     "http2-prior-knowledge",
     "http3-only",
-    "remote-header-name",
     "metalink",
     "help",
     "manual",
@@ -738,7 +736,6 @@ pub const wget_pass = [_][]const u8{
     "certificate",
     "private-key",
     "input-file",
-    "execute",
     "config",
     "input-metalink",
     "metalink-over-http",
@@ -748,7 +745,6 @@ pub const wget_pass = [_][]const u8{
     "convert-links",
     "force-directories",
     "protocol-directories",
-    "content-disposition",
     "trust-server-names",
     "adjust-extension",
     "html-extension",
@@ -889,6 +885,8 @@ pub const curl_probe_args = [_][]const u8{
 
 pub const curl_miss_code = 22;
 
+pub const curl_down_codes = [_]u8{ 5, 6, 7, 28 };
+
 pub const wget_probe_args = [_][]const u8{
     "--spider",
     "-q",
@@ -897,6 +895,46 @@ pub const wget_probe_args = [_][]const u8{
 };
 
 pub const wget_miss_code = 8;
+
+pub const wget_down_codes = [_]u8{4};
+
+pub const wget_other_naming = [_][]const u8{
+    "restrict-file-names",
+    "no-restrict-file-names",
+    "default-page",
+    "iri",
+    "no-iri",
+    "local-encoding",
+    "remote-encoding",
+};
+
+pub const wget_commands = [_][]const u8{
+    "useproxy",
+    "httpproxy",
+    "httpsproxy",
+    "noproxy",
+    "robots",
+};
+
+pub const names_from_headers_curl = "remote-header-name";
+pub const names_from_headers_wget = "content-disposition";
+pub const hit_cd_header = "content-disposition";
+pub const origin_headers_field = "x-withcache-origin-headers";
+pub const probe_connect_ms = 1000;
+pub const probe_budget_ms = 3000;
+pub const probe_max_head = 16384;
+pub const breaker_base_s = 10;
+pub const breaker_max_s = 300;
+pub const breaker_claim_ms = 4000;
+pub const breaker_magic = "withcache-breaker 1";
+pub const breaker_max_file = 4096;
+
+pub const breaker_off_values = [_][]const u8{
+    "off",
+    "0",
+    "no",
+    "false",
+};
 
 /// Non-ASCII code points for which Python's str.isalnum() is true.
 pub const unicode_alnum = [_]Range{

@@ -5,6 +5,9 @@
     python3 -m withcache_shim curl ARGS... the same, from an installed or copied package
     python3 -m withcache_shim --plan curl ARGS...
                                            print the plan as JSON instead of exec'ing
+    python3 -m withcache_shim --explain curl ARGS...
+                                           say in words what the shim does with this
+                                           command line, probing as it would, no exec
 
 The console scripts never interpret any argument themselves: everything goes to plan(). The
 shim then replaces itself with the real tool (os.execv), so the exit status, signals and stdio
@@ -58,7 +61,7 @@ def _plan_json(tool: str, argv: list[str]) -> int:
 
     answers = [a for a in os.environ.get("WITHCACHE_SHIM_PROBES", "").split(",") if a]
 
-    def fake_probe(real: str, tool: str, cache_url: str) -> str:
+    def fake_probe(real: str, tool: str, cache_url: str, via=None) -> str:
         return answers.pop(0) if answers else "miss"
 
     try:
@@ -79,17 +82,21 @@ def _plan_json(tool: str, argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`python -m withcache_shim [--plan] curl|wget ARGS...`"""
+    """`python -m withcache_shim [--plan|--explain] curl|wget ARGS...`"""
     argv = list(sys.argv if argv is None else argv)
-    dry = len(argv) > 1 and argv[1] == "--plan"
-    rest = argv[2:] if dry else argv[1:]
+    mode = argv[1] if len(argv) > 1 and argv[1] in ("--plan", "--explain") else None
+    rest = argv[2:] if mode else argv[1:]
     if not rest or rest[0] not in TOOLS:
-        _die(2, "usage: python -m withcache_shim [--plan] curl|wget [ARGS...]")
+        _die(2, "usage: python -m withcache_shim [--plan|--explain] curl|wget [ARGS...]")
     tool = rest[0]
     # argv[0] stays the module's path: that is what the PATH search must not pick.
     shim_argv = [argv[0], *rest[1:]]
-    if dry:
+    if mode == "--plan":
         sys.exit(_plan_json(tool, shim_argv))
+    if mode == "--explain":
+        from .diagnose import explain_in_words
+
+        sys.exit(explain_in_words(tool, shim_argv, os.environ, sys.stdout))
     _run(tool, shim_argv)
 
 

@@ -8,6 +8,7 @@ the saved file). Pure: it reads only its arguments.
 
 from . import urls
 from .argscan import Opt, Scan, scan_curl, scan_wget
+from .route import WGET_COMMANDS, Route, curl_route, wget_command, wget_route
 
 
 def _each(names: str, why: str) -> dict[str, str]:
@@ -30,13 +31,12 @@ _CURL_PASS: dict[str, str] = {
     ),
     "config": "reads options from a config file",
     **_each(
-        "proxy preproxy proxy1.0 socks4 socks4a socks5 socks5-hostname unix-socket"
+        "preproxy proxy1.0 socks4 socks4a socks5 socks5-hostname unix-socket"
         " abstract-unix-socket connect-to resolve haproxy-protocol haproxy-clientip interface"
         " local-port dns-interface dns-ipv4-addr dns-ipv6-addr dns-servers doh-url ipv4 ipv6"
         " http2-prior-knowledge http3-only",
         "routes the connection in a way the probe does not",
     ),
-    "remote-header-name": "names the file from the origin's headers",
     "metalink": "treats the download as a metalink",
     **_each("help manual version dump-ca-embed", "prints information only"),
 }
@@ -50,7 +50,7 @@ _WGET_PASS: dict[str, str] = {
         "carries credentials or cookies",
     ),
     **_each(
-        "input-file execute config input-metalink metalink-over-http",
+        "input-file config input-metalink metalink-over-http",
         "reads URLs or options from elsewhere",
     ),
     **_each(
@@ -58,8 +58,7 @@ _WGET_PASS: dict[str, str] = {
         "recurses or rewrites links relative to the URL",
     ),
     **_each(
-        "force-directories protocol-directories content-disposition trust-server-names"
-        " adjust-extension html-extension",
+        "force-directories protocol-directories trust-server-names adjust-extension html-extension",
         "names the saved file from more than the URL's basename",
     ),
     **_each(
@@ -73,25 +72,84 @@ _PLAIN_METHODS = ("GET", "HEAD")
 _SECRET_HEADERS = ("authorization", "proxy-authorization", "cookie", "host")
 
 
-class Decision:
-    """`reason` set: pass through untouched. Else `urls` are the argument indexes to probe."""
+# Options that make the tool name the saved file from the answer's Content-Disposition: a hit
+# counts only when the host says it serves the origin's (probe.HIT_CD).
+_NAMES_FROM_HEADERS = {"curl": "remote-header-name", "wget": "content-disposition"}
+# wget options under which the file name is not simply the URL's unescaped segment and query.
+_WGET_OTHER_NAMING = _each(
+    "restrict-file-names no-restrict-file-names default-page iri no-iri local-encoding"
+    " remote-encoding",
+    "changes how wget names the file",
+)
 
-    __slots__ = ("reason", "skipped", "urls")
+
+class Decision:
+    """`reason` set: pass through untouched. Else `urls` are the argument indexes to probe,
+    `names` the cache URL's last segment for some of them (default: urls.basename), and
+    `needs_cd` whether a hit must come with the origin's Content-Disposition."""
+
+    __slots__ = ("names", "needs_cd", "reason", "routes", "skipped", "urls")
 
     def __init__(self, reason: str | None = None) -> None:
         self.reason = reason
         self.urls: list[int] = []
         self.skipped: list[tuple[int, str]] = []
+        self.names: dict[int, str] = {}
+        self.needs_cd = False
+        # The route to the cache-host for each URL (http:// servers; an https:// one is
+        # probed by the tool, which finds its own route).
+        self.routes: dict[int, Route] = {}
 
 
 def find_urls(tool: str, args: list[str], env: dict[str, str], server: str) -> Decision:
     if tool == "curl":
         scan = scan_curl(args)
-        return _decide(scan, args, server, _curl_reason, _curl_skip)
-    if tool == "wget":
+        decision = _decide(scan, args, server, _curl_reason, _curl_skip)
+    elif tool == "wget":
         scan = scan_wget(args, posixly_correct="POSIXLY_CORRECT" in env)
-        return _decide(scan, args, server, _wget_reason, _wget_skip)
-    return Decision(f"unknown tool {tool!r}")
+        decision = _decide(scan, args, server, _wget_reason, _wget_skip)
+        if not any(o.name == "output-document" for o in scan.opts):
+            for index in decision.urls:
+                decision.names[index] = urls.wget_name(args[index])
+    else:
+        return Decision(f"unknown tool {tool!r}")
+    decision.needs_cd = any(o.on and o.name == _NAMES_FROM_HEADERS[tool] for o in scan.opts)
+    if not decision.reason:
+        _find_routes(tool, scan, env, server, decision)
+    return decision
+
+
+# Options that change the route to the cache-host (wget's `-e` only for proxy commands).
+_ROUTE_OPTIONS = {"curl": ("proxy", "noproxy"), "wget": ("proxy", "no-proxy", "execute")}
+
+
+def _find_routes(tool: str, scan: Scan, env: dict[str, str], server: str, decision) -> None:
+    if urls.scheme(server) == "https":
+        if any(o.name in _ROUTE_OPTIONS[tool] and _routes(o) for o in scan.opts):
+            decision.reason = (
+                "proxy options on the command line: an https:// cache-host is probed by the"
+                " tool, which would not see them"
+            )
+            decision.urls = []
+        return
+    for index in decision.urls:
+        if tool == "curl":
+            segment = next(seg for i, seg in scan.urls if i == index)
+            route = curl_route(server, [o for o in scan.opts if o.segment == segment], env)
+        else:
+            route = wget_route(server, scan.opts, env)
+        if not route.usable:
+            decision.reason = f"the route to the cache-host is {route.describe()}"
+            decision.urls = []
+            return
+        decision.routes[index] = route
+
+
+def _routes(opt: Opt) -> bool:
+    if opt.name != "execute":
+        return True
+    command = wget_command(opt.value or "")
+    return command is not None and command[0] != "robots"
 
 
 def _decide(scan: Scan, args: list[str], server: str, reason_of, skip_of) -> Decision:
@@ -165,6 +223,10 @@ def _wget_reason(scan: Scan, args: list[str], server: str) -> str | None:
         why = _WGET_PASS.get(opt.name)
         if why and opt.on:
             return f"--{opt.name} {why}"
+        if opt.name == "execute":
+            command = wget_command(opt.value or "")
+            if command is None or command[0] not in WGET_COMMANDS:
+                return f"-e {opt.value!r} runs a wget command the shim does not follow"
         if opt.name == "method" and (opt.value or "").upper() not in _PLAIN_METHODS:
             return f"method {opt.value!r} is not GET or HEAD"
         if opt.name == "header" and _secret_header(opt.value):
@@ -175,11 +237,18 @@ def _wget_reason(scan: Scan, args: list[str], server: str) -> str | None:
 def _wget_skip(scan: Scan, url: str, server: str) -> str | None:
     if urls.on_server(url, server):
         return "already a cache URL"
-    named = any(o.name == "output-document" for o in scan.opts)
-    # Without -O wget names the file after the URL's last segment plus any query, or
-    # index.html for none; the cache URL would save it under another name.
-    if not named and (urls.has_query(url) or not urls.last_segment(url)):
+    if any(o.name == "output-document" for o in scan.opts):
+        return None
+    # Without -O wget names the file after the URL's last segment (or index.html) plus any
+    # query; the cache URL's last segment reproduces that (urls.wget_name), except where
+    # options change how wget turns a URL into a name.
+    other = [o.name for o in scan.opts if o.name in _WGET_OTHER_NAMING]
+    if other:
+        return f"--{other[0]} {_WGET_OTHER_NAMING[other[0]]}"
+    if urls.dot_segment(url):
         return "wget would name the file differently"
+    if urls.escapes_a_control_byte(urls.wget_name(url)):
+        return "wget would name the file with a control character no cache URL can carry"
     return None
 
 

@@ -49,8 +49,31 @@ def last_segment(url: str) -> str:
     return "" if segment in (".", "..") else segment
 
 
+def dot_segment(url: str) -> bool:
+    """Whether the path ends in '.' or '..' (which the tools resolve before naming a file)."""
+    return _path(url).rpartition("/")[2] in (".", "..")
+
+
 def has_query(url: str) -> bool:
     return "?" in url.partition("#")[0]
+
+
+def wget_name(url: str) -> str:
+    """The cache URL's last segment from which wget (1.21, default --restrict-file-names)
+    names the file exactly as it would for `url` itself.
+
+    For the origin URL wget saves `unescape(last segment or "index.html")`, plus `?` and
+    `unescape(query)` when the URL has a query (even an empty one); for the cache URL, which
+    has no query, it saves `unescape(<name>)`. Both then go through the same escaping of '/'
+    and control bytes. So the name is that string quoted as one path segment: existing %XX
+    escapes kept (they decode to the same bytes), '?' and '/' and every other byte that may
+    not stand in a segment percent-encoded (a stray '%' too, which wget keeps as written).
+    """
+    rest = url.partition("#")[0]
+    name = last_segment(url) or "index.html"
+    if "?" in rest:
+        name += "?" + rest.partition("?")[2]
+    return quote_segment(name)
 
 
 # Query parameters that carry someone's credentials: a command line with one passes through
@@ -109,6 +132,17 @@ def credential_param(url: str) -> str | None:
     return None
 
 
+def escapes_a_control_byte(segment: str) -> bool:
+    """Whether a quoted segment holds %00-%1F or %7F: the cache-host routes no such name."""
+    at = segment.find("%")
+    while at >= 0:
+        pair = segment[at + 1 : at + 3].upper()
+        if len(pair) == 2 and ((pair[0] in "01" and pair[1] in _HEX) or pair == "7F"):
+            return True
+        at = segment.find("%", at + 1)
+    return False
+
+
 def token(url: str) -> str:
     raw = binascii.b2a_base64(url.encode("utf-8", "surrogateescape"), newline=False)
     return raw.translate(_B64_TO_URLSAFE).rstrip(b"=").decode("ascii")
@@ -139,8 +173,8 @@ def basename(url: str) -> str:
     return quote_segment(last_segment(url)) or "download"
 
 
-def cache_url(server: str, url: str) -> str:
-    return f"{server}/b/{token(url)}/{basename(url)}"
+def cache_url(server: str, url: str, name: str | None = None) -> str:
+    return f"{server}/b/{token(url)}/{basename(url) if name is None else name}"
 
 
 def on_server(url: str, server: str) -> bool:

@@ -153,9 +153,11 @@ def test_without_a_server_there_is_no_probe_at_all(host, origin, work, shim, too
     assert misses(host) == {}
     log.unlink()
     (work / f"e-{tool}.bin").unlink()
+    # With a server: the probe is sent in process, so the tool runs once, on the cache URL.
     env["WITHCACHE_SERVER"] = host.url
     assert run_native(shim(tool), args, env, cwd=work).returncode == 0
-    assert len(log.read_text().splitlines()) == 2
+    (line,) = log.read_text().splitlines()
+    assert f"{host.url}/b/" in line
     assert (work / f"e-{tool}.bin").read_bytes() == CACHED
 
 
@@ -172,3 +174,31 @@ def test_installed_as_the_tool_itself_first_on_path(host, origin, work, native_b
     assert done.returncode == 0, done.stderr
     assert (work / f"f-{tool}.bin").read_bytes() == CACHED
     assert origin.requests == []
+
+
+# --- behind an HTTP proxy (as tests/shim/test_proxy_e2e.py) ---------------------------------
+
+
+@pytest.mark.parametrize("tool", ["curl", "wget"])
+@pytest.mark.parametrize(
+    ("no_proxy", "reachable", "through_proxy", "expected"),
+    [
+        ("localhost,127.0.0.1", True, [], "cached"),  # the host in no_proxy: direct, a hit
+        ("127.0.0.1", True, ["HEAD", "GET"], "cached"),  # probe and download via the proxy
+        ("127.0.0.1", False, ["HEAD"], "fresh"),  # the proxy cannot reach the host
+    ],
+)
+def test_behind_a_proxy(
+    host, origin, work, shim, tool, no_proxy, reachable, through_proxy, expected
+):
+    from tests.probe_servers import CountingProxy
+
+    url = seeded(host, origin, f"pkg/proxy-{tool}.bin")
+    server = host.url.replace("127.0.0.1", "localhost")  # so no_proxy tells host and origin apart
+    args = ["-fsS", "-o", "out", url] if tool == "curl" else ["-q", "-O", "out", url]
+    with CountingProxy(reachable=reachable) as proxy:
+        env = env_for(work, server, http_proxy=proxy.url, no_proxy=no_proxy)
+        done = run_native(shim(tool), args, env, cwd=work)
+    assert done.returncode == 0, done.stderr
+    assert (work / "out").read_bytes() == (CACHED if expected == "cached" else FRESH)
+    assert [method for method, _url in proxy.requests] == through_proxy

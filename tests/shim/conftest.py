@@ -30,18 +30,33 @@ def decode_token(cache_url: str) -> str:
     return base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
 
 
+@pytest.fixture(autouse=True)
+def private_breaker_state(tmp_path, monkeypatch) -> Path:
+    """Each test's shims (and their children) keep their breaker state in the test's own
+    directory, never in the user's."""
+    run = tmp_path / "xdg-run"
+    run.mkdir(mode=0o700)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(run))
+    monkeypatch.delenv("WITHCACHE_BREAKER", raising=False)
+    return run
+
+
 class FakeProbe:
     """A probe that answers from the origin URL: '/miss-' in it is a miss, '/down-' is
     unreachable, anything else a hit; it records every origin it was asked about."""
 
     def __init__(self) -> None:
         self.asked: list[str] = []
+        self.vias: list = []
 
-    def __call__(self, real: str, tool: str, cache_url: str) -> str:
+    def __call__(self, real: str, tool: str, cache_url: str, via=None) -> str:
+        self.vias.append(via)
         origin = decode_token(cache_url)
         self.asked.append(origin)
         if "/down-" in origin:
             return "unreachable"
+        if "/cd-" in origin:
+            return "hit+content-disposition"
         return "miss" if "/miss-" in origin else "hit"
 
 

@@ -61,18 +61,19 @@ def test_without_a_server_the_real_tool_replaces_the_shim_with_untouched_args(
     assert probes(tmp_path / "bin") == []
 
 
-def test_with_a_server_a_hit_rewrites_the_url_and_a_miss_does_not(tmp_path) -> None:
+def test_with_an_https_server_the_real_tool_probes_a_hit_rewrites_and_a_miss_does_not(
+    tmp_path,
+) -> None:
     bin_dir = tmp_path / "bin"
-    for probe_exit, expected in ((0, cache_url("http://c.lab:9", URL)), (22, URL)):
+    server = "https://c.lab:9"
+    for probe_exit, expected in ((0, cache_url(server, URL)), (22, URL)):
         logging_tool(bin_dir, "curl", probe_exit=probe_exit)
         (bin_dir / "probes.log").unlink(missing_ok=True)
-        env = clean_env(PATH=f"{bin_dir}:/usr/bin:/bin", WITHCACHE_SERVER="c.lab:9")
+        env = clean_env(PATH=f"{bin_dir}:/usr/bin:/bin", WITHCACHE_SERVER=server)
         done = run_shim("curl", ["-fsSLO", URL], env)
         assert done.returncode == 42
         assert ran(bin_dir, "curl")[2] == ["-fsSLO", expected]
-        assert probes(bin_dir) == [
-            f"-fsS -I --max-time 3 -o /dev/null {cache_url('http://c.lab:9', URL)}"
-        ]
+        assert probes(bin_dir) == [f"-fsS -I --max-time 3 -o /dev/null {cache_url(server, URL)}"]
 
 
 def test_real_wget_override(tmp_path) -> None:
@@ -158,7 +159,8 @@ def test_runs_from_a_copied_directory_with_the_standard_library_only(tmp_path) -
 
 
 def test_start_up_imports_nothing_heavy(tmp_path) -> None:
-    """From main() to execv only the shim's own modules and binascii may be loaded."""
+    """From main() to execv only the shim's own modules, binascii and _socket (the C module
+    under `socket`, for the in-process probe) may be loaded."""
     make_tool(tmp_path / "bin", "curl")
     code = """
 import sys
@@ -177,6 +179,6 @@ print(" ".join(sorted(set(sys.modules) - before)))
         check=True,
     )
     loaded = set(done.stdout.split())
-    extra = {m for m in loaded if not m.startswith("withcache_shim")} - {"binascii"}
+    extra = {m for m in loaded if not m.startswith("withcache_shim")} - {"binascii", "_socket"}
     assert extra == set()
     assert "withcache_shim.rules" in loaded  # the decision code did run

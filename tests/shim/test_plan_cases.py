@@ -1,9 +1,11 @@
 """plan() on real-world and edge-case command lines, one table row per command line.
 
 Each row is (tool, command line, probes). In the command line, a word written `^URL` is a URL
-the plan must rewrite to its cache URL (the `^` is not part of the input). `probes` is how many
+the plan must rewrite to its cache URL (the `^` is not part of the input), `?URL` one it must
+probe and leave as it is. `probes` is how many
 URLs must be probed; 0 means the command line passes through untouched without any probe.
-The fake probe answers "miss" for origins containing "/miss-" and "unreachable" for "/down-".
+The fake probe answers "miss" for origins containing "/miss-", "unreachable" for "/down-",
+"hit+content-disposition" for "/cd-", and "hit" for the rest.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import shlex
 
 import pytest
 from withcache_shim.plan import explain
-from withcache_shim.urls import cache_url
+from withcache_shim.urls import cache_url, wget_name
 
 SERVER = "http://cache.lab:3000"
 NV = "https://developer.download.nvidia.com/compute/cuda"
@@ -46,7 +48,7 @@ CURL_CASES = [
     f"-#L ^{V}/a.tar",
     f"-vkL ^{V}/a.tar",
     # An option's value is never the URL, even when it looks like one.
-    "-x http://proxy:3128 https://vendor.example/file",
+    "-x http://proxy:3128 ^https://vendor.example/file",
     f"-e https://referer.example/page ^{V}/a.tar",
     f"--referer https://referer.example/page ^{V}/a.tar",
     f"-o https://looks-like-a-url ^{V}/a.tar",
@@ -186,7 +188,14 @@ CURL_CASES = [
     f"-K curl.cfg {V}/a.tar",
     f"--config curl.cfg {V}/a.tar",
     # Ways of reaching the network the probe does not share.
-    f"--proxy http://proxy:3128 {V}/a.tar",
+    # Proxies: the probe takes the tool's route (see test_route.py); one it cannot take
+    # passes through.
+    f"--proxy http://proxy:3128 ^{V}/a.tar",
+    f"-x socks5h://proxy:1080 {V}/a.tar",
+    f"-x https://proxy:3128 {V}/a.tar",
+    f"-x http://user:pw@proxy:3128 {V}/a.tar",
+    f"-x socks5://proxy:1080 --noproxy cache.lab ^{V}/a.tar",
+    f"-x '' ^{V}/a.tar",
     f"--socks5-hostname proxy:1080 {V}/a.tar",
     f"--preproxy socks5://p:1080 {V}/a.tar",
     f"--unix-socket /run/x.sock {V}/a.tar",
@@ -199,8 +208,13 @@ CURL_CASES = [
     f"--http3-only {V}/a.tar",
     f"--haproxy-protocol {V}/a.tar",
     # File named from the origin's headers.
-    f"-J -O {V}/a.tar",
-    f"-OJ {V}/a.tar",
+    # -J names the file from Content-Disposition: a hit counts only when the host serves the
+    # origin's ("/cd-" origins answer hit+content-disposition); a plain hit stays (?).
+    f"-J -O ?{V}/a.tar",
+    f"-OJ ?{V}/a.tar",
+    f"-OJ ^{V}/cd-a.tar",
+    f"-O ^{V}/cd-a.tar",
+    f"-OJ ^{V}/cd-a.tar -J -O ?{V}/b.tar",
     # URLs that are not plain http(s).
     "ftp://ftp.example/pub/a.tar",
     "file:///etc/hostname",
@@ -296,7 +310,7 @@ WGET_CASES = [
     # Options after the URL (getopt permutes).
     f"^{V}/a.tar -O out",
     f"^{V}/a.tar --tries=2",
-    f"{V}/a.tar -e robots=off",
+    f"^{V}/a.tar -e robots=off",
     # -- ends the options.
     f"-q -- ^{V}/a.tar",
     f"-- -O {V}/a.tar",
@@ -306,13 +320,24 @@ WGET_CASES = [
     f"-O all.tar ^{V}/a.tar ^{V}/b.tar",
     f"-w 1 ^{V}/a.tar ^{V}/b.tar",
     f"{V}/down-a.tar {V}/b.tar",
-    # The saved name would differ: the URL is left alone (it is not probed).
-    f"{V}/",
-    "https://vendor.example",
-    f"'{V}/get?id=3'",
-    f"^{V}/a.tar '{V}/get?id=3'",
+    # Without -O the cache URL's name makes wget save what it would from the origin
+    # (index.html, a query string): see urls.wget_name.
+    f"^{V}/",
+    "^https://vendor.example",
+    f"'^{V}/get?id=3'",
+    f"^{V}/a.tar '^{V}/get?id=3'",
     f"-O get.tar '^{V}/get?id=3'",
     f"-O index.html ^{V}/",
+    f"'^{V}/get?' '^{V}/a%20b?x=%2F/y#frag'",
+    # ... unless options change how wget names files, or the path ends in a dot segment.
+    f"--restrict-file-names=windows '{V}/get?id=3'",
+    f"--default-page=start.html {V}/",
+    f"--no-iri {V}/a.tar",
+    f"--remote-encoding=latin1 {V}/a.tar",
+    f"{V}/..",
+    f"-O x ^{V}/..",
+    f"'{V}/get?x=a%0Ab'",  # the host routes no name with a control byte
+    f"'^{V}/get?x=a%7Eb%20'",
     # Bodies and methods.
     f"--post-data=x=1 {V}/a.tar",
     f"--post-file=body.json {V}/a.tar",
@@ -338,8 +363,14 @@ WGET_CASES = [
     "-i urls.txt",
     "-i-",
     f"--input-file=urls.txt {V}/a.tar",
-    f"-e robots=off {V}/a.tar",
-    f"--execute=use_proxy=off {V}/a.tar",
+    f"-e robots=off ^{V}/a.tar",
+    f"--execute=use_proxy=off ^{V}/a.tar",
+    f"-e 'Use-Proxy = no' -e http_proxy=socks5://p:1 ^{V}/a.tar",
+    f"-e http_proxy=socks5://p:1 {V}/a.tar",
+    f"-e https_proxy=socks5://p:1 ^{V}/a.tar",
+    f"-e no_proxy=cache.lab -e http_proxy=socks5://p:1 ^{V}/a.tar",
+    f"-e timestamping=on {V}/a.tar",
+    f"-e 'robots' {V}/a.tar",
     f"--config=wgetrc {V}/a.tar",
     # Recursion, mirroring, link conversion.
     f"-r {V}/",
@@ -352,7 +383,9 @@ WGET_CASES = [
     f"-x {V}/a.tar",
     f"--force-directories {V}/a.tar",
     f"--protocol-directories {V}/a.tar",
-    f"--content-disposition {V}/a.tar",
+    f"--content-disposition ?{V}/a.tar",
+    f"--content-disposition ^{V}/cd-a.tar",
+    f"--content-disposition '^{V}/cd-get?id=3'",
     f"--trust-server-names {V}/a.tar",
     f"-E {V}/a.tar",
     # Ways of reaching the network the probe does not share.
@@ -386,7 +419,7 @@ def _probes(words: list[str]) -> int:
     """Hits plus misses, up to and including the first unreachable answer."""
     count = 0
     for word in words:
-        if word.startswith("^") or "/miss-" in word or "/down-" in word:
+        if word.startswith(("^", "?")) or "/miss-" in word or "/down-" in word:
             count += 1
             if "/down-" in word:
                 break
@@ -407,8 +440,18 @@ def test_the_table_has_at_least_150_rows() -> None:
 @pytest.mark.parametrize(("tool", "line", "probes"), ROWS, ids=[f"{t}:{c}" for t, c, _ in ROWS])
 def test_plan(tool: str, line: str, probes: int, fake_bin, probe) -> None:
     words = shlex.split(line)
-    args = [w.lstrip("^") if w.startswith("^") else w for w in words]
-    want = [cache_url(SERVER, w[1:]) if w.startswith("^") else w for w in words]
+    args = [w[1:] if w.startswith(("^", "?")) else w for w in words]
+    named = tool == "curl" or any(
+        w in ("-O", "-qO-", "-qO") or w.startswith(("-O", "--output-d")) for w in words
+    )
+    want = [
+        (cache_url(SERVER, w[1:]) if named else cache_url(SERVER, w[1:], wget_name(w[1:])))
+        if w.startswith("^")
+        else w[1:]
+        if w.startswith("?")
+        else w
+        for w in words
+    ]
     env = {"PATH": str(fake_bin), "WITHCACHE_SERVER": "cache.lab:3000"}
 
     result = explain(tool, [f"{tool}withcache", *args], env, probe)

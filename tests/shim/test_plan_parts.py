@@ -171,7 +171,7 @@ def test_the_probe_is_given_the_real_tool_and_the_cache_url(fake_bin) -> None:
     seen = []
     env = {"PATH": str(fake_bin), "WITHCACHE_SERVER": "c:1"}
     plan("wget", ["wgetwithcache", URL], env, lambda *a: seen.append(a) or "miss")
-    assert seen == [(str(fake_bin / "wget"), "wget", cache_url("http://c:1", URL))]
+    assert seen == [(str(fake_bin / "wget"), "wget", cache_url("http://c:1", URL), None)]
 
 
 @pytest.mark.parametrize(
@@ -239,7 +239,9 @@ def test_probe_commands() -> None:
 
 
 @pytest.mark.parametrize(("code", "answer"), [(0, "hit"), (22, "miss"), (6, "unreachable")])
-def test_default_probe_runs_the_tool_without_our_stdio(tmp_path, capfd, code, answer) -> None:
+def test_an_https_server_is_probed_by_the_tool_without_our_stdio(
+    tmp_path, capfd, code, answer
+) -> None:
     log = tmp_path / "argv"
     tool = make_tool(
         tmp_path,
@@ -247,20 +249,20 @@ def test_default_probe_runs_the_tool_without_our_stdio(tmp_path, capfd, code, an
         f'printf "%s\\n" "$@" > {log}\necho to-stdout\necho to-stderr >&2\n'
         f"read line && echo stdin-was-open >> {log}\nexit {code}",
     )
-    assert default_probe(str(tool), "curl", "http://c/b/t/n") == answer
+    assert default_probe(str(tool), "curl", "https://c/b/t/n") == answer
     assert (
-        log.read_text().split("\n")[:-1] == probe_command(str(tool), "curl", "http://c/b/t/n")[1:]
+        log.read_text().split("\n")[:-1] == probe_command(str(tool), "curl", "https://c/b/t/n")[1:]
     )
     out, err = capfd.readouterr()
     assert (out, err) == ("", "")
 
 
 def test_default_probe_of_an_unrunnable_tool_is_unreachable(tmp_path) -> None:
-    assert default_probe(str(tmp_path / "absent"), "wget", "http://c/b/t/n") == "unreachable"
+    assert default_probe(str(tmp_path / "absent"), "wget", "https://c/b/t/n") == "unreachable"
     broken = tmp_path / "broken"
     broken.write_text("#!/nonexistent/interpreter\n")
     broken.chmod(0o755)
-    assert default_probe(str(broken), "wget", "http://c/b/t/n") == "unreachable"
+    assert default_probe(str(broken), "wget", "https://c/b/t/n") == "unreachable"
 
 
 def test_plan_is_importable_from_the_package() -> None:

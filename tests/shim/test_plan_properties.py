@@ -7,10 +7,11 @@ from hypothesis import strategies as st
 from withcache_shim import curl_options as C
 from withcache_shim import wget_options as W
 from withcache_shim.plan import explain
+from withcache_shim.rules import find_urls
 from withcache_shim.urls import cache_url
 
 SERVER = "http://cache.lab:3000"
-ANSWERS = ("hit", "miss", "unreachable")
+ANSWERS = ["hit", "miss", "unreachable", "hit+content-disposition"]
 
 _curl_words = (
     [f"--{n}" for n in C.LONG]
@@ -102,7 +103,7 @@ tools_and_args = st.one_of(
 def _answering(choices):
     asked = []
 
-    def probe(real: str, tool: str, target: str) -> str:
+    def probe(real: str, tool: str, target: str, via=None) -> str:
         asked.append(target)
         return choices[len(asked) % len(choices)]
 
@@ -126,12 +127,20 @@ def test_plan_never_crashes_and_changes_only_urls_that_hit(fake_bin, case, choic
     assert result.argv[0] == result.real == str(fake_bin / tool)
     final = result.argv[1:]
     assert len(final) == len(args)
-    hits = {i for i, _url, _target, answer in result.probes if answer == "hit"}
+    needs_cd = find_urls(tool, args, env, SERVER).needs_cd
+    targets = {i: target for i, _url, target, _answer in result.probes}
+    hits = {
+        i
+        for i, _url, _target, answer in result.probes
+        if answer == "hit+content-disposition" or (answer == "hit" and not needs_cd)
+    }
     changed = {i for i, (a, b) in enumerate(zip(args, final, strict=True)) if a != b}
-    # Exactly one token per rewritten URL, and it is that URL's cache URL.
+    # Exactly one token per rewritten URL, and it is that URL's cache URL (named for wget
+    # as wget would name the origin's file).
     assert changed == hits
     for i in hits:
-        assert final[i] == cache_url(SERVER, args[i])
+        assert final[i] == targets[i]
+        assert targets[i].startswith(cache_url(SERVER, args[i]).rpartition("/")[0] + "/")
     assert [target for _i, _url, target, _a in result.probes] == asked
     if result.reason:  # passed through: untouched, and nothing was probed
         assert final == args
