@@ -116,36 +116,39 @@ def test_a_no_store_api_answers_live_on_every_call(origin, host, work):
 def test_a_short_lived_latest_url_serves_the_new_content_once_its_lifetime_has_passed(
     origin, host, work
 ):
-    url = f"{origin.base}/f/5000/2/latest/tool.tar.gz?cc=max-age%3D2"
+    url = f"{origin.base}/f/5000/2/latest/tool.tar.gz?cc=max-age%3D3"
     assert shim("curl", ["-fsS", url], host, work).stdout == payload(5000, 2)
     wait_cached(host, url)
-    before = gets(origin, url)
+    sent = stats(origin)["body_bytes"]
     assert shim("curl", ["-fsS", url], host, work).stdout == payload(5000, 2)
-    assert gets(origin, url) == before  # served by the cache
+    assert stats(origin)["body_bytes"] == sent  # served by the cache
     bump(origin, url)
-    time.sleep(2.1)
+    time.sleep(3.1)
     # Stale: its revalidation finds a new version, streamed from its fill (or, if that does not
     # start in time, fetched from the origin by the shim).
     assert shim("curl", ["-fsS", url], host, work).stdout == payload(5000, 3)
     wait_cached(host, url)
-    served = gets(origin, url)
+    sent = stats(origin)["body_bytes"]
     assert shim("curl", ["-fsS", url], host, work).stdout == payload(5000, 3)
-    assert gets(origin, url) == served
+    # From the cache (a revalidation, if its lifetime passed meanwhile, is a 304: no body).
+    assert stats(origin)["body_bytes"] == sent
     assert metrics(host)["withcache_revalidations_total{outcome=changed}"] == 1
 
 
 def test_a_304_revalidation_fetches_no_body(origin, host, work):
-    url = f"{origin.base}/f/400000/3/tool.run?cc=max-age%3D1"
+    # HTTP dates are whole seconds, so a 304's Date may make the answer up to a second old on
+    # arrival: a 3 s lifetime leaves the probe's GET at least 2 s of freshness.
+    url = f"{origin.base}/f/400000/3/tool.run?cc=max-age%3D3"
     shim("curl", ["-fsS", "-o", "first", url], host, work)
     wait_cached(host, url)
-    time.sleep(1.1)
+    time.sleep(3.1)
     sent = stats(origin)["body_bytes"]
     out = shim("curl", ["-fsS", "-o", "second", url], host, work)
     assert out.returncode == 0, out.stderr
     assert (work / "second").read_bytes() == payload(400000, 3)
     after = stats(origin)
-    assert after["body_bytes"] == sent and after["not_modified"] == 1
-    assert metrics(host)["withcache_revalidations_total{outcome=not_modified}"] == 1
+    assert after["body_bytes"] == sent and after["not_modified"] >= 1
+    assert metrics(host)["withcache_revalidations_total{outcome=not_modified}"] >= 1
 
 
 def test_a_slow_reader_of_the_old_version_finishes_with_the_old_bytes(origin, host, work):
