@@ -1,4 +1,5 @@
-"""twistd plugin entry: command-line Options and makeService(options) -> MultiService."""
+"""twistd plugin entry: command-line Options, and makeService(options) -> the host's services
+(build_service(options, reactor) underneath, for a caller with its own reactor)."""
 
 from __future__ import annotations
 
@@ -425,8 +426,15 @@ class WithcacheService(service.MultiService):
 
 
 def makeService(options: Options) -> service.MultiService:
+    """twistd's entry point (ServiceMaker calls it with the options alone): the host's
+    services on the global reactor, which twistd has installed by now."""
     from twisted.internet import reactor
 
+    return build_service(options, reactor)
+
+
+def build_service(options: Options, reactor: Any) -> WithcacheService:
+    """The host's services for parsed options, on the given reactor."""
     from withcache.web.app import build_site, build_split_sites, read_base_on
     from withcache.web.hosts import default_names
     from withcache.web.workers import ServingWorkers
