@@ -13,7 +13,7 @@ from twisted.internet import defer
 from tests.origin import listen_in_process
 from tests.support import payload_sha256
 from withcache.cache import Cache, Settings
-from withcache.catalog import Artifact, Catalog
+from withcache.catalog import Artifact, Catalog, put_artifact
 from withcache.fetcher import Fetcher
 from withcache.origin_client import make_http_client
 from withcache.policy import OriginPolicy
@@ -347,7 +347,7 @@ async def test_a_change_by_another_process_empties_the_index_at_the_next_sync(ho
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "wb") as f:
             f.write(b"abc")
-        await host.catalog.put_artifact(a)
+        await host.catalog.run(put_artifact, a)
         await host.cache.sync_index()
         assert await host.cache.lookup(a.url, count_hit=True) is not None
         assert host.cache.cached(a.url) is not None  # remembered
@@ -527,7 +527,7 @@ async def test_stopping_during_a_paced_scrub_stops_its_read_and_judges_nothing(
     from twisted.internet import reactor
 
     from withcache import catalog as cat
-    from withcache.cache import import_file
+    from withcache.datadir import import_file
     from withcache.scrub import Scrubber
     from withcache.store import CHUNK
 
@@ -538,7 +538,7 @@ async def test_stopping_during_a_paced_scrub_stops_its_read_and_judges_nothing(
     async def body(host):
         url = "https://e.example.com/big.bin"
         artifact = await host.catalog.run(
-            lambda conn: import_file(host.store, conn, url, str(src), query="signed", now=0.0)
+            import_file, host.store, url, str(src), query="signed", now=0.0
         )
         read, reading = [], defer.Deferred()
         real_verify = host.store.verify
