@@ -11,10 +11,14 @@ from __future__ import annotations
 import pytest
 from treq.client import HTTPClient
 from twisted.internet import defer
+from twisted.python.failure import Failure
 
 from tests.clocked import RecordingAgent, ThreadClock, response
+from withcache.cache import Cache, Settings
+from withcache.catalog import Catalog
 from withcache.fetcher import Fetcher, FetchError
 from withcache.policy import OriginPolicy
+from withcache.store import Store
 
 URL = "https://origin.example/big.iso"
 
@@ -145,3 +149,78 @@ def test_a_drop_that_advanced_the_file_starts_the_attempts_and_backoff_over():
     partial.deliver(b"012")
     partial.lose()
     fill.next_request_after(1)  # progress: back to the first delay
+
+
+class ClockedHost:
+    """A Cache (its download manager, catalog and writer threads included) on a ThreadClock,
+    filling from a recording agent: the threads work for real, time moves only when told."""
+
+    def __init__(self, data_dir, **fetcher_options) -> None:
+        self.clock = clock = ThreadClock()
+        self.agent = RecordingAgent()
+        settings = Settings(policy=OriginPolicy(allow_private=True), stream_wait=0)
+        self.catalog = Catalog(str(data_dir / "cache.db"), clock)
+        fetcher = Fetcher(clock, HTTPClient(self.agent), settings.policy, **fetcher_options)
+        self.cache = Cache(
+            Store(str(data_dir)), self.catalog, settings, reactor=clock, now=clock.seconds,
+            fetcher=fetcher,
+        )  # fmt: skip
+        self.catalog.startService()
+        self.cache.privilegedStartService()
+        self.cache.startService()
+        self.settle(self.cache.recovery)
+
+    def settle(self, d: defer.Deferred):
+        """d's result, running what the threads hand back until it has one (time stands still)."""
+        self.clock.run_until(lambda: d.called)
+        results: list = []
+        d.addBoth(results.append)
+        if isinstance(results[0], Failure):
+            results[0].raiseException()
+        return results[0]
+
+    def stop(self) -> None:
+        self.settle(self.cache.stopService())
+        self.settle(self.catalog.stopService())
+        self.clock.stop()
+
+
+@pytest.fixture
+def clocked_host(tmp_path):
+    host = ClockedHost(tmp_path / "data", idle_timeout=30.0)
+    yield host
+    host.stop()
+
+
+def test_the_cache_fills_on_its_clock_through_a_503_and_a_silent_origin(clocked_host):
+    """A 503 with Retry-After 7, then a body that stops for the idle timeout, then the rest:
+    the job's times are the schedule, to the second."""
+    host, body = clocked_host, b"x" * 100_000
+    job = host.settle(defer.ensureDeferred(host.cache.add(URL)))
+    finished = host.cache.downloads.wait(job)
+    host.clock.run_until(lambda: len(host.agent.requests) == 1)
+    host.agent.answer(response(503, retry_after="7"))
+    host.clock.advance(6.999)
+    assert len(host.agent.requests) == 1
+    host.clock.advance(0.001)
+    assert len(host.agent.requests) == 2 and host.clock.seconds() == 7
+    first = host.agent.answer(response(200, len(body), etag='"e"'))
+    first.deliver(body[:40_000])
+    host.clock.run_until(lambda: job.bytes_done == 40_000)  # through the writer thread
+    host.clock.advance(30)  # the idle timeout: dropped, retried after 1 s
+    first.lose()
+    host.clock.advance(1)
+    assert len(host.agent.requests) == 3
+    assert host.agent.header(b"range") == b"bytes=40000-"
+    rest = host.agent.answer(
+        response(206, 60_000, etag='"e"', content_range="bytes 40000-99999/100000")
+    )
+    rest.deliver(body[40_000:])
+    rest.finish()
+    done = host.settle(finished)
+    assert done.state == "completed", done.error
+    assert (done.started_at, done.finished_at) == (0, 38)
+    hit = host.settle(defer.ensureDeferred(host.cache.lookup(URL, count_hit=False)))
+    assert hit is not None and hit.artifact.size == len(body)
+    with open(hit.path, "rb") as f:
+        assert f.read() == body
