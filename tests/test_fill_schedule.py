@@ -224,3 +224,15 @@ def test_the_cache_fills_on_its_clock_through_a_503_and_a_silent_origin(clocked_
     assert hit is not None and hit.artifact.size == len(body)
     with open(hit.path, "rb") as f:
         assert f.read() == body
+
+
+def test_a_cancel_before_the_origin_answers_is_a_cancel_not_a_retry(clocked_host):
+    host = clocked_host
+    job = host.settle(defer.ensureDeferred(host.cache.add(URL)))
+    finished = host.cache.downloads.wait(job)
+    host.clock.run_until(lambda: len(host.agent.requests) == 1)
+    assert host.cache.cancel(job)
+    done = host.settle(finished)
+    assert (done.state, done.error) == ("cancelled", "cancelled while running")
+    host.clock.advance(120)  # past any backoff and the header timeout: no second request
+    assert len(host.agent.requests) == 1
