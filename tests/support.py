@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import pytest
+
 BIN = Path(sys.executable).parent
 
 
@@ -418,3 +420,25 @@ class OriginProcess:
         self.proc.terminate()
         self.proc.wait(timeout=10)
         self.proc.stdout.close()
+
+
+@pytest.fixture
+def origin_process():
+    """tests/origin.py in a process of its own; a module that wants it as its `origin` fixture
+    says so (origin = origin_process)."""
+    running = OriginProcess()
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def origin_in_process():
+    """tests/origin.py on the test's reactor; a module that wants it as its `origin` fixture
+    says so (origin = origin_in_process)."""
+    from twisted.internet import reactor
+
+    from tests.origin import listen_in_process
+
+    res, port = listen_in_process(reactor)
+    yield res
+    port.stopListening()

@@ -10,8 +10,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer
 
-from tests.origin import listen_in_process
-from tests.support import payload_sha256
+from tests.support import origin_in_process, payload_sha256
 from withcache.cache import Cache, Settings
 from withcache.catalog import Artifact, Catalog, put_artifact
 from withcache.fetcher import Fetcher
@@ -21,14 +20,7 @@ from withcache.store import Ingest, Store
 
 TIMEOUT = 60
 
-
-@pytest.fixture
-def origin():
-    from twisted.internet import reactor
-
-    res, port = listen_in_process(reactor)
-    yield res
-    port.stopListening()
+origin = origin_in_process  # the `origin` fixture here: tests/origin.py in process
 
 
 class Host:

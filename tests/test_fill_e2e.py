@@ -11,23 +11,18 @@ import pytest
 
 from tests.support import (
     Host,
-    OriginProcess,
     admin_json,
     assert_clean_log,
     db,
     eventually,
     metrics,
+    origin_process,
     payload_sha256,
     start_host,
     wait_for_hit,
 )
 
-
-@pytest.fixture
-def origin():
-    running = OriginProcess()
-    yield running
-    running.stop()
+origin = origin_process  # the `origin` fixture here: tests/origin.py in a process
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ from tests.support import (
     assert_clean_log,
     eventually,
     metrics,
+    origin_process,
     payload,
     start_host,
     tool,
@@ -27,12 +28,7 @@ from tests.support import (
 
 pytestmark = pytest.mark.e2e
 
-
-@pytest.fixture
-def origin():
-    running = OriginProcess()
-    yield running
-    running.stop()
+origin = origin_process  # the `origin` fixture here: tests/origin.py in a process
 
 
 @pytest.fixture

@@ -11,13 +11,13 @@ import pytest
 
 from tests.support import (
     Host,
-    OriginProcess,
     admin_json,
     assert_clean_log,
     db,
     db_write,
     eventually,
     fd_count,
+    origin_process,
     start_host,
     token,
     write_file,
@@ -35,12 +35,7 @@ BAD_TYPES = [
     " ",
 ]
 
-
-@pytest.fixture
-def origin():
-    running = OriginProcess()
-    yield running
-    running.stop()
+origin = origin_process  # the `origin` fixture here: tests/origin.py in a process
 
 
 @pytest.fixture

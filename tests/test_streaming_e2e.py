@@ -15,12 +15,12 @@ import pytest
 from tests.shim.conftest import clean_env, shim_command
 from tests.support import (
     Host,
-    OriginProcess,
     admin_json,
     assert_clean_log,
     db,
     eventually,
     metrics,
+    origin_process,
     payload,
     payload_sha256,
     rss_kib,
@@ -30,12 +30,7 @@ from tests.tls import make_test_ca
 
 MB = 1_000_000
 
-
-@pytest.fixture
-def origin():
-    running = OriginProcess()
-    yield running
-    running.stop()
+origin = origin_process  # the `origin` fixture here: tests/origin.py in a process
 
 
 @pytest.fixture
