@@ -22,16 +22,24 @@ class Fills:
         await d
 
 
-async def manager(tmp_path, workers=1):
+async def manager(tmp_path, workers=1, step=1, **bounds):
+    """A started manager whose clock moves `step` seconds at each reading."""
     from twisted.internet import reactor
 
     catalog = cat.Catalog(str(tmp_path / "cache.db"), reactor)
     catalog.startService()
     fills = Fills()
-    clock = iter(range(1000))
-    m = DownloadManager(catalog, fills, reactor=reactor, workers=workers, now=lambda: next(clock))
+    clock = iter(range(0, 1000 * step, step))
+    m = DownloadManager(
+        catalog, fills, reactor=reactor, workers=workers, now=lambda: next(clock), **bounds
+    )
     m.startService()
     return m, fills, catalog
+
+
+async def stop(m, catalog):
+    await within(m.stopService())
+    await catalog.stopService()
 
 
 def within(d, seconds=10):
@@ -72,8 +80,7 @@ async def test_single_flight_per_key_and_the_semaphore_bounds_running_jobs(tmp_p
         assert (rows["k"].state, rows["k2"].state) == ("completed", "failed")
         assert rows["k2"].error == done.error
     finally:
-        await within(m.stopService())
-        await catalog.stopService()
+        await stop(m, catalog)
 
 
 @pytest_twisted.ensureDeferred
@@ -90,8 +97,7 @@ async def test_each_waiter_has_its_own_deferred(tmp_path):
         assert (await within(second)).state == "completed"
         assert (await within(m.wait(job))).state == "completed"
     finally:
-        await within(m.stopService())
-        await catalog.stopService()
+        await stop(m, catalog)
 
 
 @pytest_twisted.ensureDeferred
@@ -108,8 +114,7 @@ async def test_a_committing_job_cannot_be_cancelled(tmp_path):
         assert fills.cancelled == ["u"]
         assert not m.cancel(job)
     finally:
-        await within(m.stopService())
-        await catalog.stopService()
+        await stop(m, catalog)
 
 
 @pytest_twisted.ensureDeferred
@@ -158,17 +163,7 @@ async def test_stopping_wakes_the_waiters_of_the_jobs_it_leaves_for_the_next_sta
 
 
 async def bounded(tmp_path, **bounds):
-    from twisted.internet import reactor
-
-    catalog = cat.Catalog(str(tmp_path / "cache.db"), reactor)
-    catalog.startService()
-    fills = Fills()
-    clock = iter(range(0, 100000, 100))  # 100 s apart: every refusal gets its row
-    m = DownloadManager(
-        catalog, fills, reactor=reactor, workers=1, now=lambda: next(clock), **bounds
-    )
-    m.startService()
-    return m, fills, catalog
+    return await manager(tmp_path, step=100, **bounds)  # 100 s apart: every refusal gets its row
 
 
 @pytest_twisted.ensureDeferred
@@ -184,8 +179,7 @@ async def test_unbounded_fill_queue_misses_past_max_queued_are_refused_with_the_
         rows = {r.key: (r.state, r.error) for r in await catalog.run(cat.list_jobs)}
         assert rows["k4"] == ("refused", "refused: 2 fills already queued (--max-queued)")
     finally:
-        await within(m.stopService())
-        await catalog.stopService()
+        await stop(m, catalog)
 
 
 @pytest_twisted.ensureDeferred
@@ -198,8 +192,7 @@ async def test_unbounded_fill_queue_one_client_gets_its_share_and_no_more(tmp_pa
         assert "10.0.0.7 already has 2 fills queued or running" in mine[2].error
         assert theirs.state == "queued"
     finally:
-        await within(m.stopService())
-        await catalog.stopService()
+        await stop(m, catalog)
 
 
 @pytest_twisted.ensureDeferred
@@ -238,5 +231,4 @@ async def test_finding6_a_job_error_quoting_a_signed_url_is_stored_without_the_s
         (row,) = await catalog.run(cat.list_jobs)
         assert row.error == expected
     finally:
-        await within(m.stopService())
-        await catalog.stopService()
+        await stop(m, catalog)
