@@ -255,6 +255,28 @@ async def test_max_bytes_evicts_to_fit_and_a_fill_too_big_fails_clearly(origin, 
     await stopped_after(host_factory(max_bytes=100_000), body)
 
 
+def pause_first_referenced_check(monkeypatch):
+    """Hold the first "does a row name this blob?" check on its thread: (a Deferred fired
+    when it is reached, the Event that lets it go on)."""
+    import threading
+
+    from twisted.internet import reactor
+
+    from withcache import catalog as cat
+
+    checking, go_on = defer.Deferred(), threading.Event()
+    real_referenced = cat.referenced
+
+    def pause_then_check(conn, sha256):
+        if not checking.called:
+            reactor.callFromThread(checking.callback, None)
+            assert go_on.wait(TIMEOUT)
+        return real_referenced(conn, sha256)
+
+    monkeypatch.setattr(cat, "referenced", pause_then_check)
+    return checking, go_on
+
+
 def deferLater(seconds):
     from twisted.internet import reactor, task
 
@@ -570,11 +592,8 @@ async def test_stopping_during_start_up_recovery_stops_the_sweeps_between_files(
 ):
     """A host stopped while it sweeps what a crash left (gigabytes of orphans, maybe) stops
     sweeping at the next file; the rest is swept at the next start."""
-    import threading
 
     from twisted.internet import reactor
-
-    from withcache import catalog as cat
 
     host = host_factory()
     orphans = [host.store.path_for(c * 64) for c in "abc"]
@@ -582,16 +601,7 @@ async def test_stopping_during_start_up_recovery_stops_the_sweeps_between_files(
         os.makedirs(os.path.dirname(path))
         with open(path, "wb") as f:
             f.write(b"renamed into place, never recorded")
-    checking, go_on = defer.Deferred(), threading.Event()
-    real_referenced = cat.referenced
-
-    def pause_then_check(conn, sha256):
-        if not checking.called:
-            reactor.callFromThread(checking.callback, None)
-            assert go_on.wait(TIMEOUT)
-        return real_referenced(conn, sha256)
-
-    monkeypatch.setattr(cat, "referenced", pause_then_check)
+    checking, go_on = pause_first_referenced_check(monkeypatch)
     host.catalog.startService()
     host.cache.startService()
     await checking.addTimeout(TIMEOUT, reactor)
@@ -615,11 +625,8 @@ async def test_stopping_while_a_fill_evicts_leaves_the_evicted_blobs_for_the_nex
 ):
     """Stopping waits for a fill that is committing, but not for it to unlink the blobs it
     evicted (gigabytes each, maybe): they are orphans, swept at the next start."""
-    import threading
 
     from twisted.internet import reactor
-
-    from withcache import catalog as cat
 
     host = await host_factory(max_bytes=130_000).start()
     old = []
@@ -627,16 +634,7 @@ async def test_stopping_while_a_fill_evicts_leaves_the_evicted_blobs_for_the_nex
         job = await host.cache.add(f"{origin.base}/f/40000/{seed}/old")
         assert (await host.finished(job)).state == "completed"
         old.append(host.store.path_for(payload_sha256(40000, seed)))
-    checking, go_on = defer.Deferred(), threading.Event()
-    real_referenced = cat.referenced
-
-    def pause_then_check(conn, sha256):
-        if not checking.called:
-            reactor.callFromThread(checking.callback, None)
-            assert go_on.wait(TIMEOUT)
-        return real_referenced(conn, sha256)
-
-    monkeypatch.setattr(cat, "referenced", pause_then_check)
+    checking, go_on = pause_first_referenced_check(monkeypatch)
     new = await host.cache.add(f"{origin.base}/f/100000/23/new")  # evicts all three
     await checking.addTimeout(TIMEOUT, reactor)  # its row is being written
     stopped = host.cache.stopService()
