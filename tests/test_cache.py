@@ -10,7 +10,8 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer
 
-from tests.support import origin_in_process, payload_sha256
+from tests import support
+from tests.support import payload_sha256
 from withcache.cache import Cache, Settings
 from withcache.catalog import Artifact, Catalog, put_artifact
 from withcache.fetcher import Fetcher
@@ -20,7 +21,7 @@ from withcache.store import Ingest, Store
 
 TIMEOUT = 60
 
-origin = origin_in_process  # the `origin` fixture here: tests/origin.py in process
+origin = support.origin_in_process  # the `origin` fixture here: tests/origin.py in process
 
 
 class Host:

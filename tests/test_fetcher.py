@@ -18,8 +18,9 @@ from twisted.python.failure import Failure
 from twisted.web.client import ResponseDone
 
 import withcache
+from tests import support
 from tests.origin import listen_in_process
-from tests.support import MIB, origin_in_process, payload, payload_sha256
+from tests.support import MIB, payload, payload_sha256
 from tests.tls import make_test_ca
 from withcache import writer
 from withcache.fetcher import Fetcher, FetchError, _BodySink
@@ -31,7 +32,7 @@ from withcache.writer import ThreadedWriter
 OPEN = OriginPolicy(allow_private=True)
 TIMEOUT = 60
 
-origin = origin_in_process  # the `origin` fixture here: tests/origin.py in process
+origin = support.origin_in_process  # the `origin` fixture here: tests/origin.py in process
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from tests import support
 from tests.support import (
     Host,
     admin_json,
@@ -16,13 +17,12 @@ from tests.support import (
     db,
     eventually,
     metrics,
-    origin_process,
     payload_sha256,
     start_host,
     wait_for_hit,
 )
 
-origin = origin_process  # the `origin` fixture here: tests/origin.py in a process
+origin = support.origin_process  # the `origin` fixture here: tests/origin.py in a process
 
 
 @pytest.fixture

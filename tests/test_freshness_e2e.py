@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from tests import support
 from tests.support import (
     OriginProcess,
     assert_clean_log,
     eventually,
     metrics,
-    origin_process,
     payload,
     start_host,
     tool,
@@ -28,7 +28,7 @@ from tests.support import (
 
 pytestmark = pytest.mark.e2e
 
-origin = origin_process  # the `origin` fixture here: tests/origin.py in a process
+origin = support.origin_process  # the `origin` fixture here: tests/origin.py in a process
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from urllib.parse import quote_from_bytes
 
 import pytest
 
+from tests import support
 from tests.support import (
     Host,
     admin_json,
@@ -17,7 +18,6 @@ from tests.support import (
     db_write,
     eventually,
     fd_count,
-    origin_process,
     start_host,
     token,
     write_file,
@@ -35,7 +35,7 @@ BAD_TYPES = [
     " ",
 ]
 
-origin = origin_process  # the `origin` fixture here: tests/origin.py in a process
+origin = support.origin_process  # the `origin` fixture here: tests/origin.py in a process
 
 
 @pytest.fixture

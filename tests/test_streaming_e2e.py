@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import support
 from tests.shim.conftest import clean_env, shim_command
 from tests.support import (
     Host,
@@ -20,7 +21,6 @@ from tests.support import (
     db,
     eventually,
     metrics,
-    origin_process,
     payload,
     payload_sha256,
     rss_kib,
@@ -30,7 +30,7 @@ from tests.tls import make_test_ca
 
 MB = 1_000_000
 
-origin = origin_process  # the `origin` fixture here: tests/origin.py in a process
+origin = support.origin_process  # the `origin` fixture here: tests/origin.py in a process
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from dataclasses import asdict, replace
 from withcache import catalog as cat
 from withcache import datadir, freshness
 from withcache.cache import artifact_verdict
-from withcache.cli_automation import add_commands, audit
+from withcache.cli_automation import add_commands, audit, print_json
 from withcache.keys import DROP, KEEP, InvalidURL, cache_key
 from withcache.logs import redact_text, redact_url
 from withcache.sanitise import printable, sanitise_media_type
@@ -71,13 +71,6 @@ def _cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_json(rows) -> int:
-    """One JSON object per line (for scripts), from dataclass rows."""
-    for row in rows:
-        print(json.dumps(asdict(row), sort_keys=True))
-    return 0
-
-
 def _cmd_ls(args: argparse.Namespace) -> int:
     with _open(args.data_dir) as (_store, conn):
         artifacts = cat.list_artifacts(conn)
@@ -120,7 +113,7 @@ def _cmd_jobs(args: argparse.Namespace) -> int:
     with _open(args.data_dir) as (_store, conn):
         jobs = cat.list_jobs(conn, limit=args.limit)
     if args.json:
-        return _print_json(jobs)
+        return print_json(jobs)
     print(f"{'ID':>5}  {'STATE':<9}  {'DONE':>10}  URL / ERROR")
     for job in jobs:
         done = format_size(job.bytes_done)
