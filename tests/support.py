@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import pytest
+
 BIN = Path(sys.executable).parent
 
 
@@ -51,10 +53,11 @@ def artifacts_by_key(data_dir: Path) -> dict[str, dict]:
     return {row["key"]: row for row in admin_json(data_dir, "ls")}
 
 
-def eventually(probe, predicate, timeout: float = 10.0, *, what: str = "", every: float = 0.1):
-    """probe()'s value once predicate holds for it (for state the host writes a moment later,
-    such as hit counts, which it batches); fails with the last value (and `what` was awaited)
-    after timeout."""
+def eventually(probe, predicate=bool, timeout: float = 10.0, *, what: str = "", every: float = 0.1):
+    """probe()'s value once predicate holds for it (by default: once it is truthy), for state a
+    host or a process changes a moment later, such as hit counts, which it batches; fails with
+    the last value (and `what` was awaited) after timeout. The one poll helper of the end-to-end
+    tests: the in-process ones wait on Deferreds and a Clock instead (tests/clocked.py)."""
     deadline = time.monotonic() + timeout
     while True:
         value = probe()
@@ -64,6 +67,25 @@ def eventually(probe, predicate, timeout: float = 10.0, *, what: str = "", every
             )
             return value
         time.sleep(every)
+
+
+def hit_headers(blob_url: str) -> dict[str, str] | None:
+    """The headers (lower-cased names) of a HEAD that the host answers from a stored artifact;
+    None for a miss or a fill streamed while in progress (which has no origin headers yet)."""
+    done = subprocess.run(["curl", "-sSI", blob_url], capture_output=True, text=True, timeout=30)
+    lines = done.stdout.splitlines()
+    pairs = (line.partition(":") for line in lines[1:] if ":" in line)
+    headers = {k.strip().lower(): v.strip() for k, _, v in pairs}
+    if lines and " 200" in lines[0] and "x-withcache-streaming" not in headers:
+        return headers
+    return None
+
+
+def wait_for_hit(host: Host, url: str, timeout: float = 120) -> dict[str, str]:
+    """url's hit headers once the host has it stored (a fill it started has finished)."""
+    return eventually(
+        lambda: hit_headers(host.blob_url(url)), timeout=timeout, what=f"{url} cached"
+    )
 
 
 def db(data_dir: Path, sql: str, *params) -> list[tuple]:
@@ -398,3 +420,25 @@ class OriginProcess:
         self.proc.terminate()
         self.proc.wait(timeout=10)
         self.proc.stdout.close()
+
+
+@pytest.fixture
+def origin_process():
+    """tests/origin.py in a process of its own; a module that wants it as its `origin` fixture
+    says so (origin = origin_process)."""
+    running = OriginProcess()
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def origin_in_process():
+    """tests/origin.py on the test's reactor; a module that wants it as its `origin` fixture
+    says so (origin = origin_in_process)."""
+    from twisted.internet import reactor
+
+    from tests.origin import listen_in_process
+
+    res, port = listen_in_process(reactor)
+    yield res
+    port.stopListening()

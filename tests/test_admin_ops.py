@@ -139,21 +139,17 @@ def test_a_running_host_never_serves_a_truncated_blob_and_scrub_catches_a_flip(t
 
 
 def test_scrub_marks_good_blobs_verified(tmp_path):
-    import sqlite3
-
     data = tmp_path / "data"
     seed(data, tmp_path, "https://e.example.com/a", 10_000, 1)
     host = start_host(data, "--curate", "--scrub-interval", "0.05")
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            conn = sqlite3.connect(data / "cache.db")
-            (verified,) = conn.execute("SELECT verified_at FROM artifacts").fetchone()
-            conn.close()
-            if verified is not None:
-                break
-            assert time.monotonic() < deadline, "the scrub never verified the blob"
-            time.sleep(0.05)
+        eventually(
+            lambda: db(data, "SELECT verified_at FROM artifacts")[0][0],
+            lambda verified: verified is not None,
+            30,
+            what="the scrub verifies the blob",
+            every=0.05,
+        )
         status, _ = host.get("/blob?url=https://e.example.com/a")
         assert status == 200
     finally:

@@ -10,10 +10,10 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer
 
-from tests.origin import listen_in_process
+from tests import support
 from tests.support import payload_sha256
 from withcache.cache import Cache, Settings
-from withcache.catalog import Artifact, Catalog
+from withcache.catalog import Artifact, Catalog, put_artifact
 from withcache.fetcher import Fetcher
 from withcache.origin_client import make_http_client
 from withcache.policy import OriginPolicy
@@ -21,14 +21,7 @@ from withcache.store import Ingest, Store
 
 TIMEOUT = 60
 
-
-@pytest.fixture
-def origin():
-    from twisted.internet import reactor
-
-    res, port = listen_in_process(reactor)
-    yield res
-    port.stopListening()
+origin = support.origin_in_process  # the `origin` fixture here: tests/origin.py in process
 
 
 class Host:
@@ -263,6 +256,28 @@ async def test_max_bytes_evicts_to_fit_and_a_fill_too_big_fails_clearly(origin, 
     await stopped_after(host_factory(max_bytes=100_000), body)
 
 
+def pause_first_referenced_check(monkeypatch):
+    """Hold the first "does a row name this blob?" check on its thread: (a Deferred fired
+    when it is reached, the Event that lets it go on)."""
+    import threading
+
+    from twisted.internet import reactor
+
+    from withcache import catalog as cat
+
+    checking, go_on = defer.Deferred(), threading.Event()
+    real_referenced = cat.referenced
+
+    def pause_then_check(conn, sha256):
+        if not checking.called:
+            reactor.callFromThread(checking.callback, None)
+            assert go_on.wait(TIMEOUT)
+        return real_referenced(conn, sha256)
+
+    monkeypatch.setattr(cat, "referenced", pause_then_check)
+    return checking, go_on
+
+
 def deferLater(seconds):
     from twisted.internet import reactor, task
 
@@ -347,7 +362,7 @@ async def test_a_change_by_another_process_empties_the_index_at_the_next_sync(ho
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "wb") as f:
             f.write(b"abc")
-        await host.catalog.put_artifact(a)
+        await host.catalog.run(put_artifact, a)
         await host.cache.sync_index()
         assert await host.cache.lookup(a.url, count_hit=True) is not None
         assert host.cache.cached(a.url) is not None  # remembered
@@ -527,7 +542,7 @@ async def test_stopping_during_a_paced_scrub_stops_its_read_and_judges_nothing(
     from twisted.internet import reactor
 
     from withcache import catalog as cat
-    from withcache.cache import import_file
+    from withcache.datadir import import_file
     from withcache.scrub import Scrubber
     from withcache.store import CHUNK
 
@@ -538,7 +553,7 @@ async def test_stopping_during_a_paced_scrub_stops_its_read_and_judges_nothing(
     async def body(host):
         url = "https://e.example.com/big.bin"
         artifact = await host.catalog.run(
-            lambda conn: import_file(host.store, conn, url, str(src), query="signed", now=0.0)
+            import_file, host.store, url, str(src), query="signed", now=0.0
         )
         read, reading = [], defer.Deferred()
         real_verify = host.store.verify
@@ -578,11 +593,8 @@ async def test_stopping_during_start_up_recovery_stops_the_sweeps_between_files(
 ):
     """A host stopped while it sweeps what a crash left (gigabytes of orphans, maybe) stops
     sweeping at the next file; the rest is swept at the next start."""
-    import threading
 
     from twisted.internet import reactor
-
-    from withcache import catalog as cat
 
     host = host_factory()
     orphans = [host.store.path_for(c * 64) for c in "abc"]
@@ -590,16 +602,7 @@ async def test_stopping_during_start_up_recovery_stops_the_sweeps_between_files(
         os.makedirs(os.path.dirname(path))
         with open(path, "wb") as f:
             f.write(b"renamed into place, never recorded")
-    checking, go_on = defer.Deferred(), threading.Event()
-    real_referenced = cat.referenced
-
-    def pause_then_check(conn, sha256):
-        if not checking.called:
-            reactor.callFromThread(checking.callback, None)
-            assert go_on.wait(TIMEOUT)
-        return real_referenced(conn, sha256)
-
-    monkeypatch.setattr(cat, "referenced", pause_then_check)
+    checking, go_on = pause_first_referenced_check(monkeypatch)
     host.catalog.startService()
     host.cache.startService()
     await checking.addTimeout(TIMEOUT, reactor)
@@ -623,11 +626,8 @@ async def test_stopping_while_a_fill_evicts_leaves_the_evicted_blobs_for_the_nex
 ):
     """Stopping waits for a fill that is committing, but not for it to unlink the blobs it
     evicted (gigabytes each, maybe): they are orphans, swept at the next start."""
-    import threading
 
     from twisted.internet import reactor
-
-    from withcache import catalog as cat
 
     host = await host_factory(max_bytes=130_000).start()
     old = []
@@ -635,16 +635,7 @@ async def test_stopping_while_a_fill_evicts_leaves_the_evicted_blobs_for_the_nex
         job = await host.cache.add(f"{origin.base}/f/40000/{seed}/old")
         assert (await host.finished(job)).state == "completed"
         old.append(host.store.path_for(payload_sha256(40000, seed)))
-    checking, go_on = defer.Deferred(), threading.Event()
-    real_referenced = cat.referenced
-
-    def pause_then_check(conn, sha256):
-        if not checking.called:
-            reactor.callFromThread(checking.callback, None)
-            assert go_on.wait(TIMEOUT)
-        return real_referenced(conn, sha256)
-
-    monkeypatch.setattr(cat, "referenced", pause_then_check)
+    checking, go_on = pause_first_referenced_check(monkeypatch)
     new = await host.cache.add(f"{origin.base}/f/100000/23/new")  # evicts all three
     await checking.addTimeout(TIMEOUT, reactor)  # its row is being written
     stopped = host.cache.stopService()

@@ -186,8 +186,8 @@ async def test_catalog_service_runs_queries_off_the_reactor_thread(tmp_path):
     try:
         seen = await service.run(lambda conn: threading.current_thread().name)
         assert seen != threading.main_thread().name
-        await service.put_artifact(art())
-        (listed,) = await service.list_artifacts()
+        await service.run(cat.put_artifact, art())
+        (listed,) = await service.run(cat.list_artifacts)
         assert listed.key == "https://e.com/f"
     finally:
         await service.stopService()

@@ -22,16 +22,24 @@ class Fills:
         await d
 
 
-async def manager(tmp_path, workers=1):
+async def manager(tmp_path, workers=1, step=1, **bounds):
+    """A started manager whose clock moves `step` seconds at each reading."""
     from twisted.internet import reactor
 
     catalog = cat.Catalog(str(tmp_path / "cache.db"), reactor)
     catalog.startService()
     fills = Fills()
-    clock = iter(range(1000))
-    m = DownloadManager(catalog, fills, reactor=reactor, workers=workers, now=lambda: next(clock))
+    clock = iter(range(0, 1000 * step, step))
+    m = DownloadManager(
+        catalog, fills, reactor=reactor, workers=workers, now=lambda: next(clock), **bounds
+    )
     m.startService()
     return m, fills, catalog
+
+
+async def stop(m, catalog):
+    await within(m.stopService())
+    await catalog.stopService()
 
 
 def within(d, seconds=10):
@@ -41,12 +49,11 @@ def within(d, seconds=10):
     return d.addTimeout(seconds, reactor)
 
 
-async def settle():
-    """Let the database thread and callbacks run."""
-    from twisted.internet import reactor, task
-
+async def settle(catalog):
+    """Let the database work queued so far, and the callbacks it sets off, run: with one
+    database thread a query ends after every query queued before it (no wall-clock wait)."""
     for _ in range(5):
-        await task.deferLater(reactor, 0.01, lambda: None)
+        await catalog.run(lambda conn: None)
 
 
 @pytest_twisted.ensureDeferred
@@ -58,12 +65,12 @@ async def test_single_flight_per_key_and_the_semaphore_bounds_running_jobs(tmp_p
         )
         b = await m.enqueue("v", "k2", "auto")
         assert a1 is a2
-        await settle()
+        await settle(catalog)
         assert (a1.state, b.state) == ("running", "queued")
         assert list(fills.started) == ["u?0"]
         fills.started["u?0"].callback(None)
         assert (await within(m.wait(a1))).state == "completed"
-        await settle()
+        await settle(catalog)
         assert b.state == "running"
         fills.started["v"].errback(RuntimeError("origin answered 503 Service Unavailable"))
         done = await within(m.wait(b))
@@ -73,8 +80,7 @@ async def test_single_flight_per_key_and_the_semaphore_bounds_running_jobs(tmp_p
         assert (rows["k"].state, rows["k2"].state) == ("completed", "failed")
         assert rows["k2"].error == done.error
     finally:
-        await within(m.stopService())
-        await catalog.stopService()
+        await stop(m, catalog)
 
 
 @pytest_twisted.ensureDeferred
@@ -85,14 +91,13 @@ async def test_each_waiter_has_its_own_deferred(tmp_path):
         first, second = m.wait(job), m.wait(job)
         first.cancel()
         first.addErrback(lambda f: f.trap(defer.CancelledError))
-        await settle()
+        await settle(catalog)
         assert fills.cancelled == [] and job.state == "running"
         fills.started["u"].callback(None)
         assert (await within(second)).state == "completed"
         assert (await within(m.wait(job))).state == "completed"
     finally:
-        await within(m.stopService())
-        await catalog.stopService()
+        await stop(m, catalog)
 
 
 @pytest_twisted.ensureDeferred
@@ -100,7 +105,7 @@ async def test_a_committing_job_cannot_be_cancelled(tmp_path):
     m, fills, catalog = await manager(tmp_path)
     try:
         job = await m.enqueue("u", "k", "auto")
-        await settle()
+        await settle(catalog)
         job.committing = True
         assert not m.cancel(job)
         job.committing = False
@@ -109,8 +114,7 @@ async def test_a_committing_job_cannot_be_cancelled(tmp_path):
         assert fills.cancelled == ["u"]
         assert not m.cancel(job)
     finally:
-        await within(m.stopService())
-        await catalog.stopService()
+        await stop(m, catalog)
 
 
 @pytest_twisted.ensureDeferred
@@ -118,7 +122,7 @@ async def test_stopping_leaves_unfinished_jobs_for_the_next_start(tmp_path):
     m, fills, catalog = await manager(tmp_path, workers=1)
     running = await m.enqueue("u", "k", "auto")
     queued = await m.enqueue("v", "k2", "auto")
-    await settle()
+    await settle(catalog)
     await within(m.stopService())
     rows = {r.key: r.state for r in await catalog.run(cat.list_jobs)}
     assert rows == {"k": "running", "k2": "queued"}
@@ -131,12 +135,12 @@ async def test_stopping_leaves_unfinished_jobs_for_the_next_start(tmp_path):
     again.startService()
     try:
         assert await again.resume() == 2
-        await settle()
+        await settle(catalog)
         assert sorted(fills2.started) == ["u", "v"]
         assert {j.id for j in again.active_jobs()} == {running.id, queued.id}
         for d in fills2.started.values():
             d.callback(None)
-        await settle()
+        await settle(catalog)
         assert again.active_jobs() == []
     finally:
         await within(again.stopService())
@@ -149,7 +153,7 @@ async def test_stopping_wakes_the_waiters_of_the_jobs_it_leaves_for_the_next_sta
     try:
         running = await m.enqueue("u", "k", "auto")
         queued = await m.enqueue("v", "k2", "auto")
-        await settle()
+        await settle(catalog)
         waits = [m.wait(running), m.wait(queued)]
         await within(m.stopService())
         assert [w.called for w in waits] == [True, True]
@@ -159,17 +163,7 @@ async def test_stopping_wakes_the_waiters_of_the_jobs_it_leaves_for_the_next_sta
 
 
 async def bounded(tmp_path, **bounds):
-    from twisted.internet import reactor
-
-    catalog = cat.Catalog(str(tmp_path / "cache.db"), reactor)
-    catalog.startService()
-    fills = Fills()
-    clock = iter(range(0, 100000, 100))  # 100 s apart: every refusal gets its row
-    m = DownloadManager(
-        catalog, fills, reactor=reactor, workers=1, now=lambda: next(clock), **bounds
-    )
-    m.startService()
-    return m, fills, catalog
+    return await manager(tmp_path, step=100, **bounds)  # 100 s apart: every refusal gets its row
 
 
 @pytest_twisted.ensureDeferred
@@ -185,8 +179,7 @@ async def test_unbounded_fill_queue_misses_past_max_queued_are_refused_with_the_
         rows = {r.key: (r.state, r.error) for r in await catalog.run(cat.list_jobs)}
         assert rows["k4"] == ("refused", "refused: 2 fills already queued (--max-queued)")
     finally:
-        await within(m.stopService())
-        await catalog.stopService()
+        await stop(m, catalog)
 
 
 @pytest_twisted.ensureDeferred
@@ -199,8 +192,7 @@ async def test_unbounded_fill_queue_one_client_gets_its_share_and_no_more(tmp_pa
         assert "10.0.0.7 already has 2 fills queued or running" in mine[2].error
         assert theirs.state == "queued"
     finally:
-        await within(m.stopService())
-        await catalog.stopService()
+        await stop(m, catalog)
 
 
 @pytest_twisted.ensureDeferred
@@ -210,7 +202,7 @@ async def test_a_failed_jobs_error_is_printable_text(tmp_path):
     m, fills, catalog = await manager(tmp_path)
     try:
         job = await m.enqueue("u", "k", "auto")
-        await settle()
+        await settle(catalog)
         fills.started["u"].errback(RuntimeError("origin answered 404 \x1b[2J\x00\xfc" + "x" * 999))
         done = await within(m.wait(job))
         assert done.error.startswith("origin answered 404 ?[2J?\xfcx") and done.error.isprintable()
@@ -229,7 +221,7 @@ async def test_finding6_a_job_error_quoting_a_signed_url_is_stored_without_the_s
     m, fills, catalog = await manager(tmp_path)
     try:
         job = await m.enqueue("https://v.example/f?sig=s", "https://v.example/f", "auto")
-        await settle()
+        await settle(catalog)
         fills.started[job.url].errback(
             RuntimeError("redirected to https://cdn.example/f?v=2&X-Amz-Signature=SECRET: 403")
         )
@@ -239,5 +231,4 @@ async def test_finding6_a_job_error_quoting_a_signed_url_is_stored_without_the_s
         (row,) = await catalog.run(cat.list_jobs)
         assert row.error == expected
     finally:
-        await within(m.stopService())
-        await catalog.stopService()
+        await stop(m, catalog)

@@ -18,6 +18,7 @@ from twisted.python.failure import Failure
 from twisted.web.client import ResponseDone
 
 import withcache
+from tests import support
 from tests.origin import listen_in_process
 from tests.support import MIB, payload, payload_sha256
 from tests.tls import make_test_ca
@@ -31,14 +32,7 @@ from withcache.writer import ThreadedWriter
 OPEN = OriginPolicy(allow_private=True)
 TIMEOUT = 60
 
-
-@pytest.fixture
-def origin():
-    from twisted.internet import reactor
-
-    res, port = listen_in_process(reactor)
-    yield res
-    port.stopListening()
+origin = support.origin_in_process  # the `origin` fixture here: tests/origin.py in process
 
 
 @pytest.fixture

@@ -5,14 +5,13 @@ from __future__ import annotations
 import hashlib
 import signal
 import subprocess
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from tests import support
 from tests.support import (
     Host,
-    OriginProcess,
     admin_json,
     assert_clean_log,
     db,
@@ -20,14 +19,10 @@ from tests.support import (
     metrics,
     payload_sha256,
     start_host,
+    wait_for_hit,
 )
 
-
-@pytest.fixture
-def origin():
-    running = OriginProcess()
-    yield running
-    running.stop()
+origin = support.origin_process  # the `origin` fixture here: tests/origin.py in a process
 
 
 @pytest.fixture
@@ -47,17 +42,6 @@ def curl(*args: str) -> subprocess.CompletedProcess:
 
 def status(url: str, *extra: str) -> int:
     return int(curl("-o", "/dev/null", "-w", "%{http_code}", *extra, url).stdout)
-
-
-def wait_for_hit(host: Host, url: str, timeout: float = 120) -> None:
-    """Wait until url is cached: a 200 that is not streamed from a fill in progress."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        head = curl("-I", host.blob_url(url)).stdout.lower()
-        if head.startswith(b"http/1.1 200") and b"x-withcache-streaming" not in head:
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"{url} not cached within {timeout}s:\n{jobs(host)}")
 
 
 def jobs(host: Host) -> list[dict]:
@@ -115,11 +99,9 @@ def test_default_policy_refuses_a_loopback_origin_and_the_read_path_stays_404(or
     try:
         url = f"{origin.base}/f/1000/2/x"
         assert status(host.blob_url(url), "-I") == 404
-        deadline = time.monotonic() + 60
-        while not [j for j in jobs(host) if j["state"] == "failed"]:
-            assert time.monotonic() < deadline, jobs(host)
-            time.sleep(0.1)
-        (job,) = jobs(host)
+        (job,) = eventually(
+            lambda: jobs(host), lambda js: [j for j in js if j["state"] == "failed"], 60
+        )
         assert "127.0.0.1 is not a public address" in job["error"]
         assert status(host.blob_url(url)) == 404
         assert origin.seen() == []
@@ -134,10 +116,12 @@ def test_kill_9_mid_fill_then_restart_completes_the_job_with_nothing_bad_kept(or
     host = start_host(tmp_path / "data", "--allow-private", "--stream-wait", "0")
     assert status(host.blob_url(url), "-I") == 404
     tmp = host.data_dir / "tmp"
-    deadline = time.monotonic() + 60
-    while not any(f.stat().st_size > size * 0.3 for f in tmp.iterdir()):
-        assert time.monotonic() < deadline, "the fill never got going"
-        time.sleep(0.05)
+    eventually(
+        lambda: any(f.stat().st_size > size * 0.3 for f in tmp.iterdir()),
+        timeout=60,
+        what="the fill gets going",
+        every=0.05,
+    )
     partial = {f.name for f in tmp.iterdir()}
     assert host.stop(signal.SIGKILL) == -signal.SIGKILL
     assert db(host.data_dir, "SELECT COUNT(*) FROM artifacts") == [(0,)]

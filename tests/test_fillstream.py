@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import os
-import queue
 
 import pytest
 from twisted.internet import defer
-from twisted.internet.task import Clock
 
+from tests.clocked import ThreadClock
 from withcache.fillstream import FillStream
 from withcache.store import Store
 from withcache.writer import ThreadedWriter
@@ -112,25 +111,6 @@ def test_a_followers_descriptor_outlives_the_stream(stream):
     assert stream.readers == 0
 
 
-class ThreadReactor(Clock):
-    """A Clock whose callFromThread queues the call for the test to run (run_next)."""
-
-    def __init__(self):
-        super().__init__()
-        self.calls: queue.Queue = queue.Queue()
-
-    def callFromThread(self, f, *args, **kwargs):
-        self.calls.put((f, args, kwargs))
-
-    def run_next(self):
-        f, args, kwargs = self.calls.get(timeout=10)
-        f(*args, **kwargs)
-
-    def run_until(self, predicate):
-        while not predicate():
-            self.run_next()
-
-
 class Heard:
     def __init__(self):
         self.events: list[object] = []
@@ -143,7 +123,7 @@ class Heard:
 
 
 def test_the_writer_reports_bytes_readable_back_from_the_file(tmp_path):
-    reactor, heard = ThreadReactor(), Heard()
+    reactor, heard = ThreadClock(), Heard()
     ingest = Store(str(tmp_path)).ingest()
     writer = ThreadedWriter(ingest, reactor, listener=heard)
     try:
@@ -159,12 +139,12 @@ def test_the_writer_reports_bytes_readable_back_from_the_file(tmp_path):
 
 
 def test_a_report_from_before_a_restart_is_dropped(tmp_path):
-    reactor, heard = ThreadReactor(), Heard()
+    reactor, heard = ThreadClock(), Heard()
     ingest = Store(str(tmp_path)).ingest()
     writer = ThreadedWriter(ingest, reactor, listener=heard)
     try:
         writer.write(b"old" * 100)
-        f, args, kwargs = reactor.calls.get(timeout=10)  # the report, not yet run
+        f, args, kwargs = reactor.from_threads.get(timeout=10)  # the report, not yet run
         writer.truncate()
         f(*args, **kwargs)
         assert heard.events == ["restart"]  # the 300 old bytes never count

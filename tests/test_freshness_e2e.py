@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import support
 from tests.support import (
     OriginProcess,
     assert_clean_log,
@@ -27,12 +28,7 @@ from tests.support import (
 
 pytestmark = pytest.mark.e2e
 
-
-@pytest.fixture
-def origin():
-    running = OriginProcess()
-    yield running
-    running.stop()
+origin = support.origin_process  # the `origin` fixture here: tests/origin.py in a process
 
 
 @pytest.fixture

@@ -9,9 +9,9 @@ from urllib.parse import quote_from_bytes
 
 import pytest
 
+from tests import support
 from tests.support import (
     Host,
-    OriginProcess,
     admin_json,
     assert_clean_log,
     db,
@@ -35,12 +35,7 @@ BAD_TYPES = [
     " ",
 ]
 
-
-@pytest.fixture
-def origin():
-    running = OriginProcess()
-    yield running
-    running.stop()
+origin = support.origin_process  # the `origin` fixture here: tests/origin.py in a process
 
 
 @pytest.fixture

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from tests import support
 from tests.shim.conftest import clean_env, shim_command
 from tests.support import (
     Host,
-    OriginProcess,
     admin_json,
     assert_clean_log,
     db,
@@ -30,12 +30,7 @@ from tests.tls import make_test_ca
 
 MB = 1_000_000
 
-
-@pytest.fixture
-def origin():
-    running = OriginProcess()
-    yield running
-    running.stop()
+origin = support.origin_process  # the `origin` fixture here: tests/origin.py in a process
 
 
 @pytest.fixture

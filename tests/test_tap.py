@@ -3,6 +3,7 @@
 import os
 import re
 import subprocess
+from pathlib import Path
 
 import pytest
 from twisted.python import usage
@@ -253,3 +254,45 @@ def test_help_texts_have_no_runs_of_spaces_from_docstrings():
     descriptions = [line[31:] for line in usage_text.splitlines() if len(line) > 31]
     assert [d for d in descriptions if re.search(r"\S {2,}\S", d)] == []
     assert '"auto" is one per' in " ".join(usage_text.split())
+
+
+def help_options(usage_text: str) -> dict[str, tuple[str | None, str | None]]:
+    """--help's options: long name -> (short name, default shown), twistd's own left out."""
+    options: dict[str, tuple[str | None, str | None]] = {}
+    entries = re.split(r"\n(?=\s*(?:-\w, )?--)", usage_text.partition("Options:\n")[2])
+    for entry in entries:
+        head = re.match(r"\s*(?:-(\w), )?--([\w-]+)=?\s", entry)
+        if head is None or head[2] in ("help", "version"):
+            continue
+        default = re.search(r"\[default: (.*?)\]", " ".join(entry.split()))
+        options[head[2]] = (head[1], default[1] if default else None)
+    return options
+
+
+def readme_options() -> dict[str, tuple[str | None, str]]:
+    """The README's options table: long name -> (short name, its default cell)."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    table = readme.partition("\n## Options\n")[2].split("\n## ")[0]
+    options: dict[str, tuple[str | None, str]] = {}
+    for row in re.findall(r"^\| (`--.*)$", table, flags=re.MULTILINE):
+        names, default = (cell.strip() for cell in row.split(" | ")[:2])
+        long = re.search(r"`--([\w-]+)", names)
+        short = re.search(r"`-(\w)`", names)
+        assert long, row
+        options[long[1]] = (short[1] if short else None, default)
+    return options
+
+
+def test_the_readme_options_table_matches_help():
+    """Every option in --help is in the README's table with its short name and default, and
+    the table has no others; an option with no default in --help has prose there (off, any,
+    see below), not a value."""
+    shown, documented = help_options(Options().getUsage(width=100)), readme_options()
+    assert sorted(documented) == sorted(shown)
+    for name, (short, default) in shown.items():
+        readme_short, cell = documented[name]
+        assert readme_short == short, name
+        if default is None:
+            assert not re.fullmatch(r"`[^`]*`", cell), f"--{name}: README gives {cell}"
+        else:
+            assert cell == f"`{default}`", f"--{name}: --help says {default}, README {cell}"

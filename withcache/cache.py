@@ -26,7 +26,7 @@ from twisted.internet import defer, task, threads
 from twisted.python.failure import Failure
 
 from withcache import catalog as cat
-from withcache import freshness
+from withcache import datadir, freshness
 from withcache._log import make_logger
 from withcache.downloads import DownloadManager, Job
 from withcache.events import Actor, EventLog
@@ -34,7 +34,7 @@ from withcache.fetcher import Fetcher
 from withcache.fillstream import FillStream
 from withcache.freshness import NotCacheable
 from withcache.index import HitIndex, PendingHits
-from withcache.keys import DEFAULT_QUERY, cache_key, remembered_key
+from withcache.keys import DEFAULT_QUERY, remembered_key
 from withcache.logs import redact_url
 from withcache.metrics import Metrics
 from withcache.policy import OriginPolicy
@@ -246,7 +246,7 @@ class Cache(service.MultiService):
         if streaming is not None:
             return streaming
         generation = self.index.generation
-        found = await self.catalog.lookup(key, url, self._now(), False)
+        found = await self.catalog.run(cat.lookup, key, url, self._now(), False)
         if found is not None:
             path = self.store.path_for(found.sha256)
             if _size_on_disk(path) == found.size:
@@ -472,7 +472,7 @@ class Cache(service.MultiService):
             validated_at=now,
         )
         try:
-            freed = await self.catalog.put_artifact(artifact, self.settings.max_bytes)
+            freed = await self.catalog.run(cat.put_artifact, artifact, self.settings.max_bytes)
             # It may have replaced a row for this key or evicted others.
             self.index.invalidate()
             stream.complete(blob.size)
@@ -503,7 +503,9 @@ class Cache(service.MultiService):
 
     async def _delete_blobs(self, digests: list[str]) -> None:
         if digests:
-            await self.catalog.run(delete_unreferenced, self.store, digests, self._stopping.is_set)
+            await self.catalog.run(
+                datadir.delete_unreferenced, self.store, digests, self._stopping.is_set
+            )
 
     @to_completion
     async def quarantine(self, sha256: str, reason: str) -> list[cat.Artifact]:
@@ -512,8 +514,8 @@ class Cache(service.MultiService):
             return []  # many hits of one bad blob find it bad at once; one quarantine will do
         self._quarantining.add(sha256)
         try:
-            # Under the digest's lock, so a fill of the same bytes cannot put a good blob in
-            # place between the move and the rows going (and lose it).
+            # datadir.quarantine's two steps, each on its own thread: the lock and the move
+            # off the database thread, which a fill holding the lock may be waiting for.
             locked = await self._in_thread(self.store.lock, sha256)
             try:
                 moved = await self._in_thread(self.store.quarantine, sha256)
@@ -563,7 +565,7 @@ class Cache(service.MultiService):
     async def delete(self, key: str, actor: Actor | None = None) -> bool:
         """Remove an artifact and, when no other key shares it, its blob."""
         existed = await self.catalog.run(cat.get_artifact, key)
-        freed = await self.catalog.delete_artifact(key)
+        freed = await self.catalog.run(cat.delete_artifact, key)
         if existed is not None:
             self.events.record(actor, "artifact.deleted", existed.url)
         self.index.invalidate()
@@ -579,7 +581,7 @@ class Cache(service.MultiService):
         return done
 
     async def artifacts(self, limit: int = -1, offset: int = 0) -> list[cat.Artifact]:
-        return await self.catalog.list_artifacts(limit, offset)
+        return await self.catalog.run(cat.list_artifacts, limit, offset)
 
     async def search_artifacts(
         self, needle: str, limit: int, offset: int = 0
@@ -589,7 +591,7 @@ class Cache(service.MultiService):
         return await self.catalog.run(cat.search_artifacts, needle, limit, offset)
 
     async def misses(self, limit: int = -1, offset: int = 0) -> list[cat.Miss]:
-        return await self.catalog.list_misses(limit, offset)
+        return await self.catalog.run(cat.list_misses, limit, offset)
 
     async def jobs(self, limit: int = 100) -> list[cat.JobRow]:
         """Live jobs first (with their progress), then the most recent finished ones."""
@@ -633,9 +635,7 @@ class Cache(service.MultiService):
         stopping = self._stopping.is_set
         swept = await self._in_thread(self.store.sweep_tmp, stopping)
         # On the database thread, so each blob is checked against the catalog under its lock.
-        orphans = await self.catalog.run(
-            lambda conn: self.store.sweep_orphans(partial(cat.referenced, conn), stopping)
-        )
+        orphans = await self.catalog.run(datadir.sweep_orphans, self.store, stopping)
         if stopping():
             log.info(
                 "stopped while recovering the data dir: {tmp} tmp files and {orphans} orphan"
@@ -683,43 +683,3 @@ def _size_on_disk(path: str) -> int:
         return os.stat(path).st_size
     except FileNotFoundError:
         return -1
-
-
-def delete_unreferenced(
-    conn, store: Store, digests: list[str], stopping: Callable[[], bool] = lambda: False
-) -> None:
-    """Blocking, on the database thread: drop blobs that no row names any more.
-
-    Until stopping(): each unlink of a big blob takes a while (0.2 s a GiB here), and an
-    eviction can free many. Those left are orphans, swept at the next start.
-    """
-    for digest in digests:
-        if stopping():
-            break
-        store.delete_unreferenced(digest, partial(cat.referenced, conn))
-
-
-def import_file(
-    store: Store,
-    conn: Any,
-    url: str,
-    path: str,
-    *,
-    query: str,
-    now: float,
-    content_type: str | None = None,
-) -> cat.Artifact:
-    """Blocking: put a local file into the cache under an origin URL (for withcache-admin)."""
-    key = cache_key(url, query=query)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"no such file: {path}")
-    ingest = store.import_file(path)
-    try:
-        blob = ingest.blob
-        assert blob is not None
-        artifact = cat.Artifact(key, url, blob.sha256, blob.size, content_type, now)
-        freed = cat.put_artifact(conn, artifact)
-    finally:
-        ingest.close()
-    delete_unreferenced(conn, store, freed)
-    return cat.get_artifact(conn, key) or artifact

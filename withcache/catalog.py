@@ -11,11 +11,12 @@ import contextlib
 import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
+from functools import partial
 from importlib import resources
-from typing import Any, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from twisted.application import service
-from twisted.internet import threads
+from twisted.internet import defer, threads
 from twisted.python.threadpool import ThreadPool
 
 from withcache._log import make_logger
@@ -25,6 +26,7 @@ from withcache.rekey import rekey
 from withcache.sanitise import sanitise_media_type
 
 T = TypeVar("T")
+P = ParamSpec("P")
 log = make_logger()
 
 
@@ -387,6 +389,11 @@ def delete_artifact(conn: sqlite3.Connection, key: str) -> str | None:
         return None if referenced(conn, old.sha256) else old.sha256
 
 
+def blob_sizes(conn: sqlite3.Connection) -> dict[str, int]:
+    """Every blob digest the catalog names, with its size."""
+    return dict(conn.execute("SELECT sha256, size FROM artifacts GROUP BY sha256"))
+
+
 def referenced(conn: sqlite3.Connection, sha256: str) -> bool:
     return (
         conn.execute("SELECT 1 FROM artifacts WHERE sha256 = ? LIMIT 1", (sha256,)).fetchone()
@@ -613,31 +620,26 @@ class Catalog(service.Service):
         d.addBoth(lambda _: self._pool.stop())
         return d
 
-    def run(self, fn: Callable[..., T], *args: Any) -> Any:
-        """Deferred result of fn(conn, *args) computed on the database thread."""
-        return threads.deferToThreadPool(self._reactor, self._pool, self._call, fn, args)
+    def run(
+        self,
+        fn: Callable[Concatenate[sqlite3.Connection, P], T],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> defer.Deferred[T]:
+        """fn(conn, *args, **kwargs) on the database thread: the one way the reactor side
+        queries the catalog (fn is one of this module's query functions, or a blocking
+        data-dir operation of withcache.datadir)."""
+        call = partial(self._call, fn, *args, **kwargs)
+        return threads.deferToThreadPool(self._reactor, self._pool, call)
 
-    def _call(self, fn: Callable[..., T], args: tuple) -> T:
+    def _call(
+        self, fn: Callable[Concatenate[sqlite3.Connection, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
         if self._conn is None:
             self._conn = connect(self.path, self.query)
-        return fn(self._conn, *args)
+        return fn(self._conn, *args, **kwargs)
 
     def _close(self) -> None:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
-
-    def lookup(self, key: str, url: str, now: float, count_hit: bool):
-        return self.run(lookup, key, url, now, count_hit)
-
-    def put_artifact(self, artifact: Artifact, max_bytes: int = 0):
-        return self.run(put_artifact, artifact, max_bytes)
-
-    def delete_artifact(self, key: str):
-        return self.run(delete_artifact, key)
-
-    def list_artifacts(self, limit: int = -1, offset: int = 0):
-        return self.run(list_artifacts, limit, offset)
-
-    def list_misses(self, limit: int = -1, offset: int = 0):
-        return self.run(list_misses, limit, offset)

@@ -16,14 +16,14 @@ from collections.abc import Iterator
 from dataclasses import asdict, replace
 
 from withcache import catalog as cat
-from withcache import freshness
-from withcache.cache import artifact_verdict, delete_unreferenced, import_file
-from withcache.cli_automation import add_commands, audit
+from withcache import datadir, freshness
+from withcache.cache import artifact_verdict
+from withcache.cli_automation import add_commands, audit, print_json
 from withcache.keys import DROP, KEEP, InvalidURL, cache_key
 from withcache.logs import redact_text, redact_url
 from withcache.sanitise import printable, sanitise_media_type
 from withcache.sizes import format_size
-from withcache.store import DigestLock, IntegrityError, Store, keep_files_private
+from withcache.store import Store, keep_files_private
 
 
 def server_main(argv: list[str] | None = None) -> None:
@@ -54,9 +54,9 @@ def _cmd_import(args: argparse.Namespace) -> int:
     os.makedirs(args.data_dir, exist_ok=True)
     with _open(args.data_dir, _query(args)) as (store, conn):
         try:
-            artifact = import_file(
-                store,
+            artifact = datadir.import_file(
                 conn,
+                store,
                 args.url,
                 args.file,
                 query=cat.keyed_with(conn),
@@ -68,13 +68,6 @@ def _cmd_import(args: argparse.Namespace) -> int:
             return 2
         audit(conn, "artifact.imported", artifact.url, artifact.sha256)
     print(f"{artifact.sha256}  {artifact.size}  {artifact.key}")
-    return 0
-
-
-def _print_json(rows) -> int:
-    """One JSON object per line (for scripts), from dataclass rows."""
-    for row in rows:
-        print(json.dumps(asdict(row), sort_keys=True))
     return 0
 
 
@@ -120,7 +113,7 @@ def _cmd_jobs(args: argparse.Namespace) -> int:
     with _open(args.data_dir) as (_store, conn):
         jobs = cat.list_jobs(conn, limit=args.limit)
     if args.json:
-        return _print_json(jobs)
+        return print_json(jobs)
     print(f"{'ID':>5}  {'STATE':<9}  {'DONE':>10}  URL / ERROR")
     for job in jobs:
         done = format_size(job.bytes_done)
@@ -145,10 +138,7 @@ def _key(conn: cat.sqlite3.Connection, url: str) -> str:
 def _cmd_rm(args: argparse.Namespace) -> int:
     with _open(args.data_dir, _query(args)) as (store, conn):
         key = _key(conn, args.url)
-        existed = cat.get_artifact(conn, key) is not None
-        freed = cat.delete_artifact(conn, key)
-        if freed:
-            delete_unreferenced(conn, store, [freed])
+        existed = datadir.remove(conn, store, key)
         if existed:
             audit(conn, "artifact.deleted", key)
     print(f"{'removed' if existed else 'not cached'}: {key}")
@@ -169,15 +159,14 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     """Re-hash every blob the catalog names; quarantine the bad ones and drop their rows."""
     bad = 0
     with _open(args.data_dir) as (store, conn):
-        blobs = dict(conn.execute("SELECT sha256, size FROM artifacts GROUP BY sha256"))
+        blobs = cat.blob_sizes(conn)
         for sha256, size in sorted(blobs.items()):
             if store.verify(sha256, size):
                 cat.set_verified(conn, sha256, time.time())
                 continue
             bad += 1
             with store.lock(sha256):
-                moved = store.quarantine(sha256)
-                dropped = cat.drop_blob(conn, sha256)
+                moved, dropped = datadir.quarantine(conn, store, sha256)
             for artifact in dropped:
                 audit(conn, "artifact.quarantined", artifact.url, "verify: digest mismatch")
                 print(f"BAD  {sha256[:12]}  {artifact.key}  -> {moved or 'missing'}")
@@ -227,7 +216,7 @@ def _cmd_import_catalog(args: argparse.Namespace) -> int:
             # The digest's lock from the blob check to the row: a host starting beside us must
             # not sweep the blob as an orphan in between.
             with store.lock(artifact.sha256) as locked:
-                why_not = _import_row(store, conn, source, artifact, locked)
+                why_not = datadir.import_row(conn, store, source, artifact, locked)
             if why_not:
                 print(f"skipped ({why_not}): {artifact.key}")
                 skipped += 1
@@ -237,32 +226,6 @@ def _cmd_import_catalog(args: argparse.Namespace) -> int:
             audit(conn, "artifact.imported", args.file, f"import-catalog: {imported} artifacts")
     print(f"imported {imported} artifacts, skipped {skipped}")
     return 1 if skipped else 0
-
-
-def _import_row(
-    store: Store,
-    conn: cat.sqlite3.Connection,
-    source: Store | None,
-    artifact: cat.Artifact,
-    locked: DigestLock,
-) -> str | None:
-    """Write one imported row, copying its blob from source if it is not here; why not, if not."""
-    ingest = None
-    if not store.verify(artifact.sha256, artifact.size):
-        if source is None or not source.exists(artifact.sha256):
-            return "no blob"
-        try:
-            ingest = store.import_file(
-                source.path_for(artifact.sha256), expected_sha256=artifact.sha256, lock=locked
-            )
-        except IntegrityError:
-            return "blob does not match its digest"
-    try:
-        cat.put_artifact(conn, artifact)
-    finally:
-        if ingest is not None:
-            ingest.close()
-    return None
 
 
 def _media_type(value: str) -> str:

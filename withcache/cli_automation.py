@@ -35,6 +35,13 @@ def admin_actor() -> ev.Actor:
     return ev.Actor(ev.ADMIN_TOOL, f"local:{user}")
 
 
+def print_json(rows) -> int:
+    """One JSON object per line (for scripts), from dataclass rows."""
+    for row in rows:
+        print(json.dumps(asdict(row), sort_keys=True))
+    return 0
+
+
 def audit(conn: sqlite3.Connection, action: str, subject: str | None, detail: str | None = None):
     """One audit event for a change the admin tool made."""
     ev.append(conn, time.time(), admin_actor(), action, subject, ev.OK, detail)
@@ -73,9 +80,7 @@ def _cmd_token(args: argparse.Namespace) -> int:
             return 0
         found = tokens.list_tokens(conn, include_revoked=args.all)
     if args.json:
-        for t in found:
-            print(json.dumps(asdict(t), sort_keys=True))
-        return 0
+        return print_json(found)
     print(f"{'NAME':<20}  {'SCOPES':<16}  {'CREATED':<19}  {'LAST USED':<19}  REVOKED")
     for t in found:
         print(
@@ -97,9 +102,7 @@ def _cmd_events(args: argparse.Namespace) -> int:
             conn, action=args.action, actor=args.actor, limit=args.limit, offset=args.offset
         )
     if args.json:
-        for e in found:
-            print(json.dumps(asdict(e), sort_keys=True))
-        return 0
+        return print_json(found)
     print(f"{'TIME (UTC)':<19}  {'ACTOR':<20}  {'CLIENT':<15}  {'ACTION':<20}  OUTCOME  SUBJECT")
     for e in found:
         print(

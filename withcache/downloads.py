@@ -306,7 +306,7 @@ class DownloadManager(service.Service):
         """Re-queue the jobs a previous run left queued or running; returns how many."""
         rows = await self.catalog.run(cat.list_jobs, ACTIVE)
         resumed = 0
-        for row in sorted(rows, key=lambda r: r.id):
+        for row in sorted(rows, key=lambda r: r.id or 0):
             if row.id is None or row.id in self._ours:
                 continue
             job = Job(**vars(row))

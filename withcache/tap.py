@@ -1,10 +1,14 @@
-"""twistd plugin entry: command-line Options and makeService(options) -> MultiService."""
+"""twistd plugin entry: command-line Options, and makeService(options) -> the host's services
+(build_service(options, reactor) underneath, for a caller with its own reactor)."""
 
 from __future__ import annotations
 
 import netrc
 import os
 import sys
+from collections.abc import Callable
+from functools import partial
+from typing import Any
 
 from twisted.application import service, strports
 from twisted.internet import defer, endpoints
@@ -29,228 +33,6 @@ from withcache.traffic import DailyTraffic
 from withcache.web.auth import WeakSecret, check_secret
 
 log = make_logger()
-
-
-class Options(usage.Options):
-    synopsis = "[options]"
-    longdesc = "Run the withcache cache-host: a URL-keyed cache for big HTTP artifacts."
-
-    optFlags = [
-        ["curate", None, "Record misses only; an operator approves each fill."],
-        [
-            "keep-query",
-            None,
-            "Keep the whole query string in cache keys, signatures included.",
-        ],
-        [
-            "drop-query",
-            None,
-            "Drop the whole query string from cache keys (by default only signature"
-            " parameters of presigned URLs are dropped).",
-        ],
-        ["allow-private", None, "Let fills reach loopback/private/link-local origins."],
-        [
-            "netrc-over-http",
-            None,
-            "Also send netrc credentials to plain http:// origins (an internal mirror).",
-        ],
-        [
-            "no-access-log",
-            None,
-            "No log line per request (for thousands of hits a second; /metrics still counts).",
-        ],
-    ]
-    optParameters = [
-        ["data-dir", "d", "./data", "Directory for cache.db, blobs/ and tmp/ (created)."],
-        [
-            "admin-listen",
-            None,
-            None,
-            "Serve the operator UI on this endpoint only (--listen then serves the read path).",
-        ],
-        ["netrc", None, None, "Origin credentials (netrc format); default <data-dir>/netrc."],
-        ["log-format", None, "text", "text (twistd's own) or json (one object per line)."],
-    ]
-
-    def __init__(self):
-        super().__init__()
-        self["workers"] = 2
-        self["max-bytes"] = 0
-        self["max-size"] = 0
-        self["port"] = None
-        self["listen"] = "tcp:3000"
-        # Whether --listen was given: --port with it is a usage error whatever the order, and
-        # whatever endpoint (tcp:3000 included) it names.
-        self._listen_given = False
-        self["allow-host"] = []
-        self["admin-host"] = []
-        self["scrub-interval"] = 60.0
-        self["processes"] = 1
-        self["idle-timeout"] = 60.0
-        self["max-queued"] = 100
-        self["max-fills-per-client"] = 10
-        self["fresh"] = []
-        self["heuristic-max"] = freshness.DAY
-        self["stale-if-error"] = freshness.DAY
-        self["uncacheable-for"] = 3600.0
-        self["revalidate-wait"] = 2.0
-        self["events-max-age"] = DEFAULT_MAX_AGE / 86400
-        self["events-max-count"] = DEFAULT_MAX_COUNT
-        self["stream-wait"] = STREAM_WAIT
-        # Help texts come from docstrings; their line breaks and indentation are not layout
-        # (usage wraps each text itself), so `--help` would show them as runs of spaces.
-        self.docs = {name: " ".join(text.split()) for name, text in self.docs.items()}
-
-    def opt_scrub_interval(self, value: str) -> None:
-        """Seconds between background re-hashes of one blob (default 60; 0 turns it off)."""
-        self["scrub-interval"] = _seconds("--scrub-interval", value, zero_ok=True)
-
-    def opt_idle_timeout(self, value: str) -> None:
-        """Seconds a fill waits for an origin that sends nothing before it retries (default 60)."""
-        self["idle-timeout"] = _seconds("--idle-timeout", value, zero_ok=False)
-
-    def opt_stream_wait(self, value: str) -> None:
-        """Seconds a miss waits for the origin's response headers of the fill it started (or
-        found under way), so its client streams the fill instead of falling through to the
-        origin (default 1.5, inside the shims' 3-second probe; 0 = never wait)."""
-        self["stream-wait"] = _seconds("--stream-wait", value, zero_ok=True)
-
-    def opt_allow_host(self, glob: str) -> None:
-        """Only auto-fetch misses for hosts matching GLOB (repeatable; e.g. '*.nvidia.com')."""
-        if not glob.strip():
-            raise usage.UsageError("--allow-host: must not be empty")
-        self["allow-host"].append(glob.strip().lower())
-
-    def opt_admin_host(self, name: str) -> None:
-        """A Host name the operator UI answers to besides localhost, IP addresses and this
-        machine's names (repeatable; globs like '*.lab.example'; '*' for any)."""
-        if not name.strip() or "/" in name:
-            raise usage.UsageError(f"--admin-host: not a host name: {name!r}")
-        self["admin-host"].append(name.strip().lower())
-
-    def opt_max_size(self, value: str) -> None:
-        """Largest single artifact a fill may fetch (K/M/G/T); 0 means no cap (default)."""
-        self["max-size"] = _size("--max-size", value)
-
-    def opt_max_queued(self, value: str) -> None:
-        """Fills a miss may queue behind the running ones (default 100; 0 = no bound); more
-        are refused, an operator's add never is."""
-        self["max-queued"] = _integer("--max-queued", value, least=0)
-
-    def opt_max_fills_per_client(self, value: str) -> None:
-        """Fills one client address's misses may have queued or running (default 10; 0 = no
-        bound)."""
-        self["max-fills-per-client"] = _integer("--max-fills-per-client", value, least=0)
-
-    def opt_fresh(self, value: str) -> None:
-        """GLOB=LIFETIME: URLs matching GLOB are fresh for LIFETIME after each fill or
-        revalidation whatever the origin says, and stored even if it says not to (repeatable,
-        first match wins; LIFETIME like 90, 30m, 1h, 2d, 1w, forever, or origin; e.g.
-        '*.run=forever', '*/latest/*=1h')."""
-        try:
-            self["fresh"].append(freshness.Rule.parse(value))
-        except ValueError as e:
-            raise usage.UsageError(f"--fresh: {e}") from None
-
-    def opt_heuristic_max(self, value: str) -> None:
-        """Longest freshness given to an answer without an explicit lifetime (10% of its age
-        since Last-Modified, or this without one; default 1d)."""
-        self["heuristic-max"] = _duration("--heuristic-max", value)
-
-    def opt_stale_if_error(self, value: str) -> None:
-        """How long past its freshness an artifact is still served while its origin is down or
-        failing, unless the origin said must-revalidate or no-cache (default 1d; 0 = never)."""
-        self["stale-if-error"] = _duration("--stale-if-error", value)
-
-    def opt_uncacheable_for(self, value: str) -> None:
-        """How long misses of a URL whose answer may not be stored (no-store, private, Vary)
-        are not fetched again (default 1h)."""
-        self["uncacheable-for"] = _duration("--uncacheable-for", value)
-
-    def opt_revalidate_wait(self, value: str) -> None:
-        """How long a request for a stale artifact waits for its revalidation before it is
-        answered as the stale rules say (default 2; under the shims' 3 s probe budget)."""
-        self["revalidate-wait"] = _duration("--revalidate-wait", value)
-
-    def opt_events_max_age(self, value: str) -> None:
-        """Days the audit log keeps an event (default 365; 0 = no age limit)."""
-        self["events-max-age"] = _seconds("--events-max-age", value, zero_ok=True)
-
-    def opt_events_max_count(self, value: str) -> None:
-        """Events the audit log keeps at most, the newest (default 1000000; 0 = no bound)."""
-        self["events-max-count"] = _integer("--events-max-count", value, least=0)
-
-    def opt_listen(self, value: str) -> None:
-        """Twisted endpoint string to serve HTTP on (default tcp:3000)."""
-        self["listen"] = value
-        self._listen_given = True
-
-    def opt_port(self, value: str) -> None:
-        """Shorthand for --listen tcp:N."""
-        self["port"] = _integer("--port", value, upper=65535)
-
-    def opt_workers(self, value: str) -> None:
-        """Concurrent origin downloads (default 2, at least 1)."""
-        self["workers"] = _integer("--workers", value)
-
-    def opt_max_bytes(self, value: str) -> None:
-        """Cache capacity, with K/M/G/T suffixes; 0 means unlimited (default)."""
-        self["max-bytes"] = _size("--max-bytes", value)
-
-    def opt_processes(self, value: str) -> None:
-        """Serving processes: N-1 workers answer hits beside the host on its socket; "auto" is
-        one per CPU (default 1; needs a tcp: --listen)."""
-        if value == "auto":
-            self["processes"] = os.cpu_count() or 1
-        else:
-            self["processes"] = _integer("--processes", value, upper=64)
-
-    opt_l = opt_listen
-    opt_p = opt_port
-    opt_w = opt_workers
-
-    def postOptions(self) -> None:
-        if self["port"] is not None:
-            if self._listen_given:
-                raise usage.UsageError("--port and --listen cannot be used together")
-            self["listen"] = f"tcp:{self['port']}"
-        _check_endpoint("--listen", self["listen"])
-        if self["admin-listen"] is not None:
-            _check_endpoint("--admin-listen", self["admin-listen"])
-        if not self["data-dir"]:
-            raise usage.UsageError("--data-dir: must not be empty")
-        if self["processes"] > 1 and not self["listen"].startswith(("tcp:", "tcp6:")):
-            raise usage.UsageError("--processes: more than one needs a tcp: or tcp6: --listen")
-        self["credentials"] = _load_netrc(self["netrc"], self["data-dir"])
-        try:
-            check_secret(self["data-dir"], dict(os.environ))
-        except WeakSecret as e:
-            raise usage.UsageError(str(e)) from None
-        if self["keep-query"] and self["drop-query"]:
-            raise usage.UsageError("--keep-query and --drop-query cannot be used together")
-        if self["log-format"] not in ("text", "json"):
-            raise usage.UsageError(f"--log-format: text or json, not {self['log-format']!r}")
-
-    def settings(self) -> Settings:
-        return Settings(
-            query=KEEP if self["keep-query"] else DROP if self["drop-query"] else SIGNED,
-            curate=bool(self["curate"]),
-            workers=self["workers"],
-            max_bytes=self["max-bytes"],
-            max_queued=self["max-queued"],
-            fills_per_client=self["max-fills-per-client"],
-            stream_wait=self["stream-wait"],
-            policy=OriginPolicy.of(
-                bool(self["allow-private"]), self["allow-host"], self["max-size"]
-            ),
-            freshness=freshness.Policy(
-                rules=tuple(self["fresh"]),
-                heuristic_max=self["heuristic-max"],
-                stale_if_error=self["stale-if-error"],
-                uncacheable_for=self["uncacheable-for"],
-                revalidate_wait=self["revalidate-wait"],
-            ),
-        )
 
 
 def _check_endpoint(name: str, description: str) -> None:
@@ -319,6 +101,285 @@ def _integer(name: str, value: str, upper: int | None = None, least: int = 1) ->
     return number
 
 
+def _option(
+    long: str, short: str | None, default: str | None, doc: str, parse: Callable[[str, str], Any]
+) -> list[Any]:
+    """One optParameters row whose coercer names the option in its usage errors."""
+    return [long, short, default, doc, partial(parse, f"--{long}")]
+
+
+def _text(_name: str, value: str) -> str:
+    return value
+
+
+def _log_format(name: str, value: str) -> str:
+    if value not in ("text", "json"):
+        raise usage.UsageError(f"{name}: text or json, not {value!r}")
+    return value
+
+
+def _processes(name: str, value: str) -> int:
+    return (os.cpu_count() or 1) if value == "auto" else _integer(name, value, upper=64)
+
+
+class Options(usage.Options):
+    synopsis = "[options]"
+    longdesc = "Run the withcache cache-host: a URL-keyed cache for big HTTP artifacts."
+
+    optFlags = [
+        ["curate", None, "Record misses only; an operator approves each fill."],
+        [
+            "keep-query",
+            None,
+            "Keep the whole query string in cache keys, signatures included.",
+        ],
+        [
+            "drop-query",
+            None,
+            "Drop the whole query string from cache keys (by default only signature"
+            " parameters of presigned URLs are dropped).",
+        ],
+        ["allow-private", None, "Let fills reach loopback/private/link-local origins."],
+        [
+            "netrc-over-http",
+            None,
+            "Also send netrc credentials to plain http:// origins (an internal mirror).",
+        ],
+        [
+            "no-access-log",
+            None,
+            "No log line per request (for thousands of hits a second; /metrics still counts).",
+        ],
+    ]
+    # The one place each option's default is written: as it would be typed, so that `--help`
+    # shows it ("[default: 1d]"), the README's table is checked against that (tests/test_tap.py)
+    # and __init__ parses it with the option's own coercer.
+    optParameters = [
+        _option(
+            "data-dir", "d", "./data", "Directory for cache.db, blobs/ and tmp/ (created).", _text
+        ),
+        _option("listen", "l", "tcp:3000", "Twisted endpoint string to serve HTTP on.", _text),
+        _option(
+            "admin-listen",
+            None,
+            None,
+            "Serve the operator UI on this endpoint only (--listen then serves the read path).",
+            _text,
+        ),
+        _option("port", "p", None, "Shorthand for --listen tcp:N.", partial(_integer, upper=65535)),
+        _option("workers", "w", "2", "Concurrent origin downloads (at least 1).", _integer),
+        _option(
+            "max-bytes",
+            None,
+            "0",
+            "Cache capacity, with K/M/G/T suffixes; 0 means unlimited.",
+            _size,
+        ),
+        _option(
+            "max-size",
+            None,
+            "0",
+            "Largest single artifact a fill may fetch (K/M/G/T); 0 means no cap.",
+            _size,
+        ),
+        _option(
+            "max-queued",
+            None,
+            "100",
+            "Fills a miss may queue behind the running ones (0 = no bound); more are refused,"
+            " an operator's add never is.",
+            partial(_integer, least=0),
+        ),
+        _option(
+            "max-fills-per-client",
+            None,
+            "10",
+            "Fills one client address's misses may have queued or running (0 = no bound).",
+            partial(_integer, least=0),
+        ),
+        _option(
+            "stream-wait",
+            None,
+            f"{STREAM_WAIT:g}",
+            "Seconds a miss waits for the origin's response headers of the fill it started (or"
+            " found under way), so its client streams the fill instead of falling through to"
+            " the origin (inside the shims' 3-second probe; 0 = never wait).",
+            partial(_seconds, zero_ok=True),
+        ),
+        _option(
+            "netrc",
+            None,
+            None,
+            "Origin credentials (netrc format); default <data-dir>/netrc.",
+            _text,
+        ),
+        _option(
+            "heuristic-max",
+            None,
+            "1d",
+            "Longest freshness given to an answer without an explicit lifetime (10% of its age"
+            " since Last-Modified, or this without one).",
+            _duration,
+        ),
+        _option(
+            "stale-if-error",
+            None,
+            "1d",
+            "How long past its freshness an artifact is still served while its origin is down"
+            " or failing, unless the origin said must-revalidate or no-cache (0 = never).",
+            _duration,
+        ),
+        _option(
+            "uncacheable-for",
+            None,
+            "1h",
+            "How long misses of a URL whose answer may not be stored (no-store, private, Vary)"
+            " are not fetched again.",
+            _duration,
+        ),
+        _option(
+            "revalidate-wait",
+            None,
+            "2",
+            "How long a request for a stale artifact waits for its revalidation before it is"
+            " answered as the stale rules say (under the shims' 3 s probe budget).",
+            _duration,
+        ),
+        _option(
+            "scrub-interval",
+            None,
+            "60",
+            "Seconds between background re-hashes of one blob (0 turns it off).",
+            partial(_seconds, zero_ok=True),
+        ),
+        _option(
+            "idle-timeout",
+            None,
+            "60",
+            "Seconds a fill waits for an origin that sends nothing before it retries.",
+            partial(_seconds, zero_ok=False),
+        ),
+        _option(
+            "log-format",
+            None,
+            "text",
+            "text (twistd's own) or json (one object per line).",
+            _log_format,
+        ),
+        _option(
+            "events-max-age",
+            None,
+            f"{DEFAULT_MAX_AGE / 86400:g}",
+            "Days the audit log keeps an event (0 = no age limit).",
+            partial(_seconds, zero_ok=True),
+        ),
+        _option(
+            "events-max-count",
+            None,
+            str(DEFAULT_MAX_COUNT),
+            "Events the audit log keeps at most, the newest (0 = no bound).",
+            partial(_integer, least=0),
+        ),
+        _option(
+            "processes",
+            None,
+            "1",
+            'Serving processes: N-1 workers answer hits beside the host on its socket; "auto"'
+            " is one per CPU (needs a tcp: --listen).",
+            _processes,
+        ),
+    ]
+
+    def __init__(self):
+        super().__init__()
+        # Each default goes through its option's coercer, as a typed value would.
+        for long, _short, default, _doc, coerce in self.optParameters:
+            if default is not None:
+                self[long] = coerce(default)
+        # Repeatable options: lists the opt_ methods below add to.
+        self["allow-host"] = []
+        self["admin-host"] = []
+        self["fresh"] = []
+        # Whether --listen was given: --port with it is a usage error whatever the order, and
+        # whatever endpoint (tcp:3000 included) it names.
+        self._listen_given = False
+        # Help texts come from docstrings; their line breaks and indentation are not layout
+        # (usage wraps each text itself), so `--help` would show them as runs of spaces.
+        self.docs = {name: " ".join(text.split()) for name, text in self.docs.items() if text}
+
+    def opt_listen(self, value: str) -> None:
+        # No docstring: the help text and default are optParameters' (usage takes a handler's
+        # docstring over them); this handler only notes that --listen was given.
+        self["listen"] = value
+        self._listen_given = True
+
+    opt_l = opt_listen
+
+    def opt_allow_host(self, glob: str) -> None:
+        """Only auto-fetch misses for hosts matching GLOB (repeatable; e.g. '*.nvidia.com')."""
+        if not glob.strip():
+            raise usage.UsageError("--allow-host: must not be empty")
+        self["allow-host"].append(glob.strip().lower())
+
+    def opt_admin_host(self, name: str) -> None:
+        """A Host name the operator UI answers to besides localhost, IP addresses and this
+        machine's names (repeatable; globs like '*.lab.example'; '*' for any)."""
+        if not name.strip() or "/" in name:
+            raise usage.UsageError(f"--admin-host: not a host name: {name!r}")
+        self["admin-host"].append(name.strip().lower())
+
+    def opt_fresh(self, value: str) -> None:
+        """GLOB=LIFETIME: URLs matching GLOB are fresh for LIFETIME after each fill or
+        revalidation whatever the origin says, and stored even if it says not to (repeatable,
+        first match wins; LIFETIME like 90, 30m, 1h, 2d, 1w, forever, or origin; e.g.
+        '*.run=forever', '*/latest/*=1h')."""
+        try:
+            self["fresh"].append(freshness.Rule.parse(value))
+        except ValueError as e:
+            raise usage.UsageError(f"--fresh: {e}") from None
+
+    def postOptions(self) -> None:
+        if self["port"] is not None:
+            if self._listen_given:
+                raise usage.UsageError("--port and --listen cannot be used together")
+            self["listen"] = f"tcp:{self['port']}"
+        _check_endpoint("--listen", self["listen"])
+        if self["admin-listen"] is not None:
+            _check_endpoint("--admin-listen", self["admin-listen"])
+        if not self["data-dir"]:
+            raise usage.UsageError("--data-dir: must not be empty")
+        if self["processes"] > 1 and not self["listen"].startswith(("tcp:", "tcp6:")):
+            raise usage.UsageError("--processes: more than one needs a tcp: or tcp6: --listen")
+        self["credentials"] = _load_netrc(self["netrc"], self["data-dir"])
+        try:
+            check_secret(self["data-dir"], dict(os.environ))
+        except WeakSecret as e:
+            raise usage.UsageError(str(e)) from None
+        if self["keep-query"] and self["drop-query"]:
+            raise usage.UsageError("--keep-query and --drop-query cannot be used together")
+
+    def settings(self) -> Settings:
+        return Settings(
+            query=KEEP if self["keep-query"] else DROP if self["drop-query"] else SIGNED,
+            curate=bool(self["curate"]),
+            workers=self["workers"],
+            max_bytes=self["max-bytes"],
+            max_queued=self["max-queued"],
+            fills_per_client=self["max-fills-per-client"],
+            stream_wait=self["stream-wait"],
+            policy=OriginPolicy.of(
+                bool(self["allow-private"]), self["allow-host"], self["max-size"]
+            ),
+            freshness=freshness.Policy(
+                rules=tuple(self["fresh"]),
+                heuristic_max=self["heuristic-max"],
+                stale_if_error=self["stale-if-error"],
+                uncacheable_for=self["uncacheable-for"],
+                revalidate_wait=self["revalidate-wait"],
+            ),
+        )
+
+
 class ListeningService(strports.StreamServerEndpointService):
     """Serves the site and logs the bound address (so `tcp:0` reveals its port)."""
 
@@ -365,8 +426,15 @@ class WithcacheService(service.MultiService):
 
 
 def makeService(options: Options) -> service.MultiService:
+    """twistd's entry point (ServiceMaker calls it with the options alone): the host's
+    services on the global reactor, which twistd has installed by now."""
     from twisted.internet import reactor
 
+    return build_service(options, reactor)
+
+
+def build_service(options: Options, reactor: Any) -> WithcacheService:
+    """The host's services for parsed options, on the given reactor."""
     from withcache.web.app import build_site, build_split_sites, read_base_on
     from withcache.web.hosts import default_names
     from withcache.web.workers import ServingWorkers

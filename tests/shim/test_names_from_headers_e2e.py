@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import base64
 import os
-import subprocess
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -28,7 +26,7 @@ import pytest
 from conftest import clean_env, run_shim
 
 from tests.shim_e2e_support import CACHED, FRESH
-from tests.support import assert_clean_log, start_host
+from tests.support import assert_clean_log, start_host, wait_for_hit
 
 pytestmark = pytest.mark.e2e
 
@@ -156,27 +154,10 @@ def filling_host(tmp_path):
     assert_clean_log(running)
 
 
-def wait_for_hit(host, url: str) -> dict[str, str]:
-    """Ask for the URL until the host has it; the hit answer's headers, lower-cased names."""
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        done = subprocess.run(
-            ["curl", "-sSI", host.blob_url(url)], capture_output=True, text=True, timeout=30
-        )
-        lines = done.stdout.splitlines()
-        pairs = (line.partition(":") for line in lines[1:] if ":" in line)
-        headers = {k.strip().lower(): v.strip() for k, _, v in pairs}
-        # A stored artifact, not its fill streamed (which has no origin headers to serve yet).
-        if lines and " 200" in lines[0] and "x-withcache-streaming" not in headers:
-            return headers
-        time.sleep(0.1)
-    raise AssertionError(f"{url} was not cached within 60 s")
-
-
 @pytest.mark.parametrize(("tool", "opts", "path"), CASES)
 def test_the_real_host_serves_them_as_hits(filling_host, origin, tmp_path, tool, opts, path):
     url = f"{origin.url}/{path}"
-    headers = wait_for_hit(filling_host, url)
+    headers = wait_for_hit(filling_host, url, timeout=60)
     listed = headers.get("x-withcache-origin-headers", "").lower()
     assert "content-disposition" in [item.strip() for item in listed.split(",")]
     origin.requests.clear()

@@ -7,7 +7,6 @@ import json
 import os
 import stat
 import subprocess
-import time
 import urllib.parse
 
 import pytest
@@ -17,6 +16,7 @@ from tests.support import (
     artifacts_by_key,
     assert_clean_log,
     db,
+    eventually,
     tool,
     write_file,
 )
@@ -25,14 +25,8 @@ from tests.ui.ui_support import PASSWORD, Client, start_ui_host
 pytestmark = pytest.mark.e2e
 
 
-def wait_until(check, timeout: float = 30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.1)
-    raise AssertionError(f"not true within {timeout}s: {check}")
+def wait_until(check):
+    return eventually(check, timeout=30.0, what=getattr(check, "__name__", ""))
 
 
 def blob_miss(host, url: str) -> None:

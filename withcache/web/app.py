@@ -175,7 +175,7 @@ def build_site(
     *,
     access_log: bool = True,
     admin_hosts: Iterable[str] | None = None,
-) -> server.Site:
+) -> WithcacheSite:
     """One Site for the read path and the operator UI on one port; the UI answers the
     admin_hosts names (default: withcache.web.hosts.default_names)."""
     hosts = _admin_hosts(admin_hosts)
@@ -190,7 +190,7 @@ def build_split_sites(
     *,
     access_log: bool = True,
     admin_hosts: Iterable[str] | None = None,
-) -> tuple[server.Site, server.Site]:
+) -> tuple[WithcacheSite, WithcacheSite]:
     """The read path's Site and the operator UI's, for ports of their own (--admin-listen)."""
     hosts = _admin_hosts(admin_hosts)
     read_path, admin, api = _parts(cache, environ, hosts, read_base)

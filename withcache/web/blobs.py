@@ -21,7 +21,7 @@ from typing import Any
 
 from klein import Klein
 from twisted.web import http
-from twisted.web.resource import IResource, Resource
+from twisted.web.resource import Resource
 
 import withcache
 from withcache import freshness
@@ -97,7 +97,7 @@ class ReadPath:
     def __init__(self, cache: Cache):
         self.cache = cache
         self._metrics = None
-        self._app_resource: IResource | None = None
+        self._app_resource: Any = None  # the Klein app's resource, made on first use
 
     def render(self, request) -> Any:
         """Answer any request that is not the operator UI's: a hit the index knows at once,
@@ -187,7 +187,7 @@ class ReadPath:
             )
         return self._respond(request, hit)
 
-    def _respond(self, request, hit: Hit, opened: OpenBlob | None = None) -> IResource:
+    def _respond(self, request, hit: Hit, opened: OpenBlob | None = None) -> Any:
         """The resource that answers request with hit's blob; it owns `opened` (the blob, if
         the caller opened it), which is closed here if anything goes wrong before."""
         try:

@@ -160,6 +160,7 @@ class _Exchange:
 
 @implementer(IPushProducer)
 class _Relay(protocol.Protocol):
+    transport: Any  # set by connectionMade's caller, before any of the methods below run
     """The host's answer body, written to the client's request; a push producer on it, so a
     client that cannot take more pauses reading from the host."""
 

@@ -313,7 +313,7 @@ class BlobFile(static.File):
         modified: float | None = None,
     ):
         super().__init__(path, defaultType=content_type.decode("ascii"))
-        self.type, self.encoding = content_type.decode("ascii"), None
+        self.type, self.encoding = content_type.decode("ascii"), None  # type: ignore[assignment]
         self._answer = answer
         self._reactor = reactor
         self._served = served

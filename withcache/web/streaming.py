@@ -189,9 +189,12 @@ class StreamProducer(BodyEnd):
     def _read_in(self, span: int) -> None:
         self._reading = True
         pool = self._reactor.getThreadPool()
-        offset = self.offset
-        d = threads.deferToThreadPool(self._reactor, pool, _read_in, self._fd, offset, span)
-        d.addCallbacks(self._read_in_done, self._read_failed, (offset + span,), None, (0, 0))
+        offset, fd = self.offset, self._fd
+        assert fd is not None  # following the fill since start
+        d = threads.deferToThreadPool(self._reactor, pool, _read_in, fd, offset, span)
+        d.addCallbacks(
+            self._read_in_done, self._read_failed, callbackArgs=(offset + span,), errbackArgs=(0, 0)
+        )
 
     def _read_in_done(self, _: None, up_to: int) -> None:
         self._reading = False

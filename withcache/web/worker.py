@@ -180,6 +180,8 @@ class _HostLink(protocol.Protocol):
     """stdin/stdout to the host: reports go out on stdout; the end of stdin means stop, after a
     last report; the end of both (the host is gone) means stop now."""
 
+    transport: Any  # StandardIO's, set when it connects
+
     def __init__(self, on_stdin_closed: Any, on_lost: Any):
         self._on_stdin_closed, self._on_lost = on_stdin_closed, on_lost
 
@@ -207,14 +209,18 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from twisted.internet import reactor
+    from twisted.internet import reactor as installed
+
+    reactor: Any = installed  # the module stands in for the reactor: type it as one
 
     args = parse_args(sys.argv[1:] if argv is None else argv)
     secret = os.environ.pop("WITHCACHE_WORKER_SECRET").encode()
-    globalLogBeginner.beginLoggingTo(
-        [lambda event: sys.stderr.write(eventAsJSON(event) + "\n")],
-        redirectStandardIO=False,
-    )
+
+    def to_stderr(event: Any) -> None:
+        sys.stderr.write(eventAsJSON(event) + "\n")
+
+    observers: list[Any] = [to_stderr]
+    globalLogBeginner.beginLoggingTo(observers, redirectStandardIO=False)
     catalog = cat.Catalog(os.path.join(args.data_dir, "cache.db"), reactor, query=args.query)
     catalog.startService()
     cache = WorkerCache(Store(args.data_dir), catalog, args.query, reactor, args.freshness)

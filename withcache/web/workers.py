@@ -62,6 +62,8 @@ class _Lines:
 
 
 class WorkerProtocol(protocol.ProcessProtocol):
+    transport: Any  # the worker's process, set by spawnProcess before any event
+
     def __init__(self, workers: ServingWorkers):
         self.workers = workers
         self._reports, self._logs = _Lines(), _Lines()
@@ -97,6 +99,10 @@ class WorkerProtocol(protocol.ProcessProtocol):
     def processEnded(self, reason: Any) -> None:
         self.workers.ended(self, reason)
         self.ended.callback(None)
+
+
+def _cancel(_: object, call: Any) -> None:
+    call.cancel()
 
 
 class ServingWorkers(service.Service):
@@ -172,7 +178,7 @@ class ServingWorkers(service.Service):
         for worker in list(self.live):
             worker.transport.closeStdin()
             kill = self._reactor.callLater(STOP_TIMEOUT, worker.transport.signalProcess, "KILL")
-            stopped.append(worker.ended.addCallback(lambda _, kill=kill: kill.cancel()))
+            stopped.append(worker.ended.addCallback(_cancel, kill))
         d = defer.gatherResults(stopped)
         d.addBoth(lambda _: self._upstream.stopListening())
         return d
