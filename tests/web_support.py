@@ -223,4 +223,3 @@ def started(host: WebHost) -> Iterable[WebHost]:
         yield host
     finally:
         pytest_twisted.blockon(defer.ensureDeferred(host.stop()))
-
