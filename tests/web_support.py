@@ -9,10 +9,8 @@ twistd, curl and Chromium wiring.
 
 from __future__ import annotations
 
-import re
 import urllib.parse
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest_twisted
@@ -22,6 +20,7 @@ from twisted.internet import defer, task
 from twisted.logger import globalLogPublisher
 from twisted.web import resource, server
 
+from tests.ui.ui_support import CSRF_RE, PASSWORD, Reply
 from withcache.cache import Cache, Settings, import_file
 from withcache.catalog import Catalog
 from withcache.fetcher import Fetcher
@@ -30,10 +29,8 @@ from withcache.policy import OriginPolicy
 from withcache.store import Store
 from withcache.web.app import build_site
 
-PASSWORD = "correct horse battery staple"
 BASE = "http://localhost"
 TIMEOUT = 20
-_CSRF_RE = re.compile(r'name="csrf" value="([0-9a-f]+)"')
 
 
 class _Through(resource.Resource):
@@ -48,20 +45,6 @@ class _Through(resource.Resource):
 
     def render(self, request):
         return self._site.getResourceFor(request).render(request)
-
-
-@dataclass
-class Reply:
-    status: int
-    headers: dict[str, str]
-    body: str
-    set_cookies: list[str] = field(default_factory=list)
-
-    @property
-    def csrf(self) -> str:
-        m = _CSRF_RE.search(self.body)
-        assert m, f"no CSRF token in:\n{self.body[:2000]}"
-        return m.group(1)
 
 
 class WebHost:
@@ -191,7 +174,7 @@ class WebClient:
             for k, v in response.headers.getAllRawHeaders()
         }
         reply = Reply(response.code, headers_out, raw.decode("utf-8", "replace"), set_cookies)
-        if _CSRF_RE.search(reply.body):
+        if CSRF_RE.search(reply.body):
             self.csrf = reply.csrf
         return reply
 

@@ -5,6 +5,7 @@ in process: tests/web/test_ui_routes.py."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import time
 import urllib.parse
@@ -129,11 +130,20 @@ def _logged_in_cookie(host, password: str = PASSWORD) -> str:
     return cookie
 
 
+@contextlib.contextmanager
+def ui_host_at(data_dir, **kw):
+    """A UI host on data_dir for the with block (a restart is two of these in a row)."""
+    host = start_ui_host(data_dir, **kw)
+    try:
+        yield host
+    finally:
+        host.stop()
+
+
 def test_logout_a_replayed_session_cookie_is_refused_also_after_a_restart(tmp_path):
     """Issue 13, finding 8: logging out ends the session on the host, not just in the browser
     that dropped its cookie."""
-    host = start_ui_host(tmp_path / "data")
-    try:
+    with ui_host_at(tmp_path / "data") as host:
         c = Client(host.url)
         c.login()
         c.get("/")
@@ -141,44 +151,27 @@ def test_logout_a_replayed_session_cookie_is_refused_also_after_a_restart(tmp_pa
         assert c.post("/logout").status == 303
         reply = _replay(host, cookie)
         assert (reply.status, reply.headers["Location"]) == (303, "/login")
-    finally:
-        host.stop()
-    host = start_ui_host(tmp_path / "data")
-    try:
+    with ui_host_at(tmp_path / "data") as host:
         assert _replay(host, cookie).status == 303
-    finally:
-        host.stop()
     assert_clean_log(host)
 
 
 def test_password_change_restart_with_a_new_password_refuses_the_old_cookie(tmp_path):
     """Issue 13, finding 8: a password change ends every session."""
-    host = start_ui_host(tmp_path / "data")
-    try:
+    with ui_host_at(tmp_path / "data") as host:
         cookie = _logged_in_cookie(host)
-    finally:
-        host.stop()
-    host = start_ui_host(tmp_path / "data", password="a different password")
-    try:
+    with ui_host_at(tmp_path / "data", password="a different password") as host:
         reply = _replay(host, cookie)
         assert (reply.status, reply.headers["Location"]) == (303, "/login")
         _logged_in_cookie(host, "a different password")
-    finally:
-        host.stop()
     assert_clean_log(host)
 
 
 def test_password_change_a_restart_with_the_same_password_keeps_the_login(tmp_path):
-    host = start_ui_host(tmp_path / "data")
-    try:
+    with ui_host_at(tmp_path / "data") as host:
         cookie = _logged_in_cookie(host)
-    finally:
-        host.stop()
-    host = start_ui_host(tmp_path / "data")
-    try:
+    with ui_host_at(tmp_path / "data") as host:
         assert _replay(host, cookie).status == 200
-    finally:
-        host.stop()
     assert_clean_log(host)
 
 
