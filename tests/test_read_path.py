@@ -1,6 +1,6 @@
 """End to end: the real host under twistd, driven by the real curl (sendfile bodies, big blobs,
 TLS, curl's own options). Range answers, 304s, misses and malformed requests are tested in
-process: tests/web/test_read_path.py."""
+process: tests/web/test_read_path_routes.py."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Route tests of the operator UI against the real host (twistd): what needs its wiring (fills
 from a real origin, restarts, the client IP and cookies of real HTTP). The other route tests run
-in process: tests/web/test_ui_routes.py."""
+in process: tests/web/test_admin_routes.py."""
 
 from __future__ import annotations
 
