@@ -47,6 +47,23 @@ class _Through(resource.Resource):
         return self._site.getResourceFor(request).render(request)
 
 
+async def flushed(stub: StubTreq, method: str, path: str, *, headers=None, data=None):
+    """(response, body bytes) of one request through stub, which a LoopingCall flushes until
+    the body is in; redirects are not followed."""
+    from twisted.internet import reactor
+
+    pump = task.LoopingCall(stub.flush)
+    pump.clock = reactor
+    pump.start(0.002)
+    try:
+        d = stub.request(method, BASE + path, headers=headers, data=data, allow_redirects=False)
+        response = await d.addTimeout(TIMEOUT, reactor)
+        body = await treq.content(response).addTimeout(TIMEOUT, reactor)
+    finally:
+        pump.stop()
+    return response, body
+
+
 class WebHost:
     """A Cache over a temporary data dir, started as makeService starts it, and its Site."""
 
@@ -101,20 +118,7 @@ class WebHost:
 
     async def request(self, method: str, path: str, *, headers=None, data=None):
         """(response, body bytes) of one request, flushed through StubTreq."""
-        from twisted.internet import reactor
-
-        pump = task.LoopingCall(self.stub.flush)
-        pump.clock = reactor
-        pump.start(0.002)
-        try:
-            d = self.stub.request(
-                method, BASE + path, headers=headers, data=data, allow_redirects=False
-            )
-            response = await d.addTimeout(TIMEOUT, reactor)
-            body = await treq.content(response).addTimeout(TIMEOUT, reactor)
-        finally:
-            pump.stop()
-        return response, body
+        return await flushed(self.stub, method, path, headers=headers, data=data)
 
     async def get(self, path: str) -> tuple[int, bytes]:
         """(status, body) of an anonymous GET."""
