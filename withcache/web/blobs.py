@@ -4,9 +4,11 @@ Hits are served by withcache.web.sendfile (HEAD, Last-Modified, sendfile bodies;
 withcache.web.ranges decides, within its limits); this module adds the entity tag, the digest
 header and the hit/miss bookkeeping. A key whose fill is under way is answered by
 withcache.web.streaming, following the fill. A hit (/b/ or /blob) the cache's in-memory
-index knows is answered by `serve_known_hit` before Klein's routing: the common case pays for
-neither routing nor a database round-trip. Everything else (keys the index does not know yet,
-misses, malformed requests) goes through the Klein app.
+index knows is answered by HitServer.serve_known_hit before Klein's routing: the common case
+pays for neither routing nor a database round-trip. HitServer takes a withcache.hits.HitSource,
+so a serving worker (withcache.web.worker) answers hits with the same code. Everything else
+(keys the index does not know yet, misses, malformed requests) goes through the Klein app; both
+parse requests with withcache.web.blob_request.
 
 The bytes served are whatever an origin chose, from the operator UI's own origin, so every answer
 here carries READ_PATH_HEADERS (a sandbox CSP: nothing served runs as this origin, and nosniff),
