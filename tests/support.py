@@ -376,6 +376,17 @@ def payload_sha256(size: int, seed: int = 0) -> str:
     return h.hexdigest()
 
 
+def multipart_parts(body: bytes, size: int) -> list[tuple[int, int, bytes]]:
+    """(first, last, bytes) of each part of a multipart/byteranges body."""
+    found = []
+    for part in re.split(rb"(?i)content-range: bytes ", body)[1:]:
+        head, _, rest = part.partition(b"\r\n\r\n")
+        first, last = (int(n) for n in head.split(b"/")[0].split(b"-"))
+        assert head.startswith(f"{first}-{last}/{size}".encode())
+        found.append((first, last, rest[: last - first + 1]))
+    return found
+
+
 def write_file(path: Path, size: int, seed: int = 0) -> Path:
     """A file of `size` pseudo-random bytes (distinct per seed), written in 16 MiB pieces."""
     with open(path, "wb") as f:

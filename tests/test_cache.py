@@ -37,7 +37,7 @@ class Host:
         self.store = Store(str(data_dir))
         self.catalog = Catalog(str(data_dir / "cache.db"), reactor)
         client = make_http_client(reactor, self.settings.policy)
-        self.pool = client._agent._agent._pool
+        self.pool = client.pool
         fetcher = Fetcher(reactor, client, self.settings.policy, backoff=0.01, idle_timeout=5)
         self.cache = Cache(
             self.store, self.catalog, self.settings, reactor=reactor, now=reactor.seconds,

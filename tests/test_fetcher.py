@@ -48,7 +48,7 @@ class Run:
 
         extra = {"resolve": resolve} if resolve else {}
         client = make_http_client(reactor, policy, **extra)
-        self.pool = client._agent._agent._pool
+        self.pool = client.pool
         kw.setdefault("backoff", 0.01)
         kw.setdefault("idle_timeout", 2.0)
         self.fetcher = Fetcher(reactor, client, policy, **kw)
@@ -389,7 +389,7 @@ async def test_a_fill_faster_than_its_disk_completes_in_one_attempt(
         blob = ingest.commit(result.size)
     finally:
         ingest.close()
-        await client._agent._agent._pool.closeCachedConnections()
+        await client.pool.closeCachedConnections()
         await port.stopListening()
     assert blob.size == size and blob.sha256 == payload_sha256(size, 14)
     assert served.gets("/f/268435456/14/big.bin") == 1  # no drop, no retry
@@ -452,7 +452,7 @@ async def test_a_close_delimited_body_cut_by_a_reset_is_retried_not_committed(st
         blob = ingest.commit(result.size)
     finally:
         ingest.close()
-        await client._agent._agent._pool.closeCachedConnections()
+        await client.pool.closeCachedConnections()
     assert origin.requests == 2
     assert blob.size == len(body) and blob.sha256 == sha(body)
 
@@ -472,7 +472,7 @@ async def test_a_close_delimited_body_that_ends_cleanly_is_complete(store, tmp_p
         assert ingest.commit(result.size).sha256 == sha(body)
     finally:
         ingest.close()
-        await client._agent._agent._pool.closeCachedConnections()
+        await client.pool.closeCachedConnections()
 
 
 @pytest_twisted.ensureDeferred
@@ -500,7 +500,7 @@ async def test_netrc_credentials_go_to_an_https_origin(store, tmp_path):
         await defer.ensureDeferred(fetcher.fetch(url, ingest, lambda *_: None))
     finally:
         ingest.close()
-        await client._agent._agent._pool.closeCachedConnections()
+        await client.pool.closeCachedConnections()
         await port.stopListening()
     (seen,) = served.seen
     assert seen.authorization == "Basic bGFiOnMzY3JldA=="

@@ -145,8 +145,7 @@ def test_an_error_while_answering_a_hit_closes_the_blob(tmp_path, monkeypatch):
 
     path = write_file(tmp_path / "blob", 100)
     artifact = Artifact("k", "https://vendor.example.com/k", "ab" * 32, 100, None, 0.0)
-    metrics = SimpleNamespace(served_bytes=None)
-    cache = SimpleNamespace(count_hit=lambda hit: None, reactor=None, metrics=metrics)
+    source = SimpleNamespace(count_hit=lambda hit: None, reactor=None, served_bytes=None)
     opened = []
     real_open = blobs.open_blob
     monkeypatch.setattr(blobs, "open_blob", lambda *a: opened.append(real_open(*a)) or opened[-1])
@@ -156,5 +155,5 @@ def test_an_error_while_answering_a_hit_closes_the_blob(tmp_path, monkeypatch):
 
     monkeypatch.setattr(blobs, "blob_resource", broken)
     with pytest.raises(RuntimeError):
-        blobs.ReadPath(cache).serve_hit(DummyRequest([b""]), Hit(artifact, str(path)))
+        blobs.HitServer(source).serve_hit(DummyRequest([b""]), Hit(artifact, str(path)))
     assert len(opened) == 1 and opened[0].closed

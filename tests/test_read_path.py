@@ -1,11 +1,11 @@
-"""End to end: the real host under twistd, driven by the real curl."""
+"""End to end: the real host under twistd, driven by the real curl (sendfile bodies, big blobs,
+TLS, curl's own options). Range answers, 304s, misses and malformed requests are tested in
+process: tests/web/test_read_path_routes.py."""
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import re
 import subprocess
 import threading
 import time
@@ -16,10 +16,9 @@ import pytest
 from tests.support import (
     artifacts_by_key,
     assert_clean_log,
-    db,
     eventually,
+    multipart_parts,
     start_host,
-    token,
     write_file,
 )
 from tests.tls import make_test_ca
@@ -44,11 +43,6 @@ def headers(out: bytes) -> tuple[int, dict[str, str]]:
 
 def listed(host) -> dict[str, dict]:
     return artifacts_by_key(host.data_dir)
-
-
-def misses(host) -> dict[str, tuple]:
-    rows = db(host.data_dir, "SELECT key, url, count, first_seen, last_seen FROM misses")
-    return {row[0]: row[1:] for row in rows}
 
 
 @pytest.fixture
@@ -97,19 +91,6 @@ def test_urls_differing_only_in_signatures_hit_the_same_artifact(seeded):
     assert eventually(lambda: listed(host)[ORIGIN]["hits"], lambda n: n >= 3) == 3
 
 
-def test_finding6_a_query_that_selects_content_cannot_poison_another(host, tmp_path):
-    """Whoever is first to ask for `tool.sh?version=attacker` does not decide what
-    `tool.sh?version=1.2.3` gets: they are two keys."""
-    tool = "https://vendor.example.com/tool.sh"
-    bad = tmp_path / "bad.sh"
-    bad.write_bytes(b"echo pwned\n")
-    host.seed(f"{tool}?version=attacker", bad)
-    out = curl("-D", "/dev/stderr", host.blob_url(f"{tool}?version=1.2.3"))
-    assert headers(out.stderr)[0] == 404 and b"pwned" not in out.stdout
-    assert misses(host)[f"{tool}?version=1.2.3"][1] == 1
-    assert curl("-f", host.blob_url(f"{tool}?version=attacker")).stdout == b"echo pwned\n"
-
-
 def test_single_range_is_a_206_with_the_right_bytes(seeded):
     host, data, _digest = seeded
     out = curl("-D", "/dev/stderr", "-r", "1000-1999", host.blob_url(ORIGIN))
@@ -119,17 +100,6 @@ def test_single_range_is_a_206_with_the_right_bytes(seeded):
     assert out.stdout == data[1000:2000]
     tail = curl("-r", "-100", host.blob_url(ORIGIN)).stdout
     assert tail == data[-100:]
-
-
-def multipart_parts(body: bytes, size: int) -> list[tuple[int, int, bytes]]:
-    """(first, last, bytes) of each part of a multipart/byteranges body."""
-    found = []
-    for part in re.split(rb"(?i)content-range: bytes ", body)[1:]:
-        head, _, rest = part.partition(b"\r\n\r\n")
-        first, last = (int(n) for n in head.split(b"/")[0].split(b"-"))
-        assert head.startswith(f"{first}-{last}/{size}".encode())
-        found.append((first, last, rest[: last - first + 1]))
-    return found
 
 
 def test_many_ranges_up_to_the_limit_are_each_answered_with_their_own_bytes(seeded):
@@ -143,88 +113,6 @@ def test_many_ranges_up_to_the_limit_are_each_answered_with_their_own_bytes(seed
     assert multipart_parts(out.stdout, len(data)) == [(a, b, data[a : b + 1]) for a, b in spans]
 
 
-def range_answer(host, url: str, ranges: str) -> tuple[int, dict[str, str], bytes]:
-    out = curl("-D", "/dev/stderr", "-H", f"Range: {ranges}", host.blob_url(url))
-    status, h = headers(out.stderr)
-    return status, h, out.stdout
-
-
-def test_range_amplification_500_whole_blob_ranges_send_the_blob_at_most_once(host, tmp_path):
-    """`bytes=0-,0-,0-,...` (a short header) used to send the blob once per range."""
-    url = "https://vendor.example.com/amplified.bin"
-    data = write_file(tmp_path / "a.bin", 200_000).read_bytes()
-    host.seed(url, tmp_path / "a.bin")
-    for count in (2, 150, 500):
-        status, _h, body = range_answer(host, url, "bytes=" + ",".join(["0-"] * count))
-        assert len(body) <= len(data), count
-        assert body == data and status in (200, 206), count
-
-
-def test_range_amplification_overlapping_and_adjacent_ranges_are_coalesced(seeded):
-    host, data, _digest = seeded
-    status, h, body = range_answer(host, ORIGIN, "bytes=1000-1099,0-99,50-149,150-199,1050-1060")
-    assert status == 206 and h["content-type"].startswith("multipart/byteranges")
-    size = len(data)
-    assert multipart_parts(body, size) == [(0, 199, data[:200]), (1000, 1099, data[1000:1100])]
-    status, h, body = range_answer(host, ORIGIN, "bytes=10-19,0-9,15-29")
-    assert (status, h["content-range"], body) == (206, f"bytes 0-29/{size}", data[:30])
-
-
-def test_range_amplification_parts_longer_than_the_blob_get_the_whole_blob(host, tmp_path):
-    """Tiny ranges with gaps between them cannot be coalesced; their part headers would make the
-    answer many times the blob: the whole blob (200) is shorter."""
-    url = "https://vendor.example.com/small.bin"
-    data = write_file(tmp_path / "s.bin", 1_000).read_bytes()
-    host.seed(url, tmp_path / "s.bin")
-    ranges = "bytes=" + ",".join(f"{i}-{i}" for i in range(0, 300, 2))
-    status, h, body = range_answer(host, url, ranges)
-    assert (status, body) == (200, data) and h["content-type"] == "application/octet-stream"
-
-
-def test_range_amplification_more_ranges_than_the_limit_get_the_whole_blob(seeded):
-    host, data, _digest = seeded
-    ranges = "bytes=" + ",".join(f"{i * 10_000}-{i * 10_000}" for i in range(201))
-    status, _h, body = range_answer(host, ORIGIN, ranges)
-    assert (status, len(body)) == (200, len(data)) and body == data
-
-
-def test_multi_range_on_a_zero_byte_blob_is_not_a_500(host, tmp_path):
-    url = "https://vendor.example.com/empty.bin"
-    (tmp_path / "empty").write_bytes(b"")
-    host.seed(url, tmp_path / "empty")
-    for ranges in ("bytes=0-0,1-1", "bytes=0-,-5", "bytes=-1", "bytes=0-0"):
-        status, h, body = range_answer(host, url, ranges)
-        assert (status, h["content-length"], body) == (200, "0", b""), ranges
-
-
-def test_multi_range_with_nothing_satisfiable_is_a_416(seeded):
-    host, data, _digest = seeded
-    size = len(data)
-    status, h, _body = range_answer(host, ORIGIN, f"bytes={size}-,{size + 10}-{size + 20}")
-    assert (status, h["content-range"]) == (416, f"bytes */{size}")
-
-
-def test_unsatisfiable_range_is_a_416(seeded):
-    host, data, _digest = seeded
-    out = curl("-D", "-", "-o", "/dev/null", "-r", f"{len(data) + 10}-", host.blob_url(ORIGIN))
-    status, h = headers(out.stdout)
-    assert status == 416
-    assert h["content-range"] == f"bytes */{len(data)}"
-
-
-def test_matching_if_none_match_is_a_304(seeded):
-    host, _data, digest = seeded
-    for tags in (f'"{digest}"', f'"other", "{digest}"', f'W/"{digest}"', "*"):
-        out = curl("-D", "-", "-H", f"If-None-Match: {tags}", host.blob_url(ORIGIN))
-        status, _h = headers(out.stdout)
-        assert status == 304, tags
-        assert out.stdout.endswith(b"\r\n\r\n")
-    out = curl(
-        "-o", "/dev/null", "-w", "%{http_code}", "-H", 'If-None-Match: "x"', host.blob_url(ORIGIN)
-    )
-    assert out.stdout == b"200"
-
-
 def test_curl_remote_name_uses_the_decorative_name(seeded, tmp_path):
     host, data, _digest = seeded
     out = subprocess.run(
@@ -235,50 +123,6 @@ def test_curl_remote_name_uses_the_decorative_name(seeded, tmp_path):
     )
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "cuda_12.4.0_linux.run").read_bytes() == data
-
-
-def test_a_miss_is_a_404_with_one_line_and_is_recorded(host):
-    url = "https://vendor.example.com/rocm/amdgpu-install_6.1.deb?X-Amz-Signature=1"
-    out = curl("-D", "/dev/stderr", host.blob_url(url))
-    status, _h = headers(out.stderr)
-    assert status == 404
-    assert out.stdout.count(b"\n") == 1 and b"not cached" in out.stdout
-    curl("-I", host.blob_url(url.replace("Signature=1", "Signature=2")))
-    key = "https://vendor.example.com/rocm/amdgpu-install_6.1.deb"
-    (url_seen, count, first, last) = misses(host)[key]
-    assert count == 2 and first <= last and url_seen.endswith("Signature=2")
-
-
-@pytest.mark.parametrize(
-    ("path", "reason"),
-    [
-        ("/b/!!notbase64!!/x", "malformed token"),
-        ("/b/a/x", "malformed token"),
-        (f"/b/{token('ftp://vendor.example.com/f')}/f", "only http and https"),
-        (f"/b/{token('not a url')}/f", "whitespace"),
-        ("/blob", "missing url"),
-        ("/blob?url=", "missing url"),
-        ("/blob?url=file:///etc/passwd", "only http and https"),
-        ("/blob?url=https://user:pw@vendor.example.com/f", "credentials"),
-        (f"/b/{token('https://vendor.example.com/f?access_token=SECRET')}/f", "credentials"),
-        ("/blob?url=https://vendor.example.com/f%3Fapi_key%3DSECRET", "credentials"),
-    ],
-)
-def test_bad_requests_are_400_with_a_one_line_reason(host, path, reason):
-    out = curl("-D", "/dev/stderr", host.url + path)
-    status, h = headers(out.stderr)
-    assert status == 400
-    assert h["content-type"].startswith("text/plain")
-    assert out.stdout.count(b"\n") == 1 and reason.encode() in out.stdout
-    assert b"Traceback" not in out.stdout and b"SECRET" not in out.stdout
-
-
-def test_healthz_is_json(host):
-    out = curl("-f", "-D", "/dev/stderr", f"{host.url}/healthz")
-    _status, h = headers(out.stderr)
-    assert h["content-type"] == "application/json"
-    body = json.loads(out.stdout)
-    assert body["status"] == "ok" and body["version"]
 
 
 def test_big_artifact_streams_in_bounded_memory_to_concurrent_clients(host, tmp_path):

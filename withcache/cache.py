@@ -28,13 +28,17 @@ from twisted.python.failure import Failure
 from withcache import catalog as cat
 from withcache import datadir, freshness
 from withcache._log import make_logger
+from withcache.cache_views import CacheViews
 from withcache.downloads import DownloadManager, Job
 from withcache.events import Actor, EventLog
 from withcache.fetcher import Fetcher
 from withcache.fillstream import FillStream
 from withcache.freshness import NotCacheable
-from withcache.index import HitIndex, PendingHits
-from withcache.keys import DEFAULT_QUERY, remembered_key
+from withcache.hits import Hit, KnownHits, Tally
+from withcache.hits import artifact_verdict as artifact_verdict  # withcache-admin's, too
+from withcache.index import PendingHits
+from withcache.jobs import ACTIVE, JobState
+from withcache.keys import DEFAULT_QUERY
 from withcache.logs import redact_url
 from withcache.metrics import Metrics
 from withcache.policy import OriginPolicy
@@ -101,12 +105,6 @@ class Settings:
 
 
 @dataclass(frozen=True)
-class Hit:
-    artifact: cat.Artifact
-    path: str
-
-
-@dataclass(frozen=True)
 class Streaming:
     """A key whose fill is under way and servable: its bytes follow the fill's progress."""
 
@@ -125,8 +123,10 @@ class Stats:
     running: int
 
 
-class Cache(service.MultiService):
-    """Lookups, fills and bookkeeping over one data directory, for code on the reactor."""
+class Cache(KnownHits, CacheViews, service.MultiService):
+    """Lookups, fills and bookkeeping over one data directory, for code on the reactor.
+
+    It is the read path's HitSource (withcache.hits), as a serving worker's WorkerCache is."""
 
     def __init__(
         self,
@@ -140,13 +140,16 @@ class Cache(service.MultiService):
         metrics: Metrics | None = None,
         events: EventLog | None = None,
     ):
-        super().__init__()
+        service.MultiService.__init__(self)
+        KnownHits.__init__(self)
         # The audit log of state changes (withcache.events); each change below records one row.
         self.events = events or EventLog(catalog, now)
         self.metrics = metrics or Metrics()
         self.store = store
         self.catalog = catalog
         self.settings = settings
+        self.query = settings.query
+        self.freshness_policy = settings.freshness
         self.fetcher = fetcher
         self._reactor = reactor
         self._now = now
@@ -162,7 +165,6 @@ class Cache(service.MultiService):
             events=self.events,
         )
         self.downloads.setServiceParent(self)
-        self.index = HitIndex()
         self.revalidations = Revalidations(
             fetcher,
             catalog,
@@ -172,7 +174,6 @@ class Cache(service.MultiService):
             metrics=self.metrics,
             on_change=self.index.invalidate,
         )
-        self._generation: int | None = None
         self._quarantining: set[str] = set()
         # Set first thing when stopping: sweeps and blob deletions in other threads stop at the
         # next file. What they leave is what a crash would leave, swept at the next start.
@@ -181,7 +182,7 @@ class Cache(service.MultiService):
         sync.clock = reactor
         sync.setServiceParent(self)
         self.metrics.capacity.set(settings.max_bytes)
-        for state in ("queued", "running"):
+        for state in ACTIVE:
             self.metrics.count_jobs(state, partial(self._count_jobs, state))
         self.metrics.streaming.set_function(self._count_streaming)
 
@@ -191,28 +192,12 @@ class Cache(service.MultiService):
     def _count_streaming(self) -> int:
         return sum(job.stream.readers for job in self.downloads.active_jobs() if job.stream)
 
-    def key_for(self, url: str) -> str:
-        """The cache key of an origin URL under this host's settings (raises InvalidURL)."""
-        return remembered_key(url, self.settings.query)
-
-    def cached(self, url: str) -> Hit | None:
-        """The artifact for url if the index knows it and it is fresh, with no I/O at all; None
-        means "ask lookup()". The caller checks the blob's size as it opens it, then calls
-        count_hit, or forget if the blob is not what the index says. Raises InvalidURL."""
-        found = self.index.get(self.key_for(url))
-        if found is None or not self.fresh(found):
-            return None
-        return Hit(found, self.store.path_for(found.sha256))
-
-    def verdict(self, artifact: cat.Artifact) -> freshness.Verdict:
-        """The artifact's freshness now, under this host's rules."""
-        return artifact_verdict(artifact, self.settings.freshness, self._now())
-
-    def fresh(self, artifact: cat.Artifact) -> bool:
-        return not artifact.refresh and self.verdict(artifact).fresh
+    @property
+    def served_bytes(self) -> Tally:
+        return self.metrics.served_bytes
 
     def count_hit(self, hit: Hit) -> None:
-        self.index.count_hit(hit.artifact.key, self._now())
+        super().count_hit(hit)
         self.metrics.hits.inc()
 
     def record_remote_hits(self, hits: dict[str, PendingHits], served: int) -> None:
@@ -220,11 +205,6 @@ class Cache(service.MultiService):
         self.index.merge_hits(hits)
         self.metrics.hits.inc(sum(p.count for p in hits.values()))
         self.metrics.served_bytes.inc(served)
-
-    def forget(self, hit: Hit) -> None:
-        """The blob on disk is not what the index says (deleted or replaced under us): drop the
-        index so the next lookup asks the catalog what is true now."""
-        self.index.invalidate()
 
     @to_completion
     async def lookup(
@@ -240,7 +220,7 @@ class Cache(service.MultiService):
                 if count_hit:
                     self.count_hit(hit)
                 return hit
-            self.forget(hit)
+            self.blob_changed()
         key = self.key_for(url)
         streaming = self._streaming(key, count_hit)
         if streaming is not None:
@@ -356,16 +336,12 @@ class Cache(service.MultiService):
     async def sync_index(self) -> None:
         """Write the hits counted in memory; forget the index and refresh the totals gauges if
         the artifact rows changed since the last sync (by another process, the admin CLI, say)."""
-        hits = self.index.take_hits()
-        batch = [(key, p.count, p.last_at) for key, p in hits.items()]
-        try:
-            generation = await self.catalog.run(cat.add_hits, batch)
-        except BaseException:
-            self.index.merge_hits(hits)
-            raise
-        if generation != self._generation:
-            self.index.invalidate()
-            self._generation = generation
+
+        async def write(hits: dict[str, PendingHits]) -> int:
+            batch = [(key, p.count, p.last_at) for key, p in hits.items()]
+            return await self.catalog.run(cat.add_hits, batch)
+
+        if await self.sync_hits(write):
             # Another process (withcache-admin import, rm) may have changed what is held: the
             # gauges follow, as the dashboard does (it reads the catalog on every poll).
             await self.refresh_totals()
@@ -612,8 +588,8 @@ class Cache(service.MultiService):
         return Stats(
             **totals,
             capacity=self.settings.max_bytes,
-            queued=sum(1 for j in live if j.state == "queued"),
-            running=sum(1 for j in live if j.state == "running"),
+            queued=sum(1 for j in live if j.state == JobState.QUEUED),
+            running=sum(1 for j in live if j.state == JobState.RUNNING),
         )
 
     def startService(self) -> None:
@@ -653,19 +629,6 @@ class Cache(service.MultiService):
             orphans=len(orphans),
             resumed=resumed,
         )
-
-
-def artifact_verdict(
-    artifact: cat.Artifact, policy: freshness.Policy, now: float
-) -> freshness.Verdict:
-    """An artifact's freshness at now under policy (for the host and its serving workers)."""
-    return freshness.verdict(
-        freshness.decode(artifact.origin_headers),
-        artifact.checked_at,
-        policy.rule_for(artifact.url),
-        policy,
-        now,
-    )
 
 
 def _ingest_and_reader(store: Store) -> tuple[Ingest, int]:

@@ -20,25 +20,24 @@ from withcache import catalog as cat
 from withcache._log import make_logger
 from withcache.events import THE_HOST, Actor, EventLog
 from withcache.freshness import NotCacheable
+from withcache.jobs import (
+    ACTIVE,
+    CANCELLED,
+    COMPLETED,
+    FAILED,
+    FINISHED,
+    QUEUED,
+    REFUSED,
+    RUNNING,
+    UNCACHEABLE,
+)
 from withcache.logs import redact_text, redact_url
 from withcache.sanitise import ERROR_TEXT, printable
 
 log = make_logger()
 
-QUEUED, RUNNING, COMPLETED, FAILED, CANCELLED, REFUSED, UNCACHEABLE = (
-    "queued",
-    "running",
-    "completed",
-    "failed",
-    "cancelled",
-    "refused",
-    # The origin's answer may not be stored (withcache.freshness.NotCacheable).
-    "uncacheable",
-)
 # A key refused again within this many seconds gets no new job row.
 REFUSALS_KEPT_EVERY = 60.0
-ACTIVE = (QUEUED, RUNNING)
-FINISHED = (COMPLETED, FAILED, CANCELLED, REFUSED, UNCACHEABLE)
 
 
 @dataclass
@@ -278,7 +277,8 @@ class DownloadManager(service.Service):
             why=f" ({error})" if error else "",
         )
         by = job.cancelled_by if state == CANCELLED else None
-        outcome = {FAILED: FAILED, UNCACHEABLE: REFUSED}.get(state, "ok")
+        outcomes: dict[str, str] = {FAILED: FAILED, UNCACHEABLE: REFUSED}
+        outcome = outcomes.get(state, "ok")
         self._event(job, f"fill.{state}", by, outcome, error)
         try:
             await self.catalog.run(cat.update_job, job.row())

@@ -16,8 +16,7 @@ from urllib.parse import urljoin, urlsplit
 from twisted.internet import defer, error, protocol, task
 from twisted.python.failure import Failure
 from twisted.web import http
-from twisted.web._newclient import ResponseDone, ResponseFailed
-from twisted.web.client import ResponseNeverReceived
+from twisted.web.client import ResponseDone, ResponseFailed, ResponseNeverReceived
 from twisted.web.http_headers import Headers
 
 import withcache

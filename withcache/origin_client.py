@@ -210,13 +210,21 @@ class RawBodyAgent:
         return response
 
 
+class OriginClient(HTTPClient):
+    """A treq HTTPClient that keeps its connection pool at hand (to close idle connections)."""
+
+    def __init__(self, agent: IAgent, pool: HTTPConnectionPool):
+        super().__init__(agent)
+        self.pool = pool
+
+
 def make_http_client(
     reactor,
     policy: OriginPolicy,
     resolve: Resolver = system_resolver,
     connect_timeout=30.0,
     trust_root: Any = None,
-) -> HTTPClient:
+) -> OriginClient:
     """A treq client whose every connection obeys the policy and whose bodies are raw bytes.
 
     trust_root: what https origins must chain to (an IOpenSSLTrustRoot); None is the system's
@@ -225,4 +233,4 @@ def make_http_client(
     pool.maxPersistentPerHost = 4
     endpoints = PolicyEndpointFactory(reactor, policy, resolve, connect_timeout, trust_root)
     agent = Agent.usingEndpointFactory(reactor, endpoints, pool=pool)
-    return HTTPClient(cast(IAgent, RawBodyAgent(agent)))
+    return OriginClient(cast(IAgent, RawBodyAgent(agent)), pool)

@@ -21,9 +21,8 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass, field
 
+from withcache.jobs import ACTIVE
 from withcache.keys import InvalidURL, cache_key
-
-ACTIVE_JOB_STATES = ("queued", "running")
 
 
 @dataclass
@@ -145,7 +144,7 @@ def _rekey_jobs(conn: sqlite3.Connection, query: str, done: Rekeyed) -> None:
     for job_id, old, url, state in rows:
         key = _key(url, query)
         if isinstance(key, InvalidURL):
-            if state in ACTIVE_JOB_STATES:
+            if state in ACTIVE:
                 conn.execute(
                     "UPDATE jobs SET state = 'failed', error = ?,"
                     " finished_at = COALESCE(started_at, created_at) WHERE id = ?",

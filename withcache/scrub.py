@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 from twisted.application.internet import TimerService
-from twisted.internet import defer, threads
+from twisted.internet import defer
 
 from withcache import catalog as cat
 from withcache._log import make_logger
@@ -46,8 +47,23 @@ class _Pace:
             raise Stopped(f"stopped after {self.read} bytes")
 
 
+class ScrubTarget(Protocol):
+    """What the background scrub (withcache.scrub) needs: the next blob to check, a check of
+    its bytes in a thread, and what to do with the verdict."""
+
+    async def next_to_verify(self) -> tuple[str, int] | None: ...
+
+    def verify_blob(
+        self, sha256: str, size: int, pace: Callable[[int], None]
+    ) -> defer.Deferred[bool]: ...
+
+    async def mark_verified(self, sha256: str) -> None: ...
+
+    def quarantine(self, sha256: str, reason: str) -> Awaitable[list[cat.Artifact]]: ...
+
+
 class Scrubber(TimerService):
-    def __init__(self, cache: Any, interval: float, rate: float = SCRUB_BYTES_PER_SECOND):
+    def __init__(self, cache: ScrubTarget, interval: float, rate: float = SCRUB_BYTES_PER_SECOND):
         super().__init__(interval, self._tick)
         self.cache = cache
         self.rate = rate
@@ -69,27 +85,19 @@ class Scrubber(TimerService):
 
     async def verify_next(self) -> str | None:
         """Verify the next blob; returns its digest if it was bad."""
-        nxt = await self.cache.catalog.run(cat.next_to_verify)
+        nxt = await self.cache.next_to_verify()
         if nxt is None:
             return None
         sha256, size = nxt
         if self._stopping.is_set():
             return None
-        reactor = self.cache.reactor
         try:
-            good = await threads.deferToThreadPool(
-                reactor,
-                reactor.getThreadPool(),
-                self.cache.store.verify,
-                sha256,
-                size,
-                _Pace(self.rate, self._stopping),
-            )
+            good = await self.cache.verify_blob(sha256, size, _Pace(self.rate, self._stopping))
         except Stopped as e:
             log.info("scrub of blob {sha256} ({size} bytes) {why}", sha256=sha256, size=size, why=e)
             return None
         if good:
-            await self.cache.catalog.run(cat.set_verified, sha256, self.cache.now())
+            await self.cache.mark_verified(sha256)
             return None
         await self.cache.quarantine(sha256, "scrub: bytes on disk do not match the sha256")
         return sha256

@@ -12,7 +12,6 @@ from typing import Any
 
 from twisted.application import service, strports
 from twisted.internet import defer, endpoints
-from twisted.internet.testing import MemoryReactor
 from twisted.logger import ILogObserver
 from twisted.python import usage
 
@@ -30,6 +29,7 @@ from withcache.scrub import Scrubber
 from withcache.sizes import parse_size
 from withcache.store import Store, keep_files_private
 from withcache.traffic import DailyTraffic
+from withcache.twisted_compat import check_server_endpoint, listening_port, raise_bind_errors
 from withcache.web.auth import WeakSecret, check_secret
 
 log = make_logger()
@@ -37,8 +37,7 @@ log = make_logger()
 
 def _check_endpoint(name: str, description: str) -> None:
     try:
-        # A throwaway reactor: twistd has not installed the real one yet.
-        endpoints.serverFromString(MemoryReactor(), description)
+        check_server_endpoint(description)
     except (ValueError, TypeError, KeyError) as e:
         raise usage.UsageError(f"{name}: not a valid endpoint {description!r}: {e}") from e
 
@@ -388,7 +387,7 @@ class ListeningService(strports.StreamServerEndpointService):
 
     def privilegedStartService(self) -> None:
         super().privilegedStartService()
-        self._waitingForPort.addCallback(self._announce)
+        listening_port(self).addCallback(self._announce)
 
     def _announce(self, port):
         self.address = address = port.getHost()
@@ -485,14 +484,14 @@ def build_service(options: Options, reactor: Any) -> WithcacheService:
             cache, read_base, access_log=access_log, admin_hosts=admin_hosts
         )
     web = ListeningService(endpoints.serverFromString(reactor, options["listen"]), site)
-    web._raiseSynchronously = True
+    raise_bind_errors(web)
     web.setServiceParent(top)
     if options["admin-listen"] is not None:
         admin = ListeningService(
             endpoints.serverFromString(reactor, options["admin-listen"]), admin_site
         )
         admin.what = "withcache operator UI"
-        admin._raiseSynchronously = True
+        raise_bind_errors(admin)
         admin.setServiceParent(top)
     if options["processes"] > 1:
         workers = ServingWorkers(

@@ -1,23 +1,19 @@
-"""Route tests of the operator UI against the real host (twistd): auth, CSRF, escaping, actions."""
+"""Route tests of the operator UI against the real host (twistd): what needs its wiring (fills
+from a real origin, restarts, the client IP and cookies of real HTTP). The other route tests run
+in process: tests/web/test_admin_routes.py."""
 
 from __future__ import annotations
 
 import base64
-import json
+import contextlib
 import os
-import stat
-import subprocess
 import urllib.parse
 
 import pytest
 
 from tests.support import (
-    OriginProcess,
-    artifacts_by_key,
     assert_clean_log,
-    db,
     eventually,
-    tool,
     write_file,
 )
 from tests.ui.ui_support import PASSWORD, Client, start_ui_host
@@ -34,115 +30,12 @@ def blob_miss(host, url: str) -> None:
     assert status == 404
 
 
-def test_dashboard_needs_a_login(ui_host):
-    reply = Client(ui_host.url).get("/")
-    assert (reply.status, reply.headers["Location"]) == (303, "/login")
-
-
-def test_read_path_healthz_and_static_assets_stay_open(ui_host):
-    anonymous = Client(ui_host.url)
-    assert anonymous.get("/healthz").status == 200
-    assert anonymous.get("/b/aHR0cDovL3guZXhhbXBsZS9h/a").status == 404
-    for name, kind in (("htmx.min.js", "text/javascript"), ("pico.min.css", "text/css")):
-        reply = anonymous.get(f"/static/{name}")
-        assert reply.status == 200
-        assert reply.headers["Content-Type"].startswith(kind)
-        assert "max-age=31536000" in reply.headers["Cache-Control"]
-
-
-def test_static_serves_only_the_vendored_files(ui_host):
-    anonymous = Client(ui_host.url)
-    assert anonymous.get("/static/").status == 404
-    assert anonymous.get("/static/VERSIONS").status == 404
-    assert anonymous.get("/static/..%2Fadmin.py").status == 404
-
-
 def test_vendored_htmx_is_a_stable_2x_release():
     static = os.path.join(os.path.dirname(__file__), "..", "..", "withcache", "web", "static")
     with open(os.path.join(static, "htmx.min.js")) as f:
         assert 'version:"2.0.11"' in f.read().replace(" ", "")
     assert os.path.exists(os.path.join(static, "htmx.LICENSE"))
     assert os.path.exists(os.path.join(static, "pico.LICENSE.md"))
-
-
-def test_wrong_password_is_refused(ui_host):
-    c = Client(ui_host.url)
-    c.get("/login")
-    reply = c.post("/login", {"password": "nope"})
-    assert reply.status == 401
-    assert "Wrong password" in reply.body
-    assert c.get("/").status == 303
-
-
-def test_login_sets_a_hardened_session_cookie(ui_host):
-    c = Client(ui_host.url)
-    c.get("/login")
-    reply = c.post("/login", {"password": PASSWORD})
-    assert (reply.status, reply.headers["Location"]) == (303, "/")
-    cookie = reply.set_cookies[-1]
-    for attribute in ("HttpOnly", "SameSite=strict", "Max-Age=604800", "Path=/"):
-        assert attribute in cookie
-    assert "Secure" not in cookie  # plain HTTP here
-    assert c.get("/").status == 200
-
-
-def test_admin_pages_send_security_headers(client):
-    reply = client.get("/")
-    csp = reply.headers["Content-Security-Policy"]
-    assert "script-src 'self'" in csp and "style-src 'self'" in csp
-    assert "default-src 'none'" in csp
-    assert reply.headers["X-Frame-Options"] == "DENY"
-    assert reply.headers["Referrer-Policy"] == "same-origin"
-    assert "http://" not in reply.body.split("<main")[0]  # nothing loaded from another host
-
-
-def test_a_forged_cookie_is_not_a_session(ui_host):
-    c = Client(ui_host.url)
-    reply = c.get("/", Cookie="withcache_session=user.9999999999.abc.0000")
-    assert reply.status == 303
-
-
-def test_login_post_needs_a_csrf_token(ui_host):
-    c = Client(ui_host.url)
-    c.get("/login")
-    assert c.post("/login", {"password": PASSWORD}, csrf=False).status == 403
-
-
-def test_actions_without_csrf_token_are_forbidden(client, ui_host):
-    blob_miss(ui_host, "http://vendor.example/csrf.run")
-    key = "http://vendor.example/csrf.run"
-    reply = client.post("/admin/misses/dismiss", {"key": key}, csrf=False)
-    assert reply.status == 403
-    wrong = client.post("/admin/misses/dismiss", {"key": "x", "csrf": "0" * 64})
-    assert wrong.status == 403
-    assert "vendor.example/csrf.run" in client.get("/").body
-
-
-def test_csrf_header_works_like_the_form_field(client, ui_host):
-    blob_miss(ui_host, "http://vendor.example/header.run")
-    reply = client.request(
-        "POST",
-        "/admin/misses/dismiss",
-        {"key": "http://vendor.example/header.run"},
-        {"X-CSRF-Token": client.csrf, "HX-Request": "true"},
-    )
-    assert reply.status == 303
-    assert "vendor.example/header.run" not in client.get("/").body
-
-
-def test_urls_are_escaped(client, ui_host):
-    evil = 'http://vendor.example/<script>alert("x")</script>.run'
-    blob_miss(ui_host, evil)
-    body = client.get("/").body
-    assert "<script>alert" not in body
-    assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in body
-
-
-def test_add_rejects_a_bad_scheme_inline(client):
-    reply = client.post("/admin/add", {"url": "ftp://vendor.example/a.iso"})
-    assert reply.status == 400
-    assert "only http and https" in reply.body
-    assert 'value="ftp://vendor.example/a.iso"' in reply.body
 
 
 def test_add_then_fill_shows_the_artifact(client, ui_host, ui_origin):
@@ -213,58 +106,6 @@ def test_clear_finished_empties_the_finished_jobs(client, ui_origin):
     assert "tiny.bin" not in client.get("/admin/fragments/downloads").body
 
 
-def test_pin_unpin_and_delete_with_confirmation(client, ui_host, tmp_path):
-    url = "https://vendor.example/pinned.run"
-    ui_host.seed(url, write_file(tmp_path / "p", 2048, seed=5))
-    assert client.post("/admin/artifacts/pin", {"key": url, "pinned": "1"}).status == 303
-    assert artifacts_by_key(ui_host.data_dir)[url]["pinned"]
-    client.post("/admin/artifacts/pin", {"key": url, "pinned": "0"})
-    assert not artifacts_by_key(ui_host.data_dir)[url]["pinned"]
-    confirm = client.get("/admin/artifacts/delete?" + urllib.parse.urlencode({"key": url}))
-    assert confirm.status == 200 and "Delete this artifact?" in confirm.body
-    assert client.post("/admin/artifacts/delete", {"key": url}).status == 303
-    assert url not in artifacts_by_key(ui_host.data_dir)
-
-
-def test_artifacts_show_digest_and_cache_url(client, ui_host, tmp_path):
-    url = "https://vendor.example/shown.run"
-    digest = ui_host.seed(url, write_file(tmp_path / "s", 4096, seed=6))
-    body = client.get("/?q=shown.run").body
-    assert f'data-copy="{digest}"' in body
-    assert f"{ui_host.url}/b/" in body and "/shown.run" in body
-
-
-def test_search_and_pagination(client, ui_host, tmp_path):
-    digest = ui_host.seed("https://bulk.example/seed.bin", write_file(tmp_path / "b", 512, 7))
-    rows = tmp_path / "rows.jsonl"
-    with open(rows, "w") as f:
-        for n in range(120):
-            url = f"https://bulk.example/item-{n:03d}.bin"
-            row = {"key": url, "url": url, "sha256": digest, "size": 512, "content_type": None}
-            f.write(json.dumps({**row, "fetched_at": 1000.0 + n}) + "\n")
-
-    subprocess.run(
-        [tool("withcache-admin"), "import-catalog", "--data-dir", str(ui_host.data_dir), str(rows)],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
-    first = client.get("/?q=bulk.example/item").body
-    assert "120 matches · page 1 of 3" in first
-    assert first.count('class="artifact"') == 50
-    third = client.get("/?q=bulk.example/item&page=3").body
-    assert third.count('class="artifact"') == 20
-    assert "item-000.bin" in third  # oldest last
-    one = client.get("/?q=item-042").body
-    assert one.count('class="artifact"') == 1
-
-
-def test_logout_ends_the_session(client):
-    reply = client.post("/logout")
-    assert (reply.status, reply.headers["Location"]) == (303, "/login")
-    assert client.get("/").status == 303
-
-
 def _session_cookie(client: Client) -> str:
     (value,) = [c.value for c in client.jar if c.name == "withcache_session"]
     return value
@@ -283,11 +124,20 @@ def _logged_in_cookie(host, password: str = PASSWORD) -> str:
     return cookie
 
 
+@contextlib.contextmanager
+def ui_host_at(data_dir, **kw):
+    """A UI host on data_dir for the with block (a restart is two of these in a row)."""
+    host = start_ui_host(data_dir, **kw)
+    try:
+        yield host
+    finally:
+        host.stop()
+
+
 def test_logout_a_replayed_session_cookie_is_refused_also_after_a_restart(tmp_path):
     """Issue 13, finding 8: logging out ends the session on the host, not just in the browser
     that dropped its cookie."""
-    host = start_ui_host(tmp_path / "data")
-    try:
+    with ui_host_at(tmp_path / "data") as host:
         c = Client(host.url)
         c.login()
         c.get("/")
@@ -295,112 +145,28 @@ def test_logout_a_replayed_session_cookie_is_refused_also_after_a_restart(tmp_pa
         assert c.post("/logout").status == 303
         reply = _replay(host, cookie)
         assert (reply.status, reply.headers["Location"]) == (303, "/login")
-    finally:
-        host.stop()
-    host = start_ui_host(tmp_path / "data")
-    try:
+    with ui_host_at(tmp_path / "data") as host:
         assert _replay(host, cookie).status == 303
-    finally:
-        host.stop()
     assert_clean_log(host)
 
 
 def test_password_change_restart_with_a_new_password_refuses_the_old_cookie(tmp_path):
     """Issue 13, finding 8: a password change ends every session."""
-    host = start_ui_host(tmp_path / "data")
-    try:
+    with ui_host_at(tmp_path / "data") as host:
         cookie = _logged_in_cookie(host)
-    finally:
-        host.stop()
-    host = start_ui_host(tmp_path / "data", password="a different password")
-    try:
+    with ui_host_at(tmp_path / "data", password="a different password") as host:
         reply = _replay(host, cookie)
         assert (reply.status, reply.headers["Location"]) == (303, "/login")
         _logged_in_cookie(host, "a different password")
-    finally:
-        host.stop()
     assert_clean_log(host)
 
 
 def test_password_change_a_restart_with_the_same_password_keeps_the_login(tmp_path):
-    host = start_ui_host(tmp_path / "data")
-    try:
+    with ui_host_at(tmp_path / "data") as host:
         cookie = _logged_in_cookie(host)
-    finally:
-        host.stop()
-    host = start_ui_host(tmp_path / "data")
-    try:
+    with ui_host_at(tmp_path / "data") as host:
         assert _replay(host, cookie).status == 200
-    finally:
-        host.stop()
     assert_clean_log(host)
-
-
-def test_refused_origin_is_shown_inline(tmp_path):
-    host = start_ui_host(tmp_path / "data")
-    try:
-        c = Client(host.url)
-        c.login()
-        c.get("/")
-        reply = c.post("/admin/add", {"url": "http://127.0.0.1:9/x.bin"})
-        assert reply.status == 400
-        assert "not a public address" in reply.body
-        # The Add form refuses IPv6 literals of non-public addresses as the fill policy would.
-        for url in ("http://[::1]:9/x.bin", "http://[fec0::1]/x.bin", "http://[::ffff:7f00:1]/"):
-            reply = c.post("/admin/add", {"url": url})
-            assert (reply.status, "not a public address" in reply.body) == (400, True), url
-        assert db(host.data_dir, "SELECT url FROM jobs") == []
-    finally:
-        host.stop()
-    assert_clean_log(host)
-
-
-def test_failed_logins_are_throttled_per_client(tmp_path):
-    host = start_ui_host(tmp_path / "data")
-    try:
-        c = Client(host.url)
-        c.get("/login")
-        for _ in range(5):
-            assert c.post("/login", {"password": "guess"}).status == 401
-        reply = c.post("/login", {"password": PASSWORD})
-        assert reply.status == 429
-        assert int(reply.headers["Retry-After"]) > 0
-        assert c.get("/").status == 303
-    finally:
-        host.stop()
-
-
-def test_without_a_password_the_ui_is_open_with_a_warning(tmp_path):
-    host = start_ui_host(tmp_path / "data", password=None)
-    try:
-        c = Client(host.url)
-        reply = c.get("/")
-        assert reply.status == 200
-        assert "WITHCACHE_ADMIN_PASSWORD" in reply.body
-        assert "WITHCACHE_ADMIN_PASSWORD is not set" in host.log()
-        assert c.post("/admin/jobs/clear", csrf=False).status == 403
-        assert c.post("/admin/jobs/clear").status == 303
-        secret = tmp_path / "data" / "session-secret"
-        assert stat.S_IMODE(secret.stat().st_mode) == 0o600
-    finally:
-        host.stop()
-
-
-def test_auto_mode_shows_misses_as_queued(tmp_path):
-    """Without --curate a miss queues a fill by itself: no buttons, its state instead."""
-    origin = OriginProcess()
-    # --stream-wait 0: the miss is a 404 at once, not a stream of the fill it starts.
-    host = start_ui_host(tmp_path / "data", "--allow-private", "--stream-wait", "0")
-    try:
-        c = Client(host.url)
-        c.login()
-        blob_miss(host, f"{origin.base}/f/50000000/13/auto.bin?rate=200000")
-        misses = wait_until(lambda: _row(c.get("/admin/fragments/misses").body, "auto.bin", ""))
-        assert "state-running" in misses or "state-queued" in misses
-        assert "/admin/misses/dismiss" not in misses
-    finally:
-        host.stop()
-        origin.stop()
 
 
 def _row(fragment: str, name: str, state: str) -> str | None:

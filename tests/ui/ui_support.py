@@ -18,7 +18,7 @@ PASSWORD = "correct horse battery staple"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 TIMEOUT_MS = 30_000
-_CSRF_RE = re.compile(r'name="csrf" value="([0-9a-f]+)"')
+CSRF_RE = re.compile(r'name="csrf" value="([0-9a-f]+)"')
 
 
 def start_ui_host(data_dir: Path, *args: str, password: str | None = PASSWORD) -> Host:
@@ -46,7 +46,7 @@ class Reply:
 
     @property
     def csrf(self) -> str:
-        m = _CSRF_RE.search(self.body)
+        m = CSRF_RE.search(self.body)
         assert m, f"no CSRF token in:\n{self.body[:2000]}"
         return m.group(1)
 
@@ -74,7 +74,7 @@ class Client:
                 reply = _reply(r.status, r)
         except urllib.error.HTTPError as e:
             reply = _reply(e.code, e)
-        if _CSRF_RE.search(reply.body):
+        if CSRF_RE.search(reply.body):
             self.csrf = reply.csrf
         return reply
 

@@ -22,9 +22,9 @@ import withcache
 from withcache import freshness
 from withcache.cache import Cache
 from withcache.events import FAILED, OPERATOR, Actor
+from withcache.jobs import ACTIVE, JobState
 from withcache.keys import InvalidURL, encode_token
 from withcache.logs import redact_text, redact_url
-from withcache.origin_client import precheck_origin
 from withcache.policy import RefusedOrigin
 from withcache.sizes import format_size
 from withcache.web.auth import CSRF_FIELD, USER, Auth, CSRFRejected, NotLoggedIn, Throttled
@@ -87,7 +87,7 @@ class JobView:
             total = job.bytes_done
         percent = min(100, job.bytes_done * 100 // total) if total else None
         rate = eta = None
-        if job.state == "running" and job.started_at is not None and now > job.started_at:
+        if job.state == JobState.RUNNING and job.started_at is not None and now > job.started_at:
             rate = job.bytes_done / (now - job.started_at)
             if total and rate > 0:
                 eta = (total - job.bytes_done) / rate
@@ -225,7 +225,7 @@ class AdminUI:
     async def cancel(self, request):
         await self._action(request)
         wanted = _field(request, "id")
-        for job in self.cache.downloads.active_jobs():
+        for job in self.cache.active_jobs():
             if str(job.id) == wanted:
                 self.cache.cancel(job, self._actor(request))
         return self._redirect(request, b"/")
@@ -316,7 +316,7 @@ class AdminUI:
         fill's policy refuses (an address literal, IPv6 ones included, or a name that resolves
         now; the fill checks the address it connects to again)."""
         self.cache.key_for(url)
-        await precheck_origin(self.cache.settings.policy, url, self.cache.reactor)
+        await self.cache.precheck(url)
 
     def _back(self, request) -> bytes:
         query = {k: _field(request, k) for k in ("q", "page") if _field(request, k)}
@@ -373,16 +373,16 @@ class AdminUI:
         artifacts, total = await self._artifacts(query, page, stats.artifacts)
         misses = await self.cache.misses(100)
         jobs = [JobView.of(j, now) for j in await self.cache.jobs(50)]
-        served = self.cache.metrics.registry.get_sample_value("withcache_served_bytes_total")
+        served, _fetched = self.cache.byte_totals()
         lookups = stats.hits + stats.misses
         base = self.read_base(request)
         return {
             **await self._base_context(request, session),
             "stats": stats,
-            "served": int(served or 0),
+            "served": served,
             "hit_ratio": (stats.hits / lookups) if lookups else None,
             "jobs": jobs,
-            "has_finished": any(j.state not in ("queued", "running") for j in jobs),
+            "has_finished": any(j.state not in ACTIVE for j in jobs),
             "misses": [(m, self._miss_state(m.key)) for m in misses],
             # The cache URL names the key, not the stored URL: the same artifact, without the
             # signature the stored URL may carry.
@@ -405,7 +405,7 @@ class AdminUI:
         }
 
     def _miss_state(self, key: str) -> str | None:
-        job = self.cache.downloads.active(key)
+        job = self.cache.active_job(key)
         return job.state if job is not None else None
 
     async def _artifacts(self, query: str, page: int, count: int) -> tuple[list, int]:

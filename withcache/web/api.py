@@ -23,7 +23,6 @@ from withcache import tokens
 from withcache.cache import Cache
 from withcache.keys import InvalidURL
 from withcache.logs import redact_text
-from withcache.origin_client import precheck_origin
 from withcache.policy import RefusedOrigin
 from withcache.web import api_json as aj
 from withcache.web.api_auth import APIAuth
@@ -108,8 +107,8 @@ class API:
         if after is None:
             found = await self.cache.artifacts(limit, offset)
         else:
-            found = await self.cache.catalog.run(cat.list_artifacts_after, limit, after)
-        total = await self.cache.catalog.run(cat.count_artifacts)
+            found = await self.cache.artifacts_after(limit, after)
+        total = await self.cache.count_artifacts()
         cursor = aj.cursor(found[-1]) if found else ""
         items = [self._artifact_json(a) for a in found]
         return self._json(request, aj.listing(request, items, limit, offset, total, cursor))
@@ -142,14 +141,14 @@ class API:
         outcome = await self.cache.refresh(found.key)
         if outcome is None:
             raise Problem("not-found", "the artifact went meanwhile")
-        changed = await self.cache.catalog.run(cat.get_artifact, found.key) or found
+        changed = await self.cache.artifact(found.key) or found
         return self._json(request, {"outcome": outcome, "artifact": self._artifact_json(changed)})
 
     async def _pin(self, request, pinned: bool):
         caller = await self.auth.caller(request, tokens.ADMIN)
         found = await self._artifact(request)
         await self.cache.pin(found.key, pinned, caller.actor)
-        changed = await self.cache.catalog.run(cat.get_artifact, found.key)
+        changed = await self.cache.artifact(found.key)
         if changed is None:
             raise Problem("not-found", "the artifact went meanwhile")
         return self._json(request, self._artifact_json(changed))
@@ -168,7 +167,7 @@ class API:
             found = next((a for a in candidates if a.sha256 == value), None)
         else:
             key = self.cache.key_for(value) if name == "url" else value
-            found = await self.cache.catalog.run(cat.get_artifact, key)
+            found = await self.cache.artifact(key)
         if found is None:
             raise Problem("not-found", f"no artifact with that {name}")
         return found
@@ -181,7 +180,7 @@ class API:
         url = aj.string(aj.body(request), "url")
         # The UI's Add checks, in the same order: a cacheable URL, then the origin policy.
         self.cache.key_for(url)
-        await precheck_origin(self.cache.settings.policy, url, self.cache.reactor)
+        await self.cache.precheck(url)
         job = await self.cache.add(url, caller.actor)
         request.setHeader(b"Location", f"/api/v1/fills/{job.id}".encode())
         return self._json(request, aj.job_json(job), 202)
@@ -202,16 +201,13 @@ class API:
     async def cancel(self, request, job_id):
         caller = await self.auth.caller(request, tokens.FILL)
         job = await self._job(job_id)
-        live = self.cache.downloads.active(job.key)
+        live = self.cache.active_job(job.key)
         if live is None or live.id != job_id or not self.cache.cancel(live, caller.actor):
             raise Problem("fill-finished", f"fill {job_id} is {job.state}")
         return self._json(request, aj.job_json(live), 202)
 
     async def _job(self, job_id: int) -> cat.JobRow:
-        for live in self.cache.downloads.active_jobs():
-            if live.id == job_id:
-                return live
-        row = await self.cache.catalog.run(cat.get_job, job_id)
+        row = await self.cache.job(job_id)
         if row is None:
             raise Problem("not-found", f"no fill {job_id}")
         return row
@@ -242,10 +238,8 @@ class API:
     async def stats(self, request):
         await self.auth.caller(request, tokens.READ)
         stats = await self.cache.stats()
-        get = self.cache.metrics.registry.get_sample_value
         doc = dict(vars(stats))
-        doc["served_bytes"] = int(get("withcache_served_bytes_total") or 0)
-        doc["fetched_bytes"] = int(get("withcache_origin_fetched_bytes_total") or 0)
+        doc["served_bytes"], doc["fetched_bytes"] = self.cache.byte_totals()
         return self._json(request, doc)
 
     @app.route("/api/v1/events", methods=["GET"])
@@ -253,9 +247,7 @@ class API:
         await self.auth.caller(request, tokens.ADMIN)
         limit, offset = aj.page(request)
         action, actor = aj.arg(request, "action"), aj.arg(request, "actor")
-        found, total = await self.cache.catalog.run(
-            lambda conn: ev.query(conn, action=action, actor=actor, limit=limit, offset=offset)
-        )
+        found, total = await self.cache.query_events(action, actor, limit, offset)
         items = [aj.event_json(e) for e in found]
         return self._json(request, aj.listing(request, items, limit, offset, total))
 
@@ -264,7 +256,7 @@ class API:
     @app.route("/api/v1/tokens", methods=["GET"])
     async def list_tokens(self, request):
         await self.auth.caller(request, tokens.ADMIN)
-        found = await self.cache.catalog.run(tokens.list_tokens)
+        found = await self.cache.list_tokens()
         return self._json(request, {"items": [aj.token_json(t) for t in found]})
 
     @app.route("/api/v1/tokens", methods=["POST"])
@@ -290,19 +282,14 @@ async def create_token(
 ) -> tuple[tokens.Token, str]:
     """Create a token (recording the event); a Problem for a bad name, scope or a taken name."""
     try:
-        made = await cache.catalog.run(tokens.create_token, name, scopes, cache.now())
+        return await cache.create_token(name, scopes, actor)
     except tokens.TokenError as e:
         kind = "token-conflict" if "exists" in str(e) else "invalid-parameter"
         raise Problem(kind, str(e)) from None
-    cache.events.record(actor, "token.created", name, "ok", " ".join(made[0].scopes))
-    return made
 
 
 async def revoke_token(cache: Cache, name: str, actor: ev.Actor) -> bool:
-    done = await cache.catalog.run(tokens.revoke_token, name, cache.now())
-    if done:
-        cache.events.record(actor, "token.revoked", name)
-    return done
+    return await cache.revoke_token(name, actor)
 
 
 @functools.cache

@@ -59,9 +59,7 @@ class APIAuth:
             scheme, _, presented = header.strip().partition(" ")
             if scheme.lower() != "bearer" or not presented.strip():
                 raise Problem("unauthorized", "use Authorization: Bearer <token>", _challenge())
-            token = await self._cache.catalog.run(
-                tokens.check_token, presented.strip(), self._cache.now()
-            )
+            token = await self._cache.check_token(presented.strip())
             if token is None:
                 raise Problem(
                     "unauthorized", "unknown or revoked token", _challenge("invalid_token")

@@ -9,7 +9,6 @@ from urllib.parse import urlencode
 from withcache import events as ev
 from withcache import tokens
 from withcache.cache import Cache
-from withcache.traffic import last_days
 from withcache.web.api import create_token, revoke_token
 from withcache.web.chart import traffic_svg
 from withcache.web.problems import Problem
@@ -27,7 +26,7 @@ class AutomationPages:
         self.cache = cache
 
     async def traffic_chart(self) -> Any:
-        days = await self.cache.catalog.run(last_days, self.cache.now())
+        days = await self.cache.traffic_days()
         return traffic_svg(days)
 
     async def tokens_context(self, request, actor: ev.Actor) -> dict[str, Any]:
@@ -45,7 +44,7 @@ class AutomationPages:
                 context["token_error"] = e.detail
         elif path.endswith("/revoke"):
             await revoke_token(self.cache, _field(request, "name"), actor)
-        context["tokens"] = await self.cache.catalog.run(tokens.list_tokens)
+        context["tokens"] = await self.cache.list_tokens()
         context["scopes"] = tokens.SCOPES
         return context
 
@@ -55,18 +54,9 @@ class AutomationPages:
             page = max(1, int(_field(request, "page") or 1))
         except ValueError:
             page = 1
-
-        def read(conn):
-            found = ev.query(
-                conn,
-                action=action,
-                actor=actor,
-                limit=EVENTS_PAGE,
-                offset=(page - 1) * EVENTS_PAGE,
-            )
-            return found, ev.actors(conn)
-
-        (found, total), actors = await self.cache.catalog.run(read)
+        offset = (page - 1) * EVENTS_PAGE
+        found, total = await self.cache.query_events(action, actor, EVENTS_PAGE, offset)
+        actors = await self.cache.event_actors()
 
         def page_query(p: int) -> str:
             return urlencode(

@@ -30,6 +30,7 @@ from twisted.web import http, resource, server, static
 from zope.interface import implementer
 
 from withcache._log import make_logger
+from withcache.twisted_compat import resume_when_writable, unsent_bytes
 from withcache.web.filebody import BodyEnd, PartsProducer
 from withcache.web.ranges import RangeAnswer, answer_ranges
 
@@ -132,7 +133,7 @@ class SendfileProducer(BodyEnd):
     def _send(self, probe: bool) -> None:
         """Send the next span; probe=False right after a thread read it in."""
         transport = self._transport
-        if len(transport.dataBuffer) - transport.offset + transport._tempDataLen:
+        if unsent_bytes(transport):
             self._when_writable()  # headers still on their way
             return
         span = min(self.remaining, SPAN)
@@ -165,12 +166,7 @@ class SendfileProducer(BodyEnd):
             self._finish()
 
     def _when_writable(self) -> None:
-        """Have the transport call resumeProducing once the socket takes more bytes (it does
-        so for a paused producer when its own buffer drains)."""
-        transport = self._transport
-        if transport.connected and not transport.disconnecting:
-            transport.producerPaused = True
-            transport.startWriting()
+        resume_when_writable(self._transport)
 
     def _read_in(self, span: int) -> None:
         self._reading = True

@@ -29,6 +29,7 @@ from zope.interface import implementer
 
 from withcache._log import make_logger
 from withcache.fillstream import FillStream
+from withcache.twisted_compat import resume_when_writable, unsent_bytes
 from withcache.web.filebody import CHUNK, BodyEnd, _read, _read_nowait
 from withcache.web.ranges import parse_ranges
 from withcache.web.sendfile import SPAN, _read_in, _resident, usable
@@ -146,7 +147,7 @@ class StreamProducer(BodyEnd):
     def _send(self, limit: int) -> None:
         """sendfile what is written, up to limit; come back when the socket takes more."""
         transport = self._transport
-        if len(transport.dataBuffer) - transport.offset + transport._tempDataLen:
+        if unsent_bytes(transport):
             self._when_writable()  # headers still on their way
             return
         assert self._fd is not None
@@ -179,12 +180,7 @@ class StreamProducer(BodyEnd):
             self._when_writable()
 
     def _when_writable(self) -> None:
-        """Have the transport call resumeProducing once the socket takes more bytes (see
-        withcache.web.sendfile.SendfileProducer)."""
-        transport = self._transport
-        if transport.connected and not transport.disconnecting:
-            transport.producerPaused = True
-            transport.startWriting()
+        resume_when_writable(self._transport)
 
     def _read_in(self, span: int) -> None:
         self._reading = True

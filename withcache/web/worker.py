@@ -35,12 +35,13 @@ from zope.interface import implementer
 from withcache import catalog as cat
 from withcache import freshness
 from withcache._log import make_logger
-from withcache.cache import Hit, artifact_verdict
-from withcache.index import HitIndex
-from withcache.keys import DEFAULT_QUERY, QUERY_MODES, remembered_key
+from withcache.hits import Hit, KnownHits
+from withcache.index import PendingHits
+from withcache.keys import DEFAULT_QUERY, QUERY_MODES
 from withcache.store import Store
 from withcache.web.app import WithcacheSite
-from withcache.web.blobs import ReadPath, requested_url, secure_read_path
+from withcache.web.blob_request import known_url
+from withcache.web.blobs import HitServer, secure_read_path
 from withcache.web.forward import Forward
 
 log = make_logger()
@@ -54,12 +55,13 @@ class _Counter:
     def __init__(self) -> None:
         self.value = 0
 
-    def inc(self, n: int) -> None:
-        self.value += n
+    def inc(self, amount: float = 1) -> None:
+        self.value += int(amount)
 
 
-class WorkerCache:
-    """What the read path needs of a Cache, for hits only: the index, learnt from the catalog."""
+class WorkerCache(KnownHits):
+    """The read path's HitSource in a serving worker: the index, learnt from the catalog
+    (read only); hits and bytes served are reported to the host, which writes them."""
 
     def __init__(
         self,
@@ -69,30 +71,15 @@ class WorkerCache:
         reactor: Any,
         policy: freshness.Policy | None = None,
     ):
+        super().__init__()
         self.store = store
         # A stale artifact is the host's to revalidate: this worker forwards its requests.
-        self.policy = policy or freshness.Policy()
+        self.freshness_policy = policy or freshness.Policy()
         self.catalog = catalog
         self.query = query
         self.reactor = reactor
-        self.index = HitIndex()
+        self._now = reactor.seconds
         self.served_bytes = _Counter()
-        self.metrics = self  # ReadPath counts served bytes on cache.metrics.served_bytes
-        self._generation: int | None = None
-
-    def key_for(self, url: str) -> str:
-        return remembered_key(url, self.query)
-
-    def cached(self, url: str) -> Hit | None:
-        found = self.index.get(self.key_for(url))
-        return None if found is None or not self._fresh(found) else self._hit(found)
-
-    def _fresh(self, artifact: cat.Artifact) -> bool:
-        verdict = artifact_verdict(artifact, self.policy, self.reactor.seconds())
-        return not artifact.refresh and verdict.fresh
-
-    def _hit(self, artifact: cat.Artifact) -> Hit:
-        return Hit(artifact, self.store.path_for(artifact.sha256))
 
     async def learn(self, url: str) -> Hit | None:
         """Ask the catalog about url (on the database thread) and remember the answer."""
@@ -102,25 +89,21 @@ class WorkerCache:
         if found is None:
             return None
         self.index.remember(found, generation)
-        return self._hit(found) if self._fresh(found) else None
-
-    def count_hit(self, hit: Hit) -> None:
-        self.index.count_hit(hit.artifact.key, self.reactor.seconds())
-
-    def forget(self, hit: Hit) -> None:
-        self.index.invalidate()
+        return self.hit_of(found) if self.fresh(found) else None
 
     async def sync(self, report: Any) -> None:
         """Report hits and bytes served to the host; forget the index if the catalog changed."""
-        hits = self.index.take_hits()
-        served, self.served_bytes.value = self.served_bytes.value, 0
-        if hits or served:
-            batch = [[key, p.count, p.last_at] for key, p in hits.items()]
-            report.write(json.dumps({"hits": batch, "served": served}).encode() + b"\n")
-        generation = await self.catalog.run(cat.artifacts_generation)
-        if generation != self._generation:
-            self.index.invalidate()
-            self._generation = generation
+
+        async def send(hits: dict[str, PendingHits]) -> int:
+            # Asked first: if the catalog cannot answer, the hits wait for the next sync.
+            generation = await self.catalog.run(cat.artifacts_generation)
+            served, self.served_bytes.value = self.served_bytes.value, 0
+            if hits or served:
+                batch = [[key, p.count, p.last_at] for key, p in hits.items()]
+                report.write(json.dumps({"hits": batch, "served": served}).encode() + b"\n")
+            return generation
+
+        await self.sync_hits(send)
 
 
 class WorkerRoot(resource.Resource):
@@ -128,7 +111,7 @@ class WorkerRoot(resource.Resource):
 
     isLeaf = True
 
-    def __init__(self, cache: WorkerCache, read_path: ReadPath, forward: Forward):
+    def __init__(self, cache: WorkerCache, read_path: HitServer, forward: Forward):
         super().__init__()
         self._cache, self._read_path, self._forward = cache, read_path, forward
 
@@ -138,7 +121,7 @@ class WorkerRoot(resource.Resource):
         served = self._read_path.serve_known_hit(request)
         if served is not None:
             return served
-        url = requested_url(request)
+        url = known_url(request)
         if url is None:
             return self._forward.render(request)
         # A key this worker has not learnt yet: ask the catalog rather than pass the body
@@ -224,7 +207,7 @@ def main(argv: list[str] | None = None) -> None:
     catalog = cat.Catalog(os.path.join(args.data_dir, "cache.db"), reactor, query=args.query)
     catalog.startService()
     cache = WorkerCache(Store(args.data_dir), catalog, args.query, reactor, args.freshness)
-    read_path = ReadPath(cache)  # type: ignore[arg-type]
+    read_path = HitServer(cache)
     site = WorkerSite(WorkerRoot(cache, read_path, Forward(reactor, args.upstream, secret)))
     site.access_log = not args.no_access_log
     family = socket.AF_INET6 if args.family == 6 else socket.AF_INET

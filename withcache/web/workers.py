@@ -26,6 +26,7 @@ from twisted.web import server
 from withcache._log import make_logger
 from withcache.cache import Cache
 from withcache.index import PendingHits
+from withcache.twisted_compat import listening_port
 from withcache.web.app import WithcacheSite
 from withcache.web.forward import SECRET_HEADER
 
@@ -136,7 +137,7 @@ class ServingWorkers(service.Service):
         )
         upstream.access_log = self._site.access_log
         self._upstream = self._reactor.listenTCP(0, upstream, interface="127.0.0.1")
-        self._listening._waitingForPort.addCallback(self._start_all)
+        listening_port(self._listening).addCallback(self._start_all)
 
     def _start_all(self, port: Any) -> Any:
         self._port = port
