@@ -21,8 +21,9 @@ from twisted.logger import globalLogPublisher
 from twisted.web import resource, server
 
 from tests.ui.ui_support import CSRF_RE, PASSWORD, Reply
-from withcache.cache import Cache, Settings, import_file
+from withcache.cache import Cache, Settings
 from withcache.catalog import Catalog
+from withcache.datadir import import_file
 from withcache.fetcher import Fetcher
 from withcache.origin_client import make_http_client
 from withcache.policy import OriginPolicy
@@ -136,7 +137,7 @@ class WebHost:
 
         def put(conn):
             now = reactor.seconds()
-            return import_file(self.store, conn, url, str(path), query=self.settings.query, now=now)
+            return import_file(conn, self.store, url, str(path), query=self.settings.query, now=now)
 
         return (await self.catalog.run(put)).sha256
 

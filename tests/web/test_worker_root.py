@@ -12,7 +12,7 @@ from twisted.web import resource
 from tests.support import token, write_file
 from tests.web_support import flushed
 from withcache import catalog as cat
-from withcache.cache import import_file
+from withcache.datadir import import_file
 from withcache.store import Store
 from withcache.web.blobs import HitServer
 from withcache.web.worker import WorkerCache, WorkerRoot
@@ -39,7 +39,7 @@ def worker(tmp_path):
     data = write_file(tmp_path / "tool", 70_000, seed=4)
     store = Store(str(tmp_path / "data"))
     conn = cat.connect(str(tmp_path / "data" / "cache.db"))
-    import_file(store, conn, URL, str(data), query="signed", now=reactor.seconds())
+    import_file(conn, store, URL, str(data), query="signed", now=reactor.seconds())
     conn.close()
     catalog = cat.Catalog(str(tmp_path / "data" / "cache.db"), reactor)
     catalog.startService()
