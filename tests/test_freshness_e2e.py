@@ -170,6 +170,18 @@ def test_a_slow_reader_of_the_old_version_finishes_with_the_old_bytes(origin, ho
 CD = "attachment%3B%20filename%3D%22driver-5.1.run%22"
 
 
+def downloaded_directly_then_cached(origin, host, work, tool_name, args, url):
+    """Run the tool against the origin in work/direct, then have the host cache url; returns
+    (work/direct, an empty work/via-cache) for the same command line's second run."""
+    direct, via_cache = work / "direct", work / "via-cache"
+    direct.mkdir()
+    via_cache.mkdir()
+    assert real(tool_name, [*args, url], direct).returncode == 0
+    shim("curl", ["-fsS", "-o", "/dev/null", url], host, work)
+    wait_cached(host, url)
+    return direct, via_cache
+
+
 @pytest.mark.parametrize(
     ("tool_name", "args"),
     [("curl", ["-fsS", "-R", "-O"]), ("wget", ["-q", "-N"])],
@@ -178,12 +190,7 @@ def test_curl_r_and_wget_n_give_the_origin_mtime_through_the_shims(
     origin, host, work, tool_name, args
 ):
     url = f"{origin.base}/f/2000/5/pkg/driver.run"
-    direct, shimmed = work / "direct", work / "shimmed"
-    direct.mkdir()
-    shimmed.mkdir()
-    assert real(tool_name, [*args, url], direct).returncode == 0
-    shim("curl", ["-fsS", "-o", "/dev/null", url], host, work)
-    wait_cached(host, url)
+    direct, shimmed = downloaded_directly_then_cached(origin, host, work, tool_name, args, url)
     before = gets(origin, url)
     out = shim(tool_name, [*args, url], host, shimmed)
     assert out.returncode == 0, out.stderr
@@ -206,12 +213,7 @@ def test_the_cache_url_names_the_file_as_the_origins_content_disposition_does(
     origin, host, work, tool_name, args
 ):
     url = f"{origin.base}/f/2000/6/download?cd={CD}"
-    direct, cache = work / "direct", work / "cache"
-    direct.mkdir()
-    cache.mkdir()
-    assert real(tool_name, [*args, url], direct).returncode == 0
-    shim("curl", ["-fsS", "-o", "/dev/null", url], host, work)
-    wait_cached(host, url)
+    direct, cache = downloaded_directly_then_cached(origin, host, work, tool_name, args, url)
     assert real(tool_name, [*args, host.blob_url(url, "download")], cache).returncode == 0
     assert os.listdir(direct) == os.listdir(cache) == ["driver-5.1.run"]
     assert (cache / "driver-5.1.run").read_bytes() == payload(2000, 6)
