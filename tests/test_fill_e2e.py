@@ -66,7 +66,8 @@ def test_concurrent_probes_and_gets_of_a_miss_make_one_origin_get_then_all_hit(o
         lambda: db(open_host.data_dir, "SELECT misses, hits FROM artifacts"),
         lambda rows: rows[0][1] >= 8 + streamed,
     )
-    assert hits == 8 + streamed and misses == codes.count(404)
+    # wait_for_hit's own probes may add a 404 or two while the fill is not yet committed.
+    assert hits == 8 + streamed and misses >= codes.count(404)
 
 
 def test_finding6_a_credential_in_the_query_is_a_400_and_nothing_is_recorded_or_fetched(
