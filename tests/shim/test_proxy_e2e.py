@@ -32,18 +32,23 @@ def args_for(tool: str, url: str) -> list[str]:
     return ["-fsS", "-o", "out", url] if tool == "curl" else ["-q", "-O", "out", url]
 
 
+def run_behind(proxy, host, work, tool: str, url: str, no_proxy: str):
+    """The shim run with the cache-host named by name, http_proxy set to proxy and no_proxy."""
+    env = clean_env(
+        PATH="/usr/bin:/bin",
+        HOME=str(work),
+        WITHCACHE_SERVER=server_by_name(host),
+        http_proxy=proxy.url,
+        no_proxy=no_proxy,
+    )
+    return run_shim(tool, args_for(tool, url), env, cwd=work)
+
+
 @pytest.mark.parametrize("tool", ["curl", "wget"])
 def test_a_cache_host_in_no_proxy_is_reached_directly(host, origin, work, tool) -> None:
     url = seeded(host, origin, f"pkg/np-{tool}.bin")
     with CountingProxy() as proxy:
-        env = clean_env(
-            PATH="/usr/bin:/bin",
-            HOME=str(work),
-            WITHCACHE_SERVER=server_by_name(host),
-            http_proxy=proxy.url,
-            no_proxy="localhost,127.0.0.1",
-        )
-        done = run_shim(tool, args_for(tool, url), env, cwd=work)
+        done = run_behind(proxy, host, work, tool, url, "localhost,127.0.0.1")
     assert done.returncode == 0, done.stderr
     assert (work / "out").read_bytes() == CACHED
     assert proxy.requests == []
@@ -56,14 +61,7 @@ def test_through_the_proxy_both_probe_and_download_go_through_it_and_hit(
 ) -> None:
     url = seeded(host, origin, f"pkg/px-{tool}.bin")
     with CountingProxy() as proxy:
-        env = clean_env(
-            PATH="/usr/bin:/bin",
-            HOME=str(work),
-            WITHCACHE_SERVER=server_by_name(host),
-            http_proxy=proxy.url,
-            no_proxy="127.0.0.1",
-        )
-        done = run_shim(tool, args_for(tool, url), env, cwd=work)
+        done = run_behind(proxy, host, work, tool, url, "127.0.0.1")
     assert done.returncode == 0, done.stderr
     assert (work / "out").read_bytes() == CACHED
     methods = [method for method, _url in proxy.requests]
@@ -78,14 +76,7 @@ def test_a_proxy_that_cannot_reach_the_cache_host_means_pass_through(
 ) -> None:
     url = seeded(host, origin, f"pkg/bad-{tool}.bin")
     with CountingProxy(reachable=False) as proxy:
-        env = clean_env(
-            PATH="/usr/bin:/bin",
-            HOME=str(work),
-            WITHCACHE_SERVER=server_by_name(host),
-            http_proxy=proxy.url,
-            no_proxy="127.0.0.1",
-        )
-        done = run_shim(tool, args_for(tool, url), env, cwd=work)
+        done = run_behind(proxy, host, work, tool, url, "127.0.0.1")
     assert done.returncode == 0, done.stderr
     assert (work / "out").read_bytes() == FRESH  # from the origin, untouched
     assert [method for method, _url in proxy.requests] == ["HEAD"]
