@@ -50,7 +50,7 @@ async def test_finding6_a_query_that_selects_content_cannot_poison_another(web, 
     status, _h, body = await answer(web, blob(f"{tool}?version=1.2.3"))
     assert status == 404 and b"pwned" not in body
     (count,) = await web.catalog.run(
-        lambda conn: conn.execute(
+        lambda conn: conn.exec_driver_sql(
             "SELECT count FROM misses WHERE key = ?", (f"{tool}?version=1.2.3",)
         ).fetchone()
     )
@@ -143,7 +143,7 @@ async def test_a_miss_is_a_404_with_one_line_and_is_recorded(web):
     await web.request("HEAD", blob(url.replace("Signature=1", "Signature=2")))
     key = "https://vendor.example.com/rocm/amdgpu-install_6.1.deb"
     (url_seen, count, first, last) = await web.catalog.run(
-        lambda conn: conn.execute(
+        lambda conn: conn.exec_driver_sql(
             "SELECT url, count, first_seen, last_seen FROM misses WHERE key = ?", (key,)
         ).fetchone()
     )
@@ -183,3 +183,22 @@ async def test_healthz_is_json(web):
     assert status == 200 and h["content-type"] == "application/json"
     doc = json.loads(body)
     assert doc["status"] == "ok" and doc["version"]
+
+
+@ensure
+async def test_a_catalog_that_cannot_answer_is_a_503_to_try_again_not_an_error(
+    web, monkeypatch, no_logged_errors
+):
+    """A PostgreSQL restart, a SQLite lock held too long: the miss answers 503 (a shim then
+    goes to the origin), and nothing is logged as an error."""
+    from sqlalchemy.exc import OperationalError
+    from twisted.internet import defer
+
+    def unavailable(fn, *args, **kwargs):
+        return defer.fail(OperationalError("SELECT", {}, Exception("server closed the connection")))
+
+    monkeypatch.setattr(web.catalog, "run", unavailable)
+    status, headers, body = await answer(web, blob("https://vendor.example.com/new.run"))
+    assert (status, headers["retry-after"]) == (503, "1")
+    assert body == b"catalog unavailable; try again\n"
+    assert no_logged_errors == []
