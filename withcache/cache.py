@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar, cast
 from urllib.parse import urlsplit
 
 from twisted.application import service
@@ -28,6 +28,7 @@ from twisted.python.failure import Failure
 from withcache import catalog as cat
 from withcache import datadir, freshness
 from withcache._log import make_logger
+from withcache.blobstore import BlobStore, ObjectMissing, RemoteBlobStore
 from withcache.cache_views import CacheViews
 from withcache.downloads import DownloadManager, Job
 from withcache.events import Actor, EventLog
@@ -43,7 +44,8 @@ from withcache.logs import redact_url
 from withcache.metrics import Metrics
 from withcache.policy import OriginPolicy
 from withcache.revalidation import FAILED, NOT_MODIFIED, Revalidations
-from withcache.store import Ingest, Store
+from withcache.store import Ingest
+from withcache.storefill import StoreFills
 from withcache.writer import ThreadedWriter
 
 log = make_logger()
@@ -130,7 +132,7 @@ class Cache(KnownHits, CacheViews, service.MultiService):
 
     def __init__(
         self,
-        store: Store,
+        store: BlobStore,
         catalog: cat.Catalog,
         settings: Settings,
         *,
@@ -165,6 +167,11 @@ class Cache(KnownHits, CacheViews, service.MultiService):
             events=self.events,
         )
         self.downloads.setServiceParent(self)
+        # Hits of blobs whose home is a remote store and that have no local copy here.
+        self.store_fills: StoreFills | None = None
+        if store.remote:
+            self.store_fills = StoreFills(cast(RemoteBlobStore, store), reactor)
+            self.store_fills.setServiceParent(self)
         self.revalidations = Revalidations(
             fetcher,
             catalog,
@@ -199,10 +206,14 @@ class Cache(KnownHits, CacheViews, service.MultiService):
     def count_hit(self, hit: Hit) -> None:
         super().count_hit(hit)
         self.metrics.hits.inc()
+        self.store.touch(hit.artifact.sha256)
 
     def record_remote_hits(self, hits: dict[str, PendingHits], served: int) -> None:
         """Hits and body bytes a serving worker process counted (see withcache.web.workers)."""
         self.index.merge_hits(hits)
+        for key in hits:
+            if (known := self.index.get(key)) is not None:
+                self.store.touch(known.sha256)
         self.metrics.hits.inc(sum(p.count for p in hits.values()))
         self.metrics.served_bytes.inc(served)
 
@@ -229,10 +240,15 @@ class Cache(KnownHits, CacheViews, service.MultiService):
         found = await self.catalog.run(cat.lookup, key, url, self._now(), False)
         if found is not None:
             path = self.store.path_for(found.sha256)
-            if _size_on_disk(path) == found.size:
-                self.index.remember(found, generation)
+            local = _size_on_disk(path) == found.size
+            if local or self.store_fills is not None:
+                if local:
+                    self.index.remember(found, generation)
                 hit = Hit(found, path)
                 if self.fresh(found) or await self._usable_when_stale(url, hit, client):
+                    if not local:
+                        # Its home is the object store: stream it in (withcache.storefill).
+                        return await self._from_store(url, hit, count_hit)
                     if count_hit:
                         self.count_hit(hit)
                     return hit
@@ -250,6 +266,27 @@ class Cache(KnownHits, CacheViews, service.MultiService):
                 lambda f: log.failure("could not queue a fill of {url}", f, url=redact_url(url))
             )
         return await self._wait_for_stream(key)
+
+    async def _from_store(self, url: str, hit: Hit, count_hit: bool) -> Hit | Streaming | None:
+        """A hit with no local copy: the object store's bytes as they land locally, once the
+        GET answers (within stream_wait, at least a second). A missing object drops its rows
+        and, unless curating, refills it; a store that cannot answer makes this a miss."""
+        assert self.store_fills is not None
+        artifact = hit.artifact
+        fill = self.store_fills.start(artifact)
+        if await fill.servable(self._reactor, max(self.settings.stream_wait, 1.0)):
+            if count_hit:
+                self.count_hit(hit)
+            return Streaming(fill.stream)
+        if fill.stream.size is not None and _size_on_disk(hit.path) == artifact.size:
+            if count_hit:
+                self.count_hit(hit)
+            return hit  # it was quick: the copy is local already
+        self.metrics.misses.inc()
+        if isinstance(fill.failure, ObjectMissing):
+            await self.catalog.run(cat.record_miss, artifact.key, url, self._now())
+            await self.quarantine(artifact.sha256, "its object is missing from the store")
+        return None
 
     def _streaming(self, key: str, count_hit: bool) -> Streaming | None:
         """The servable stream of key's fill in progress, if any; a GET of it counts a hit
@@ -436,6 +473,13 @@ class Cache(KnownHits, CacheViews, service.MultiService):
             job.committing = True
             await writer.finish()
         blob = await self._in_thread(ingest.commit, result.size)
+        try:
+            # Uploaded and confirmed (a remote store) before any row may name it.
+            await self._in_thread(self.store.publish, blob)
+        except BaseException:
+            ingest.close()  # let go of the blob's digest lock so it can go
+            await self._delete_blobs([blob.sha256])
+            raise
         now = self._now()
         artifact = cat.Artifact(
             job.key,
@@ -462,6 +506,7 @@ class Cache(KnownHits, CacheViews, service.MultiService):
             # The row is written (or never will be): a delete of this blob may go ahead now.
             await self._close_ingest(ingest)
         await self._delete_blobs(freed)
+        await self._in_thread(self.store.kept_locally, blob.sha256, blob.size)
         await self.refresh_totals()
 
     async def _close_ingest(self, ingest: Ingest) -> None:
@@ -631,7 +676,7 @@ class Cache(KnownHits, CacheViews, service.MultiService):
         )
 
 
-def _ingest_and_reader(store: Store) -> tuple[Ingest, int]:
+def _ingest_and_reader(store: BlobStore) -> tuple[Ingest, int]:
     """Blocking: a new ingest and a read-only descriptor of its temp file."""
     ingest = store.ingest()
     try:

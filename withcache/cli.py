@@ -17,6 +17,7 @@ from dataclasses import asdict, replace
 
 from withcache import catalog as cat
 from withcache import datadir, freshness
+from withcache.blobstore import BlobStore, StoreUnavailable
 from withcache.cache import artifact_verdict
 from withcache.cli_automation import add_commands, audit, print_json
 from withcache.keys import DROP, KEEP, InvalidURL, cache_key
@@ -24,6 +25,7 @@ from withcache.logs import redact_text, redact_url
 from withcache.sanitise import printable, sanitise_media_type
 from withcache.sizes import format_size
 from withcache.store import Store, keep_files_private
+from withcache.storeconfig import StoreConfig
 
 
 def server_main(argv: list[str] | None = None) -> None:
@@ -37,22 +39,38 @@ def server_main(argv: list[str] | None = None) -> None:
 
 @contextlib.contextmanager
 def _open(
-    data_dir: str, query: str | None = None
-) -> Iterator[tuple[Store, cat.sqlite3.Connection]]:
+    data_dir: str, query: str | None = None, blobs: argparse.Namespace | None = None
+) -> Iterator[tuple[BlobStore, cat.sqlite3.Connection]]:
     """The data dir's store and catalog connection, closed when the command is done; with a
-    query mode, the catalog is re-keyed for it first if it was keyed with another."""
+    query mode, the catalog is re-keyed for it first if it was keyed with another. A command
+    that touches blobs passes its arguments as blobs: the store is then the one its --store
+    options name, else the one the host last ran with (withcache.storeconfig)."""
     if not os.path.isdir(data_dir):
         raise SystemExit(f"withcache-admin: no such data dir: {data_dir}")
+    store = Store(data_dir) if blobs is None else _blob_store(blobs, data_dir)
     conn = cat.connect(os.path.join(data_dir, "cache.db"), query)
     try:
-        yield Store(data_dir), conn
+        yield store, conn
     finally:
         conn.close()
 
 
+def _blob_store(args: argparse.Namespace, data_dir: str) -> BlobStore:
+    config = StoreConfig.saved(data_dir)
+    if args.store is not None:
+        config = StoreConfig(args.store, args.s3_endpoint, args.s3_region)
+    # Never trims the host's local copies (0: no limit here); the host does at its next start.
+    config = replace(config, local_cache_bytes=0)
+    try:
+        config.check()
+        return config.open(data_dir)
+    except (ValueError, StoreUnavailable) as e:
+        raise SystemExit(f"withcache-admin: --store: {e}") from None
+
+
 def _cmd_import(args: argparse.Namespace) -> int:
     os.makedirs(args.data_dir, exist_ok=True)
-    with _open(args.data_dir, _query(args)) as (store, conn):
+    with _open(args.data_dir, _query(args), args) as (store, conn):
         try:
             artifact = datadir.import_file(
                 conn,
@@ -66,6 +84,9 @@ def _cmd_import(args: argparse.Namespace) -> int:
         except (InvalidURL, FileNotFoundError, IsADirectoryError) as e:
             print(f"withcache-admin import: {e}", file=sys.stderr)
             return 2
+        except StoreUnavailable as e:
+            print(f"withcache-admin import: {e}", file=sys.stderr)
+            return 1
         audit(conn, "artifact.imported", artifact.url, artifact.sha256)
     print(f"{artifact.sha256}  {artifact.size}  {artifact.key}")
     return 0
@@ -136,7 +157,7 @@ def _key(conn: cat.sqlite3.Connection, url: str) -> str:
 
 
 def _cmd_rm(args: argparse.Namespace) -> int:
-    with _open(args.data_dir, _query(args)) as (store, conn):
+    with _open(args.data_dir, _query(args), args) as (store, conn):
         key = _key(conn, args.url)
         existed = datadir.remove(conn, store, key)
         if existed:
@@ -158,7 +179,7 @@ def _cmd_pin(args: argparse.Namespace) -> int:
 def _cmd_verify(args: argparse.Namespace) -> int:
     """Re-hash every blob the catalog names; quarantine the bad ones and drop their rows."""
     bad = 0
-    with _open(args.data_dir) as (store, conn):
+    with _open(args.data_dir, blobs=args) as (store, conn):
         blobs = cat.blob_sizes(conn)
         for sha256, size in sorted(blobs.items()):
             if store.verify(sha256, size):
@@ -202,7 +223,7 @@ def _cmd_import_catalog(args: argparse.Namespace) -> int:
     os.makedirs(args.data_dir, exist_ok=True)
     source = Store(args.blobs_from) if args.blobs_from else None
     imported = skipped = 0
-    with _open(args.data_dir) as (store, conn):
+    with _open(args.data_dir, blobs=args) as (store, conn):
         query = cat.keyed_with(conn)
         for exported in rows:
             # Keyed here as this catalog keys (the export may come from an older withcache, or
@@ -300,6 +321,15 @@ def admin_parser() -> argparse.ArgumentParser:
     imp_cat.add_argument("file", help="a file written by export")
     imp_cat.add_argument("--blobs-from", help="the exporting host's data dir, to copy blobs from")
     imp_cat.set_defaults(func=_cmd_import_catalog)
+
+    for sub in (imp, rm, verify, imp_cat):
+        sub.add_argument(
+            "--store",
+            default=None,
+            help="where blobs live: local or s3://BUCKET/PREFIX (default: as the host last ran)",
+        )
+        sub.add_argument("--s3-endpoint", default=None, help="a non-AWS store's S3 endpoint URL")
+        sub.add_argument("--s3-region", default=None, help="the S3 region")
 
     automation = add_commands(commands)
     for sub in (imp, ls, jobs, rm, pin, unpin, refresh, verify, export, imp_cat, *automation):

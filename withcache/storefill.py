@@ -1,0 +1,145 @@
+"""A hit whose local copy is missing: the object streams in from the store while clients follow.
+
+With a remote blob store (withcache.s3store) a hit may find no local copy (dropped from the
+bounded local cache, or never made on this host). StoreFills makes one: a GET of the object in
+a thread of its own bounded pool, written through an Ingest into tmp/ (hashed as written) and
+committed into blobs/ only if its length and sha256 are the catalog's. The fill is published as
+a withcache.fillstream.FillStream, the same stream an origin fill publishes, so its clients are
+served by withcache.web.streaming (sendfile from the temp file as it grows) and concurrent hits
+of one digest share one GET.
+
+Never whole unless right: the stream withholds the last byte until the digest has been checked,
+so a short or wrong object cuts every client off (FillStream.fail) one byte short at least, and
+the partial copy is deleted. The object is read in one thread that also writes and hashes: a
+GET is a pull (unlike an origin response, which treq pushes on the reactor), so there is no
+queue to bound here, and a slow disk simply reads the store more slowly.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from twisted.application import service
+from twisted.internet import defer, task, threads
+from twisted.python.threadpool import ThreadPool
+
+from withcache import catalog as cat
+from withcache._log import make_logger
+from withcache.blobstore import RemoteBlobStore
+from withcache.fillstream import FillStream
+from withcache.store import CHUNK, IntegrityError
+
+log = make_logger()
+
+# Object GETs at once; more wait in the pool's queue (their clients fall through meanwhile).
+MAX_GETS = 8
+
+
+class Stopped(Exception):
+    """The host is stopping: the fill was abandoned part-way (its temp file is deleted)."""
+
+
+class StoreFill:
+    """One object being copied in: its stream, and why it failed (once it has)."""
+
+    def __init__(self, sha256: str):
+        self.stream = FillStream(sha256)
+        self.failure: BaseException | None = None
+
+    async def servable(self, reactor: Any, wait: float) -> bool:
+        """True once clients can follow it; False if it fails or wait seconds pass first."""
+        timer = task.deferLater(reactor, wait, lambda: False)
+        _which, ok = await defer.race([self.stream.when_servable(), timer])
+        return bool(ok) and not self.stream.ended
+
+
+class StoreFills(service.Service):
+    """Single flight per digest of object store -> local copy (see the module docstring)."""
+
+    def __init__(self, store: RemoteBlobStore, reactor: Any, max_gets: int = MAX_GETS):
+        self.store = store
+        self._reactor = reactor
+        self._pool = ThreadPool(0, max_gets, name="withcache-store")
+        self._active: dict[str, StoreFill] = {}
+        self._stopping = threading.Event()
+
+    def startService(self) -> None:
+        super().startService()
+        self._stopping.clear()
+        self._pool.start()
+
+    def stopService(self) -> Any:
+        super().stopService()
+        self._stopping.set()  # fills in progress stop at their next chunk
+        return threads.deferToThread(self._pool.stop)
+
+    def active(self, sha256: str) -> StoreFill | None:
+        return self._active.get(sha256)
+
+    def start(self, artifact: cat.Artifact) -> StoreFill:
+        """The fill of artifact's blob: the one under way, or a new one."""
+        fill = self._active.get(artifact.sha256)
+        if fill is not None and not fill.stream.ended:
+            return fill
+        fill = self._active[artifact.sha256] = StoreFill(artifact.sha256)
+        d = threads.deferToThreadPool(
+            self._reactor,
+            self._pool,
+            self._copy,
+            fill.stream,
+            artifact.sha256,
+            artifact.size,
+            artifact.content_type,
+        )
+        d.addCallbacks(self._done, self._failed, (fill, artifact.size), errbackArgs=(fill,))
+        return fill
+
+    def _done(self, _: None, fill: StoreFill, size: int) -> None:
+        self._forget(fill)
+        fill.stream.complete(size)
+        fill.stream.close()
+
+    def _failed(self, failure: Any, fill: StoreFill) -> None:
+        self._forget(fill)
+        fill.failure = failure.value
+        log.warn(
+            "could not copy {sha256} from the object store: {why}",
+            sha256=fill.stream.key,
+            why=str(failure.value) or failure.type.__name__,
+        )
+        fill.stream.fail(str(failure.value) or failure.type.__name__)
+        fill.stream.close()
+
+    def _forget(self, fill: StoreFill) -> None:
+        if self._active.get(fill.stream.key) is fill:
+            del self._active[fill.stream.key]
+
+    def _copy(self, stream: FillStream, sha256: str, size: int, content_type: str | None) -> None:
+        """Blocking, in the pool: GET the object into an ingest, telling the stream (on the
+        reactor) what is readable, and commit it if its bytes are the catalog's."""
+        call: Callable[..., None] = self._reactor.callFromThread
+        ingest = self.store.ingest()
+        try:
+            call(stream.attach, os.open(ingest.tmp_path, os.O_RDONLY | os.O_CLOEXEC))
+            body, length = self.store.open_object(sha256)
+            try:
+                if length != size:
+                    raise IntegrityError(f"the store holds {length} bytes, the catalog {size}")
+                call(stream.headers, size, content_type)
+                while chunk := body.read(CHUNK):
+                    if self._stopping.is_set():
+                        raise Stopped("the host is stopping")
+                    if ingest.size + len(chunk) > size:
+                        raise IntegrityError(f"the object is longer than {size} bytes")
+                    ingest.write(chunk)
+                    # The last byte waits for the digest check (the module docstring).
+                    call(stream.written, min(ingest.size, size - 1))
+            finally:
+                body.close()
+            ingest.commit(expected_size=size, expected_sha256=sha256)
+        finally:
+            ingest.close()
+        self.store.kept_locally(sha256, size)
