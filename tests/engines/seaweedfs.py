@@ -24,6 +24,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 GRPC_OFFSET = 10000
 START_TIMEOUT = 60.0
 
@@ -189,3 +191,11 @@ def _wait_until_up(server: SeaweedFS, timeout: float) -> None:
             last = e
         time.sleep(0.25)
     raise RuntimeError(f"SeaweedFS S3 not up within {timeout}s ({last}):\n{server.log()[-3000:]}")
+
+
+@pytest.fixture(scope="session")
+def seaweedfs():
+    """One SeaweedFS for the session (tests make buckets of their own); stopped at the end."""
+    server = start_seaweedfs()
+    yield server
+    server.stop()
