@@ -48,6 +48,21 @@ class StoreFill:
     def __init__(self, sha256: str):
         self.stream = FillStream(sha256)
         self.failure: BaseException | None = None
+        self._ended: list[defer.Deferred[None]] = []
+
+    def when_done(self) -> defer.Deferred[None]:
+        """A Deferred of the caller's own, fired once the copy is committed or has failed."""
+        d: defer.Deferred[None] = defer.Deferred()
+        if self.stream.ended:
+            d.callback(None)
+        else:
+            self._ended.append(d)
+        return d
+
+    def ended(self) -> None:
+        ended, self._ended = self._ended, []
+        for d in ended:
+            d.callback(None)
 
     async def servable(self, reactor: Any, wait: float) -> bool:
         """True once clients can follow it; False if it fails or wait seconds pass first."""
@@ -101,6 +116,7 @@ class StoreFills(service.Service):
         self._forget(fill)
         fill.stream.complete(size)
         fill.stream.close()
+        fill.ended()
 
     def _failed(self, failure: Any, fill: StoreFill) -> None:
         self._forget(fill)
@@ -112,6 +128,7 @@ class StoreFills(service.Service):
         )
         fill.stream.fail(str(failure.value) or failure.type.__name__)
         fill.stream.close()
+        fill.ended()
 
     def _forget(self, fill: StoreFill) -> None:
         if self._active.get(fill.stream.key) is fill:
