@@ -149,6 +149,22 @@ def test_a_range_of_a_blob_that_is_not_local_comes_from_the_store(origin, s3_hos
     assert body == payload(2 * MIB, 5, 1000000, 1001000)
 
 
+def test_a_range_far_ahead_of_the_copy_is_a_ranged_get_of_the_object(origin, s3_host):
+    """A range the local copy will not reach soon is passed through to the store at once;
+    the whole copy is made meanwhile, so the next request is local."""
+    size = 40 * MIB
+    big = f"{origin.base}/f/{size}/15/big.iso"
+    sha = fill(s3_host, big)
+    fill(s3_host, f"{origin.base}/f/{MIB}/16/small.run")
+    assert not local_copy(s3_host, sha).exists()
+    body, headers = get(s3_host.blob_url(big), "-r", f"{30 * MIB}-{30 * MIB + 99999}")
+    assert body == payload(size, 15, 30 * MIB, 30 * MIB + 100000)
+    assert headers["content-range"] == f"bytes {30 * MIB}-{30 * MIB + 99999}/{size}"
+    assert headers["x-withcache-sha256"] == sha  # the object's own answer, not the stream's
+    eventually(lambda: local_copy(s3_host, sha).exists(), timeout=60, what="the local copy")
+    assert hashlib.sha256(local_copy(s3_host, sha).read_bytes()).hexdigest() == sha
+
+
 def test_an_object_deleted_behind_the_catalogs_back_is_a_miss_and_is_refilled(
     origin, s3_host, seaweedfs, bucket
 ):
@@ -163,6 +179,28 @@ def test_an_object_deleted_behind_the_catalogs_back_is_a_miss_and_is_refilled(
     assert hashlib.sha256(object_bytes(seaweedfs, bucket, sha)).hexdigest() == sha
     assert origin.gets(path) == 2
     assert "its object is missing from the store" in s3_host.log()
+
+
+def test_serving_workers_send_local_copies_and_pass_the_rest_to_the_host(
+    origin, tmp_path, seaweedfs, bucket
+):
+    host = start_s3_host(
+        tmp_path, seaweedfs, bucket, "--local-cache-bytes", "3M", "--processes", "3"
+    )
+    try:
+        first = f"{origin.base}/f/{2 * MIB}/17/a.run"
+        sha_a = fill(host, first)
+        sha_b = fill(host, f"{origin.base}/f/{2 * MIB}/18/b.run")
+        assert not local_copy(host, sha_a).exists()
+        for _ in range(6):  # spread over the workers and the host
+            body, _ = get(host.blob_url(first))
+            assert hashlib.sha256(body).hexdigest() == sha_a
+        eventually(lambda: local_copy(host, sha_a).exists(), what="a's local copy")
+        assert origin.gets(f"/f/{2 * MIB}/17/a.run") == 1
+        assert sha_b
+    finally:
+        host.stop()
+    assert_clean_log(host)
 
 
 def test_admin_import_and_rm_use_the_hosts_store(tmp_path, s3_host, seaweedfs, bucket):

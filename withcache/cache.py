@@ -111,6 +111,8 @@ class Streaming:
     """A key whose fill is under way and servable: its bytes follow the fill's progress."""
 
     stream: FillStream
+    # Set when the fill is a copy from the object store (withcache.storefill) of this artifact.
+    artifact: cat.Artifact | None = None
 
 
 @dataclass(frozen=True)
@@ -277,7 +279,7 @@ class Cache(KnownHits, CacheViews, service.MultiService):
         if await fill.servable(self._reactor, max(self.settings.stream_wait, 1.0)):
             if count_hit:
                 self.count_hit(hit)
-            return Streaming(fill.stream)
+            return Streaming(fill.stream, artifact)
         if fill.stream.size is not None and _size_on_disk(hit.path) == artifact.size:
             if count_hit:
                 self.count_hit(hit)

@@ -112,6 +112,21 @@ class StoreFills(service.Service):
         d.addCallbacks(self._done, self._failed, (fill, artifact.size), errbackArgs=(fill,))
         return fill
 
+    # -- ranged reads (withcache.web.storerange), each call a short task on the pool --
+
+    def open_range(self, sha256: str, first: int, last: int) -> defer.Deferred[tuple[Any, int]]:
+        """A GET of bytes first..last of the object: its body and length."""
+        return threads.deferToThreadPool(
+            self._reactor, self._pool, self.store.open_object, sha256, first, last
+        )
+
+    def read(self, body: Any, n: int) -> defer.Deferred[bytes]:
+        return threads.deferToThreadPool(self._reactor, self._pool, body.read, n)
+
+    def close(self, body: Any) -> None:
+        closed = threads.deferToThreadPool(self._reactor, self._pool, body.close)
+        closed.addErrback(lambda f: None)  # a connection that broke: nothing to keep
+
     def _done(self, _: None, fill: StoreFill, size: int) -> None:
         self._forget(fill)
         fill.stream.complete(size)
