@@ -22,6 +22,7 @@ from withcache.s3store import (
     composite_sha256,
     parse_store_url,
 )
+from withcache.scrub import Stopped
 from withcache.store import IntegrityError
 
 PART = 1 << 20
@@ -187,6 +188,10 @@ def test_scrub_drops_a_bad_local_copy_and_checks_the_object(store, s3):
         f.write(b"B")
     assert store.verify(blob.sha256, blob.size)  # the object is fine
     assert not store.exists(blob.sha256)  # the bad copy is gone (fetched again on a hit)
+    s3.down = True
+    with pytest.raises(Stopped):  # no verdict: tried again at the next pass
+        store.verify(blob.sha256, blob.size)
+    s3.down = False
     del s3.objects[("b", store.object_key(blob.sha256))]
     assert not store.verify(blob.sha256, blob.size)
 

@@ -37,6 +37,7 @@ from urllib.parse import urlsplit
 from withcache._log import make_logger
 from withcache.blobstore import ObjectMissing, StoreUnavailable
 from withcache.localcache import LocalCache
+from withcache.scrub import Stopped
 from withcache.store import CHUNK, Blob, IntegrityError, Store
 
 log = make_logger()
@@ -363,7 +364,7 @@ class S3Store(Store):
     ) -> bool:
         """The scrub's check: a local copy is re-hashed (a bad one is just dropped); the object
         is checked for existence and size with a HEAD (a full re-hash would read every byte
-        back over the network each pass). Raises StoreUnavailable when the store cannot say."""
+        back over the network each pass). Raises scrub.Stopped when the store cannot say."""
         if self.exists(sha256) and not super().verify(sha256, size, pace):
             log.warn("dropped a bad local copy of {sha256}", sha256=sha256)
             locked = self.try_lock(sha256)
@@ -374,4 +375,7 @@ class S3Store(Store):
             stored = self.head(sha256)
         except ObjectMissing:
             return False
+        except StoreUnavailable as e:
+            # Not a verdict: the scrub tries this blob first again next time.
+            raise Stopped(f"the object store did not answer: {e}") from None
         return size is None or stored == size

@@ -345,6 +345,10 @@ class Ingest:
         self._hash.update(data)
         self.size += len(data)
 
+    def hexdigest(self) -> str:
+        """The sha256 of the bytes written so far."""
+        return self._hash.hexdigest()
+
     def sync(self) -> None:
         """Flush what is written so far to disk, so commit's fsync has little left to do.
 

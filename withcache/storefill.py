@@ -10,14 +10,16 @@ of one digest share one GET.
 
 Never whole unless right: the stream withholds the last byte until the digest has been checked,
 so a short or wrong object cuts every client off (FillStream.fail) one byte short at least, and
-the partial copy is deleted. The object is read in one thread that also writes and hashes: a
-GET is a pull (unlike an origin response, which treq pushes on the reactor), so there is no
-queue to bound here, and a slow disk simply reads the store more slowly.
+the partial copy is deleted. A GET is a pull (unlike an origin response, which treq pushes on
+the reactor, hence withcache.writer.ThreadedWriter there): one pool thread reads the body and
+hands chunks through a small bounded queue to a writer thread that hashes and writes them, so
+the network and the disk overlap and a slow disk simply reads the store more slowly.
 """
 
 from __future__ import annotations
 
 import os
+import queue
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -149,6 +151,22 @@ class StoreFills(service.Service):
         if self._active.get(fill.stream.key) is fill:
             del self._active[fill.stream.key]
 
+    def _read_into(self, body: Any, writer: _Writer, size: int) -> None:
+        """Read the body into the writer (which hashes and writes in its own thread, so the
+        network and the disk overlap); raise what either side hit."""
+        read = 0
+        try:
+            while chunk := body.read(CHUNK):
+                if self._stopping.is_set():
+                    raise Stopped("the host is stopping")
+                read += len(chunk)
+                if read > size:
+                    raise IntegrityError(f"the object is longer than {size} bytes")
+                if not writer.put(chunk):
+                    break  # it failed: raised below
+        finally:
+            writer.close()
+
     def _copy(self, stream: FillStream, sha256: str, size: int, content_type: str | None) -> None:
         """Blocking, in the pool: GET the object into an ingest, telling the stream (on the
         reactor) what is readable, and commit it if its bytes are the catalog's."""
@@ -161,17 +179,55 @@ class StoreFills(service.Service):
                 if length != size:
                     raise IntegrityError(f"the store holds {length} bytes, the catalog {size}")
                 call(stream.headers, size, content_type)
-                while chunk := body.read(CHUNK):
-                    if self._stopping.is_set():
-                        raise Stopped("the host is stopping")
-                    if ingest.size + len(chunk) > size:
-                        raise IntegrityError(f"the object is longer than {size} bytes")
-                    ingest.write(chunk)
-                    # The last byte waits for the digest check (the module docstring).
-                    call(stream.written, min(ingest.size, size - 1))
+                self._read_into(body, _Writer(ingest, stream, size, call), size)
             finally:
                 body.close()
+            if ingest.size != size or ingest.hexdigest() != sha256:
+                raise IntegrityError(f"the object's {ingest.size} bytes are not {sha256}")
+            # Right: readers may have the last byte now, before the fsync (they read the
+            # temp file through the page cache; durability is for the local copy's future).
+            call(stream.written, size)
             ingest.commit(expected_size=size, expected_sha256=sha256)
         finally:
             ingest.close()
         self.store.kept_locally(sha256, size)
+
+
+class _Writer:
+    """An ingest's writes on a thread of its own behind a bounded queue (QUEUED chunks): the
+    reader blocks when the disk is behind. Each write is reported to the stream on the reactor,
+    all but the last byte (the module docstring)."""
+
+    QUEUED = 8
+
+    def __init__(self, ingest: Any, stream: FillStream, size: int, call: Callable[..., None]):
+        self._ingest, self._stream, self._size, self._call = ingest, stream, size, call
+        self._queue: queue.Queue[bytes | None] = queue.Queue(self.QUEUED)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="withcache-store-writer")
+        self._thread.start()
+
+    def put(self, chunk: bytes) -> bool:
+        """Queue a chunk; False once the writer has failed."""
+        if self._error is not None:
+            return False
+        self._queue.put(chunk)
+        return True
+
+    def close(self) -> None:
+        """Wait for the queued writes; raise what the writer hit."""
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+    def _run(self) -> None:
+        while (chunk := self._queue.get()) is not None:
+            if self._error is not None:
+                continue  # drained, so a reader blocked on put() gets to close()
+            try:
+                self._ingest.write(chunk)
+            except BaseException as e:
+                self._error = e
+                continue
+            self._call(self._stream.written, min(self._ingest.size, self._size - 1))
