@@ -217,3 +217,18 @@ def test_local_cache_bookkeeping():
     local.removed("b")
     assert local.used == 8 and local.victims() == []
     assert LocalCache(0).victims() == []
+
+
+def test_a_claimed_digest_stays_locked_until_its_object_is_deleted(store, s3):
+    """The host asks the catalog on its database thread and deletes the object on another;
+    a fill of the same bytes cannot commit in between."""
+    ingest, blob = put(store, b"evicted")
+    store.publish(blob)
+    ingest.close()
+    locked = store.claim_unreferenced(blob.sha256, lambda d: False)
+    assert locked is not None and not store.exists(blob.sha256)
+    assert store.try_lock(blob.sha256) is None  # a commit of these bytes waits
+    assert len(s3.objects) == 1
+    assert store.delete_claimed(blob.sha256, locked)
+    assert s3.objects == {} and not locked.held
+    assert store.claim_unreferenced(blob.sha256, lambda d: True) is None

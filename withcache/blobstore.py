@@ -83,6 +83,15 @@ class RemoteBlobStore(BlobStore, Protocol):
     def head(self, sha256: str) -> int:
         """The object's size; raises ObjectMissing or StoreUnavailable."""
 
+    def claim_unreferenced(
+        self, sha256: str, is_referenced: Callable[[str], bool]
+    ) -> DigestLock | None:
+        """delete_unreferenced's catalog half: the local copy dropped and the digest's lock,
+        held, for delete_claimed; None if a row names it or the lock is taken."""
+
+    def delete_claimed(self, sha256: str, locked: DigestLock) -> bool:
+        """delete_unreferenced's store half: delete the object, let go of the lock."""
+
     def open_object(self, sha256: str, first: int = 0, last: int | None = None) -> tuple[Any, int]:
         """A GET (of bytes first..last when given): a body with read(n) and close(), and its
         length; raises ObjectMissing or StoreUnavailable."""

@@ -525,10 +525,20 @@ class Cache(KnownHits, CacheViews, service.MultiService):
         return threads.deferToThreadPool(self._reactor, self._reactor.getThreadPool(), fn, *args)
 
     async def _delete_blobs(self, digests: list[str]) -> None:
-        if digests:
+        if not digests:
+            return
+        if not self.store.remote:
             await self.catalog.run(
                 datadir.delete_unreferenced, self.store, digests, self._stopping.is_set
             )
+            return
+        # The catalog asked on its thread, the object store (a network round trip) on another.
+        store = cast(RemoteBlobStore, self.store)
+        claimed = await self.catalog.run(
+            datadir.claim_unreferenced, store, digests, self._stopping.is_set
+        )
+        for digest, locked in claimed:
+            await self._in_thread(store.delete_claimed, digest, locked)
 
     @to_completion
     async def quarantine(self, sha256: str, reason: str) -> list[cat.Artifact]:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from functools import partial
 
 from withcache import catalog as cat
-from withcache.blobstore import BlobStore
+from withcache.blobstore import BlobStore, RemoteBlobStore
 from withcache.keys import cache_key
 from withcache.store import DigestLock, IntegrityError, Store
 
@@ -39,6 +39,25 @@ def delete_unreferenced(
         if stopping():
             break
         store.delete_unreferenced(digest, partial(cat.referenced, conn))
+
+
+def claim_unreferenced(
+    conn: sqlite3.Connection,
+    store: RemoteBlobStore,
+    digests: list[str],
+    stopping: Callable[[], bool] = never,
+) -> list[tuple[str, DigestLock]]:
+    """delete_unreferenced's catalog half for a remote store: each digest no row names, its
+    local copy dropped and its lock held, for RemoteBlobStore.delete_claimed (the object's
+    delete, off the database thread)."""
+    claimed = []
+    for digest in digests:
+        if stopping():
+            break
+        locked = store.claim_unreferenced(digest, partial(cat.referenced, conn))
+        if locked is not None:
+            claimed.append((digest, locked))
+    return claimed
 
 
 def sweep_orphans(

@@ -38,7 +38,7 @@ from withcache._log import make_logger
 from withcache.blobstore import ObjectMissing, StoreUnavailable
 from withcache.localcache import LocalCache
 from withcache.scrub import Stopped
-from withcache.store import CHUNK, Blob, IntegrityError, Store
+from withcache.store import CHUNK, Blob, DigestLock, IntegrityError, Store
 
 log = make_logger()
 
@@ -339,13 +339,32 @@ class S3Store(Store):
     def delete_unreferenced(self, sha256: str, is_referenced: Callable[[str], bool]) -> bool:
         """Delete the local copy and the object unless a row names the digest (asked under the
         digest's lock: see Store.delete_unreferenced, and the module docstring for hosts)."""
+        claimed = self.claim_unreferenced(sha256, is_referenced)
+        return claimed is not None and self.delete_claimed(sha256, claimed)
+
+    def claim_unreferenced(
+        self, sha256: str, is_referenced: Callable[[str], bool]
+    ) -> DigestLock | None:
+        """delete_unreferenced's first half, where the catalog is: unless someone holds the
+        digest's lock or a row names it, drop the local copy and return the lock, held, for
+        delete_claimed (so the host asks the catalog on its database thread and talks to the
+        store on another)."""
         locked = self.try_lock(sha256)
         if locked is None:
-            return False
-        with locked:
+            return None
+        try:
             if is_referenced(sha256):
-                return False
+                locked.release()
+                return None
             self.delete(sha256)
+        except BaseException:
+            locked.release()
+            raise
+        return locked
+
+    def delete_claimed(self, sha256: str, locked: DigestLock) -> bool:
+        """Delete the object of a digest claim_unreferenced claimed; let go of its lock."""
+        with locked:
             try:
                 self.client.delete_object(Bucket=self.location.bucket, Key=self.object_key(sha256))
             except Exception as e:
