@@ -564,6 +564,16 @@ def build_service(options: Options, reactor: Any) -> WithcacheService:
         logins=len(options["credentials"].__self__) if options["credentials"] else 0,
         admin_hosts=",".join(admin_hosts) + ",<IP addresses>",
     )
+    if config.remote:
+        local = getattr(store, "local", None)
+        log.info(
+            "blobs in {store} (endpoint {endpoint}); local copies up to {limit} bytes,"
+            " {held} bytes held",
+            store=config.url,
+            endpoint=config.endpoint or "AWS",
+            limit=getattr(local, "limit", 0),
+            held=getattr(local, "used", 0),
+        )
     if not settings.max_bytes and not settings.curate:
         log.warn(
             "no --max-bytes: misses fill the cache until the disk is full; set a capacity"
