@@ -230,6 +230,33 @@ def admin(server: SeaweedFS, command: str, host: Host, *args: str) -> subprocess
     return out
 
 
+def test_a_local_cache_moves_into_the_bucket_with_export_and_import_catalog(
+    tmp_path, s3_host, seaweedfs, bucket
+):
+    old = tmp_path / "old"
+    old.mkdir()
+    src = support.write_file(tmp_path / "sdk.zip", 500_000, seed=19)
+    subprocess.run(
+        [tool("withcache-admin"), "import", "--data-dir", str(old)]
+        + ["https://vendor.example/sdk.zip", str(src)],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    export = tmp_path / "catalog.jsonl"
+    subprocess.run(
+        [tool("withcache-admin"), "export", "--data-dir", str(old), str(export)],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    admin(seaweedfs, "import-catalog", s3_host, str(export), "--blobs-from", str(old))
+    sha = hashlib.sha256(src.read_bytes()).hexdigest()
+    assert object_bytes(seaweedfs, bucket, sha) == src.read_bytes()
+    body, _ = get(s3_host.blob_url("https://vendor.example/sdk.zip"))
+    assert body == src.read_bytes()
+
+
 def test_eviction_under_max_bytes_deletes_the_object(origin, tmp_path, seaweedfs, bucket):
     host = start_s3_host(tmp_path, seaweedfs, bucket, "--max-bytes", "3M")
     try:
