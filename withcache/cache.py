@@ -44,7 +44,7 @@ from withcache.logs import redact_url
 from withcache.metrics import Metrics
 from withcache.policy import OriginPolicy
 from withcache.revalidation import FAILED, NOT_MODIFIED, Revalidations
-from withcache.store import Ingest
+from withcache.store import Ingest, Store
 from withcache.storefill import StoreFills
 from withcache.writer import ThreadedWriter
 
@@ -269,27 +269,6 @@ class Cache(KnownHits, CacheViews, service.MultiService):
             )
         return await self._wait_for_stream(key)
 
-    async def _from_store(self, url: str, hit: Hit, count_hit: bool) -> Hit | Streaming | None:
-        """A hit with no local copy: the object store's bytes as they land locally, once the
-        GET answers (within stream_wait, at least a second). A missing object drops its rows
-        and, unless curating, refills it; a store that cannot answer makes this a miss."""
-        assert self.store_fills is not None
-        artifact = hit.artifact
-        fill = self.store_fills.start(artifact)
-        if await fill.servable(self._reactor, max(self.settings.stream_wait, 1.0)):
-            if count_hit:
-                self.count_hit(hit)
-            return Streaming(fill.stream, artifact)
-        if fill.stream.size is not None and _size_on_disk(hit.path) == artifact.size:
-            if count_hit:
-                self.count_hit(hit)
-            return hit  # it was quick: the copy is local already
-        self.metrics.misses.inc()
-        if isinstance(fill.failure, ObjectMissing):
-            await self.catalog.run(cat.record_miss, artifact.key, url, self._now())
-            await self.quarantine(artifact.sha256, "its object is missing from the store")
-        return None
-
     def _streaming(self, key: str, count_hit: bool) -> Streaming | None:
         """The servable stream of key's fill in progress, if any; a GET of it counts a hit
         (written on the artifact once the fill has committed it)."""
@@ -321,6 +300,27 @@ class Cache(KnownHits, CacheViews, service.MultiService):
         if job.stream is None:
             job.stream = FillStream(job.key)
         return job.stream
+
+    async def _from_store(self, url: str, hit: Hit, count_hit: bool) -> Hit | Streaming | None:
+        """A hit with no local copy: the object store's bytes as they land locally, once the
+        GET answers (within stream_wait, at least a second). A missing object drops its rows
+        and, unless curating, refills it; a store that cannot answer makes this a miss."""
+        assert self.store_fills is not None
+        artifact = hit.artifact
+        fill = self.store_fills.start(artifact)
+        if await fill.servable(self._reactor, max(self.settings.stream_wait, 1.0)):
+            if count_hit:
+                self.count_hit(hit)
+            return Streaming(fill.stream, artifact)
+        if fill.stream.size is not None and _size_on_disk(hit.path) == artifact.size:
+            if count_hit:
+                self.count_hit(hit)
+            return hit  # it was quick: the copy is local already
+        self.metrics.misses.inc()
+        if isinstance(fill.failure, ObjectMissing):
+            await self.catalog.run(cat.record_miss, artifact.key, url, self._now())
+            await self.quarantine(artifact.sha256, "its object is missing from the store")
+        return None
 
     async def _usable_when_stale(self, url: str, hit: Hit, client: str | None) -> bool:
         """Revalidate a stale artifact (one revalidation per key, waited for at most
@@ -688,7 +688,7 @@ class Cache(KnownHits, CacheViews, service.MultiService):
         )
 
 
-def _ingest_and_reader(store: BlobStore) -> tuple[Ingest, int]:
+def _ingest_and_reader(store: Store) -> tuple[Ingest, int]:
     """Blocking: a new ingest and a read-only descriptor of its temp file."""
     ingest = store.ingest()
     try:
