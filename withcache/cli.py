@@ -39,15 +39,16 @@ def server_main(argv: list[str] | None = None) -> None:
 
 @contextlib.contextmanager
 def _open(
-    data_dir: str, query: str | None = None, blobs: argparse.Namespace | None = None
+    args: argparse.Namespace, query: str | None = None
 ) -> Iterator[tuple[BlobStore, cat.sqlite3.Connection]]:
     """The data dir's store and catalog connection, closed when the command is done; with a
-    query mode, the catalog is re-keyed for it first if it was keyed with another. A command
-    that touches blobs passes its arguments as blobs: the store is then the one its --store
-    options name, else the one the host last ran with (withcache.storeconfig)."""
+    query mode, the catalog is re-keyed for it first if it was keyed with another. For a
+    command that touches blobs (it has --store) the store is the one its --store options name,
+    else the one the host last ran with (withcache.storeconfig)."""
+    data_dir = args.data_dir
     if not os.path.isdir(data_dir):
         raise SystemExit(f"withcache-admin: no such data dir: {data_dir}")
-    store = Store(data_dir) if blobs is None else _blob_store(blobs, data_dir)
+    store = _blob_store(args, data_dir) if hasattr(args, "store") else Store(data_dir)
     conn = cat.connect(os.path.join(data_dir, "cache.db"), query)
     try:
         yield store, conn
@@ -70,7 +71,7 @@ def _blob_store(args: argparse.Namespace, data_dir: str) -> BlobStore:
 
 def _cmd_import(args: argparse.Namespace) -> int:
     os.makedirs(args.data_dir, exist_ok=True)
-    with _open(args.data_dir, _query(args), args) as (store, conn):
+    with _open(args, _query(args)) as (store, conn):
         try:
             artifact = datadir.import_file(
                 conn,
@@ -93,7 +94,7 @@ def _cmd_import(args: argparse.Namespace) -> int:
 
 
 def _cmd_ls(args: argparse.Namespace) -> int:
-    with _open(args.data_dir) as (_store, conn):
+    with _open(args) as (_store, conn):
         artifacts = cat.list_artifacts(conn)
     policy, now = freshness.Policy.saved(args.data_dir), time.time()
     verdicts = [artifact_verdict(a, policy, now) for a in artifacts]
@@ -121,7 +122,7 @@ def _cmd_ls(args: argparse.Namespace) -> int:
 
 def _cmd_refresh(args: argparse.Namespace) -> int:
     """Have the host revalidate an artifact with its origin on the artifact's next request."""
-    with _open(args.data_dir, _query(args)) as (_store, conn):
+    with _open(args, _query(args)) as (_store, conn):
         key = _key(conn, args.url)
         if not cat.request_refresh(conn, key):
             print(f"withcache-admin refresh: not cached: {redact_url(key)}", file=sys.stderr)
@@ -131,7 +132,7 @@ def _cmd_refresh(args: argparse.Namespace) -> int:
 
 
 def _cmd_jobs(args: argparse.Namespace) -> int:
-    with _open(args.data_dir) as (_store, conn):
+    with _open(args) as (_store, conn):
         jobs = cat.list_jobs(conn, limit=args.limit)
     if args.json:
         return print_json(jobs)
@@ -157,7 +158,7 @@ def _key(conn: cat.sqlite3.Connection, url: str) -> str:
 
 
 def _cmd_rm(args: argparse.Namespace) -> int:
-    with _open(args.data_dir, _query(args), args) as (store, conn):
+    with _open(args, _query(args)) as (store, conn):
         key = _key(conn, args.url)
         existed = datadir.remove(conn, store, key)
         if existed:
@@ -167,7 +168,7 @@ def _cmd_rm(args: argparse.Namespace) -> int:
 
 
 def _cmd_pin(args: argparse.Namespace) -> int:
-    with _open(args.data_dir, _query(args)) as (_store, conn):
+    with _open(args, _query(args)) as (_store, conn):
         key = _key(conn, args.url)
         changed = cat.set_pinned(conn, key, args.command == "pin")
         if changed:
@@ -179,7 +180,7 @@ def _cmd_pin(args: argparse.Namespace) -> int:
 def _cmd_verify(args: argparse.Namespace) -> int:
     """Re-hash every blob the catalog names; quarantine the bad ones and drop their rows."""
     bad = 0
-    with _open(args.data_dir, blobs=args) as (store, conn):
+    with _open(args) as (store, conn):
         blobs = cat.blob_sizes(conn)
         for sha256, size in sorted(blobs.items()):
             if store.verify(sha256, size):
@@ -196,7 +197,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    with _open(args.data_dir) as (_store, conn):
+    with _open(args) as (_store, conn):
         artifacts = cat.list_artifacts(conn)
     with open(args.out, "w", encoding="utf-8") as out:
         for artifact in artifacts:
@@ -223,7 +224,7 @@ def _cmd_import_catalog(args: argparse.Namespace) -> int:
     os.makedirs(args.data_dir, exist_ok=True)
     source = Store(args.blobs_from) if args.blobs_from else None
     imported = skipped = 0
-    with _open(args.data_dir, blobs=args) as (store, conn):
+    with _open(args) as (store, conn):
         query = cat.keyed_with(conn)
         for exported in rows:
             # Keyed here as this catalog keys (the export may come from an older withcache, or

@@ -20,10 +20,10 @@ from withcache import events as ev
 from withcache import tokens
 
 
-def _open(data_dir: str):
+def _open(args: argparse.Namespace):
     from withcache.cli import _open as open_data_dir  # at call time: cli imports this module
 
-    return open_data_dir(data_dir)
+    return open_data_dir(args)
 
 
 def admin_actor() -> ev.Actor:
@@ -52,7 +52,7 @@ def _when(ts: float | None) -> str:
 
 
 def _cmd_token(args: argparse.Namespace) -> int:
-    with _open(args.data_dir) as (_store, conn):
+    with _open(args) as (_store, conn):
         if args.token_command == "create":
             try:
                 made, secret = tokens.create_token(conn, args.name, args.scope, time.time())
@@ -97,7 +97,7 @@ def _write_secret(path: str, secret: str) -> None:
 
 
 def _cmd_events(args: argparse.Namespace) -> int:
-    with _open(args.data_dir) as (_store, conn):
+    with _open(args) as (_store, conn):
         found, total = ev.query(
             conn, action=args.action, actor=args.actor, limit=args.limit, offset=args.offset
         )

@@ -400,13 +400,13 @@ class Options(usage.Options):
         if self["processes"] > 1 and not self["listen"].startswith(("tcp:", "tcp6:")):
             raise usage.UsageError("--processes: more than one needs a tcp: or tcp6: --listen")
         self["credentials"] = _load_netrc(self["netrc"], self["data-dir"])
+        self["blob-store"] = _blob_store(self)
         try:
             check_secret(self["data-dir"], dict(os.environ))
         except WeakSecret as e:
             raise usage.UsageError(str(e)) from None
         if self["keep-query"] and self["drop-query"]:
             raise usage.UsageError("--keep-query and --drop-query cannot be used together")
-        self["blob-store"] = _blob_store(self)
 
     def settings(self) -> Settings:
         return Settings(
