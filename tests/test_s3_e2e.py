@@ -325,6 +325,16 @@ def test_a_store_that_goes_down_leaves_local_hits_served_and_other_keys_missing(
             assert not any(
                 p.stat().st_size == MIB for p in (host.data_dir / "blobs").rglob("*") if p.is_file()
             )
+            imported = subprocess.run(
+                [tool("withcache-admin"), "import", "--data-dir", str(host.data_dir)]
+                + ["https://vendor.example/x", str(tmp_path / "data" / "store.json")],
+                capture_output=True,
+                text=True,
+                timeout=120,
+                env={**os.environ, **server.env()},
+            )
+            assert imported.returncode != 0 and "cannot reach the store" in imported.stderr
+            assert "Traceback" not in imported.stderr
             # Still serving, no loop of errors.
             body, _ = get(host.blob_url(second))
             assert hashlib.sha256(body).hexdigest() == sha_b

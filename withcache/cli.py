@@ -23,6 +23,7 @@ from withcache.cli_automation import add_commands, audit, print_json
 from withcache.keys import DROP, KEEP, InvalidURL, cache_key
 from withcache.logs import redact_text, redact_url
 from withcache.sanitise import printable, sanitise_media_type
+from withcache.scrub import Stopped
 from withcache.sizes import format_size
 from withcache.store import Store, keep_files_private
 from withcache.storeconfig import StoreConfig
@@ -341,7 +342,12 @@ def admin_parser() -> argparse.ArgumentParser:
 def admin_main(argv: list[str] | None = None) -> int:
     args = admin_parser().parse_args(argv)
     keep_files_private()
-    return args.func(args)
+    try:
+        return args.func(args)
+    except (StoreUnavailable, Stopped) as e:
+        # The object store went away part-way: what was done is done, the rest is not.
+        print(f"withcache-admin {args.command}: the blob store: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
