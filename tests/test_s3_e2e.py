@@ -203,6 +203,34 @@ def test_serving_workers_send_local_copies_and_pass_the_rest_to_the_host(
     assert_clean_log(host)
 
 
+def test_an_object_with_wrong_bytes_is_never_served_whole_and_is_refilled(
+    origin, s3_host, seaweedfs, bucket
+):
+    path = f"/f/{2 * MIB}/20/bad.run"
+    sha = fill(s3_host, origin.base + path)
+    wrong = bytearray(payload(2 * MIB, 20))
+    wrong[-1] ^= 0xFF  # the same length, one byte off: only the digest can tell
+    key = f"cache/{sha[:2]}/{sha[2:]}"
+    seaweedfs.client().put_object(Bucket=bucket, Key=key, Body=bytes(wrong))
+    fill(s3_host, f"{origin.base}/f/{2 * MIB}/21/other.run")  # pushes the local copy out
+    assert not local_copy(s3_host, sha).exists()
+    done = curl(
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code} %{size_download}",
+        s3_host.blob_url(origin.base + path),
+    )
+    assert done.returncode != 0  # cut off: curl knows the body is not whole
+    assert int(done.stdout.split()[1]) < 2 * MIB
+    assert wait_for_hit(s3_host, origin.base + path)["x-withcache-sha256"] == sha
+    assert hashlib.sha256(object_bytes(seaweedfs, bucket, sha)).hexdigest() == sha
+    assert origin.gets(path) == 2
+    assert not local_copy(s3_host, sha).exists() or (
+        hashlib.sha256(local_copy(s3_host, sha).read_bytes()).hexdigest() == sha
+    )
+
+
 def test_admin_import_and_rm_use_the_hosts_store(tmp_path, s3_host, seaweedfs, bucket):
     src = support.write_file(tmp_path / "tool.tar", 300_000, seed=9)
     out = admin(seaweedfs, "import", s3_host, "https://vendor.example/tool.tar", str(src))

@@ -232,3 +232,13 @@ def test_a_claimed_digest_stays_locked_until_its_object_is_deleted(store, s3):
     assert store.delete_claimed(blob.sha256, locked)
     assert s3.objects == {} and not locked.held
     assert store.claim_unreferenced(blob.sha256, lambda d: True) is None
+
+
+def test_an_object_without_a_checksum_is_uploaded_over_not_trusted(store, s3):
+    """Bytes written by something else (no ChecksumSHA256) may be wrong at the right size."""
+    ingest, blob = put(store, b"right bytes")
+    s3.objects["b", store.object_key(blob.sha256)] = b"wrong bytes"
+    s3.keep_checksums = False
+    store.publish(blob)
+    ingest.close()
+    assert s3.objects["b", store.object_key(blob.sha256)] == b"right bytes"

@@ -172,7 +172,9 @@ class Cache(KnownHits, CacheViews, service.MultiService):
         # Hits of blobs whose home is a remote store and that have no local copy here.
         self.store_fills: StoreFills | None = None
         if store.remote:
-            self.store_fills = StoreFills(cast(RemoteBlobStore, store), reactor)
+            self.store_fills = StoreFills(
+                cast(RemoteBlobStore, store), reactor, on_bad_object=self._bad_object
+            )
             self.store_fills.setServiceParent(self)
         self.revalidations = Revalidations(
             fetcher,
@@ -318,9 +320,15 @@ class Cache(KnownHits, CacheViews, service.MultiService):
             return hit  # it was quick: the copy is local already
         self.metrics.misses.inc()
         if isinstance(fill.failure, ObjectMissing):
+            # Its rows go (_bad_object), so the miss is the key's, and a refill is queued.
             await self.catalog.run(cat.record_miss, artifact.key, url, self._now())
-            await self.quarantine(artifact.sha256, "its object is missing from the store")
         return None
+
+    def _bad_object(self, sha256: str, why: str) -> None:
+        """The object store has no object for a digest the catalog names, or wrong bytes:
+        take it out of service as a bad local blob would be (rows dropped, refill queued)."""
+        bad = defer.ensureDeferred(self.quarantine(sha256, why))
+        bad.addErrback(lambda f: log.failure("could not quarantine {sha}", f, sha=sha256))
 
     async def _usable_when_stale(self, url: str, hit: Hit, client: str | None) -> bool:
         """Revalidate a stale artifact (one revalidation per key, waited for at most

@@ -245,13 +245,17 @@ class S3Store(Store):
 
     def _already_there(self, blob: Blob, path: str) -> bool:
         """Whether the store holds these bytes already (the same content under another key,
-        or another host's fill): a HEAD instead of an upload."""
+        or another host's fill), by size and ChecksumSHA256: a HEAD instead of an upload. An
+        object without a checksum (written by something else, or a store that keeps none) is
+        uploaded over."""
         try:
             head = self.client.head_object(
                 Bucket=self.location.bucket,
                 Key=self.object_key(blob.sha256),
                 ChecksumMode="ENABLED",
             )
+            if head.get("ChecksumSHA256") is None:
+                return False  # nothing to tell its bytes by: upload ours over it
             self._confirm(blob, head, path)
         except IntegrityError:
             return False  # overwritten with the right bytes

@@ -30,7 +30,7 @@ from twisted.python.threadpool import ThreadPool
 
 from withcache import catalog as cat
 from withcache._log import make_logger
-from withcache.blobstore import RemoteBlobStore
+from withcache.blobstore import ObjectMissing, RemoteBlobStore
 from withcache.fillstream import FillStream
 from withcache.store import CHUNK, IntegrityError
 
@@ -76,9 +76,18 @@ class StoreFill:
 class StoreFills(service.Service):
     """Single flight per digest of object store -> local copy (see the module docstring)."""
 
-    def __init__(self, store: RemoteBlobStore, reactor: Any, max_gets: int = MAX_GETS):
+    def __init__(
+        self,
+        store: RemoteBlobStore,
+        reactor: Any,
+        on_bad_object: Callable[[str, str], object] | None = None,
+        max_gets: int = MAX_GETS,
+    ):
         self.store = store
         self._reactor = reactor
+        # Told (digest, why) when the store has no object for a digest or the wrong bytes: the
+        # catalog's rows must go (Cache.quarantine), or every hit would GET them again.
+        self._on_bad_object = on_bad_object
         self._pool = ThreadPool(0, max_gets, name="withcache-store")
         self._active: dict[str, StoreFill] = {}
         self._stopping = threading.Event()
@@ -146,6 +155,11 @@ class StoreFills(service.Service):
         fill.stream.fail(str(failure.value) or failure.type.__name__)
         fill.stream.close()
         fill.ended()
+        if self._on_bad_object is not None:
+            if failure.check(ObjectMissing):
+                self._on_bad_object(fill.stream.key, "its object is missing from the store")
+            elif failure.check(IntegrityError):
+                self._on_bad_object(fill.stream.key, f"its object is wrong: {failure.value}")
 
     def _forget(self, fill: StoreFill) -> None:
         if self._active.get(fill.stream.key) is fill:
