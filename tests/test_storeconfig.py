@@ -28,7 +28,10 @@ def test_the_default_store_is_the_data_dirs_blobs():
     [
         (["--store", "http://bucket/x"], "not an s3://bucket/prefix URL"),
         (["--store", "s3://AKIA:secret@bucket/x"], "credentials come from"),
-        (["--s3-endpoint", "http://10.0.0.9:8333"], "needs --store s3://"),
+        (["--s3-endpoint", "http://10.0.0.9:8333"], "--s3-endpoint needs --store s3://"),
+        (["--local-cache-bytes", "1G"], "--local-cache-bytes needs --store s3://"),
+        (["--s3-region", "eu-west-1"], "--s3-region needs --store s3://"),
+        (["--store", "/srv/blobs"], "local or s3://bucket/prefix"),
         (["--store", "s3://b/p", "--s3-endpoint", "ftp://x"], "not an http(s) URL"),
         (
             ["--store", "s3://b/p", "--s3-endpoint", "http://key:s3cr3t@10.0.0.9:8333"],

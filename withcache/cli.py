@@ -61,8 +61,9 @@ def _blob_store(args: argparse.Namespace, data_dir: str) -> BlobStore:
     config = StoreConfig.saved(data_dir)
     if args.store is not None:
         config = StoreConfig(args.store, args.s3_endpoint, args.s3_region)
-    # Never trims the host's local copies (0: no limit here); the host does at its next start.
-    config = replace(config, local_cache_bytes=0)
+    if config.remote:
+        # Never trims the host's local copies (0: no limit here); the host does at its start.
+        config = replace(config, local_cache_bytes=0)
     try:
         config.check()
         return config.open(data_dir)

@@ -30,7 +30,7 @@ class StoreConfig:
 
     @property
     def remote(self) -> bool:
-        return self.url != LOCAL
+        return self.url != LOCAL and "://" in self.url
 
     def check(self) -> None:
         """Raise ValueError for a store URL or endpoint that cannot work (no I/O)."""
@@ -38,8 +38,16 @@ class StoreConfig:
 
         if self.remote:
             parse_store_url(self.url)
-        elif self.endpoint is not None:
-            raise ValueError("--s3-endpoint needs --store s3://bucket/prefix")
+        elif self.url != LOCAL and "://" not in self.url:
+            raise ValueError(f"local or s3://bucket/prefix, not {self.url!r}")
+        else:
+            for name, value in (
+                ("--s3-endpoint", self.endpoint),
+                ("--s3-region", self.region),
+                ("--local-cache-bytes", self.local_cache_bytes),
+            ):
+                if value is not None:
+                    raise ValueError(f"{name} needs --store s3://bucket/prefix")
         if self.endpoint is not None:
             check_endpoint(self.endpoint)
 
