@@ -138,6 +138,10 @@ def test_an_evicted_local_copy_streams_from_the_store_then_is_local_again(origin
     assert "x-withcache-streaming" not in headers
     assert not local_copy(s3_host, sha_b).exists()  # now b was the least recently used
     assert origin.gets(f"/f/{2 * MIB}/3/a.run") == 1
+    counted = support.metrics(s3_host)
+    assert counted["withcache_store_copies_total{outcome=ok}"] == 1
+    assert counted["withcache_store_copy_bytes_total"] == 2 * MIB
+    assert counted["withcache_local_copy_bytes"] == 2 * MIB
 
 
 def test_a_range_of_a_blob_that_is_not_local_comes_from_the_store(origin, s3_host):
@@ -179,6 +183,7 @@ def test_an_object_deleted_behind_the_catalogs_back_is_a_miss_and_is_refilled(
     assert hashlib.sha256(object_bytes(seaweedfs, bucket, sha)).hexdigest() == sha
     assert origin.gets(path) == 2
     assert "its object is missing from the store" in s3_host.log()
+    assert support.metrics(s3_host)["withcache_store_copies_total{outcome=missing}"] == 1
 
 
 def test_serving_workers_send_local_copies_and_pass_the_rest_to_the_host(

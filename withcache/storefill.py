@@ -32,6 +32,7 @@ from withcache import catalog as cat
 from withcache._log import make_logger
 from withcache.blobstore import ObjectMissing, RemoteBlobStore
 from withcache.fillstream import FillStream
+from withcache.metrics import Metrics
 from withcache.store import CHUNK, IntegrityError
 
 log = make_logger()
@@ -82,9 +83,11 @@ class StoreFills(service.Service):
         reactor: Any,
         on_bad_object: Callable[[str, str], object] | None = None,
         max_gets: int = MAX_GETS,
+        metrics: Metrics | None = None,
     ):
         self.store = store
         self._reactor = reactor
+        self._metrics = metrics or Metrics()
         # Told (digest, why) when the store has no object for a digest or the wrong bytes: the
         # catalog's rows must go (Cache.quarantine), or every hit would GET them again.
         self._on_bad_object = on_bad_object
@@ -138,7 +141,13 @@ class StoreFills(service.Service):
         closed = threads.deferToThreadPool(self._reactor, self._pool, body.close)
         closed.addErrback(lambda f: None)  # a connection that broke: nothing to keep
 
+    def readers(self) -> int:
+        """Clients streaming a copy in progress."""
+        return sum(fill.stream.readers for fill in self._active.values())
+
     def _done(self, _: None, fill: StoreFill, size: int) -> None:
+        self._metrics.store_copies.labels("ok").inc()
+        self._metrics.store_copy_bytes.inc(size)
         self._forget(fill)
         fill.stream.complete(size)
         fill.stream.close()
@@ -155,11 +164,16 @@ class StoreFills(service.Service):
         fill.stream.fail(str(failure.value) or failure.type.__name__)
         fill.stream.close()
         fill.ended()
-        if self._on_bad_object is not None:
-            if failure.check(ObjectMissing):
-                self._on_bad_object(fill.stream.key, "its object is missing from the store")
-            elif failure.check(IntegrityError):
-                self._on_bad_object(fill.stream.key, f"its object is wrong: {failure.value}")
+        bad = None
+        if failure.check(ObjectMissing):
+            outcome, bad = "missing", "its object is missing from the store"
+        elif failure.check(IntegrityError):
+            outcome, bad = "wrong", f"its object is wrong: {failure.value}"
+        else:
+            outcome = "failed"
+        self._metrics.store_copies.labels(outcome).inc()
+        if bad is not None and self._on_bad_object is not None:
+            self._on_bad_object(fill.stream.key, bad)
 
     def _forget(self, fill: StoreFill) -> None:
         if self._active.get(fill.stream.key) is fill:
