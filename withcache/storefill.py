@@ -39,6 +39,8 @@ log = make_logger()
 
 # Object GETs at once; more wait in the pool's queue (their clients fall through meanwhile).
 MAX_GETS = 8
+# Threads for ranged reads (withcache.web.storerange), one chunk per task.
+RANGE_THREADS = 4
 
 
 class Stopped(Exception):
@@ -92,6 +94,8 @@ class StoreFills(service.Service):
         # catalog's rows must go (Cache.quarantine), or every hit would GET them again.
         self._on_bad_object = on_bad_object
         self._pool = ThreadPool(0, max_gets, name="withcache-store")
+        # Ranged reads on a pool of their own: short tasks, never queued behind whole copies.
+        self._range_pool = ThreadPool(0, RANGE_THREADS, name="withcache-store-range")
         self._active: dict[str, StoreFill] = {}
         self._stopping = threading.Event()
 
@@ -99,11 +103,17 @@ class StoreFills(service.Service):
         super().startService()
         self._stopping.clear()
         self._pool.start()
+        self._range_pool.start()
 
     def stopService(self) -> Any:
         super().stopService()
         self._stopping.set()  # fills in progress stop at their next chunk
-        return threads.deferToThread(self._pool.stop)
+
+        def stop_pools() -> None:
+            self._range_pool.stop()
+            self._pool.stop()
+
+        return threads.deferToThread(stop_pools)
 
     def active(self, sha256: str) -> StoreFill | None:
         return self._active.get(sha256)
@@ -131,14 +141,14 @@ class StoreFills(service.Service):
     def open_range(self, sha256: str, first: int, last: int) -> defer.Deferred[tuple[Any, int]]:
         """A GET of bytes first..last of the object: its body and length."""
         return threads.deferToThreadPool(
-            self._reactor, self._pool, self.store.open_object, sha256, first, last
+            self._reactor, self._range_pool, self.store.open_object, sha256, first, last
         )
 
     def read(self, body: Any, n: int) -> defer.Deferred[bytes]:
-        return threads.deferToThreadPool(self._reactor, self._pool, body.read, n)
+        return threads.deferToThreadPool(self._reactor, self._range_pool, body.read, n)
 
     def close(self, body: Any) -> None:
-        closed = threads.deferToThreadPool(self._reactor, self._pool, body.close)
+        closed = threads.deferToThreadPool(self._reactor, self._range_pool, body.close)
         closed.addErrback(lambda f: None)  # a connection that broke: nothing to keep
 
     def readers(self) -> int:
