@@ -215,15 +215,18 @@ class DownloadManager(service.MultiService):
             raise
         if not claim.ours:
             del self._active[key]
-            theirs = Job(**vars(claim.job), lease=claim.lease, elsewhere=True)
-            self._wake(job)  # anyone who found the job meanwhile hears it is not run here
+            # Callers that found this job meanwhile hold it: it becomes the other host's.
+            for name in cat.JobRow.__dataclass_fields__:
+                setattr(job, name, getattr(claim.job, name))
+            job.lease, job.elsewhere = claim.lease, True
+            self._wake(job)
             log.info(
                 "{url} is being filled by {owner} (job {id})",
                 url=redact_url(url),
                 owner=claim.lease.owner,
-                id=theirs.id,
+                id=job.id,
             )
-            return self._remember_elsewhere(theirs)
+            return self._remember_elsewhere(job)
         job.id, job.lease = claim.job.id, claim.lease
         assert job.id is not None
         self._ours.add(job.id)
