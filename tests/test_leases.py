@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import pytest_twisted
+from sqlalchemy import select
 from twisted.internet import defer
 from twisted.internet.task import Clock
 
@@ -13,6 +14,7 @@ from withcache import catalog as cat
 from withcache import leases
 from withcache.downloads import DownloadManager
 from withcache.leases import Identity, LeaseLost
+from withcache.tables import jobs
 
 LEASE = 15.0
 START = 1_000_000.0
@@ -55,21 +57,24 @@ class FlakyCatalog:
 
 
 @pytest.fixture
-def catalog(tmp_path):
+def catalog(catalog_url):
+    """One catalog the hosts share: SQLite, and a real PostgreSQL. One database thread, so that
+    settle() lets everything queued before it finish (tests/test_downloads.py)."""
     from twisted.internet import reactor
 
-    running = cat.Catalog(str(tmp_path / "cache.db"), reactor)
+    running = cat.Catalog(catalog_url, reactor, threads=1)
     running.startService()
     yield running
     pytest_twisted.blockon(running.stopService())
 
 
 async def rows(catalog):
-    return await catalog.run(
-        lambda conn: conn.execute(
-            "SELECT id, key, state, lease_owner, lease_url, lease_until FROM jobs ORDER BY id"
-        ).fetchall()
-    )
+    def read(conn):
+        c = jobs.c
+        query = select(c.id, c.key, c.state, c.lease_owner, c.lease_url, c.lease_until)
+        return [tuple(row) for row in conn.execute(query.order_by(c.id))]
+
+    return await catalog.run(read)
 
 
 async def stop(*hosts):
@@ -264,8 +269,15 @@ async def test_a_restarted_host_resumes_its_own_fills_without_waiting_for_their_
 
 
 @pytest_twisted.ensureDeferred
-async def test_concurrent_claims_of_one_key_on_two_hosts_make_one_job(catalog):
-    a, b = Host(catalog, "a"), Host(catalog, "b")
+async def test_concurrent_claims_of_one_key_on_two_hosts_make_one_job(catalog_url):
+    """Each host with a catalog connection pool of its own, as two processes would have."""
+    from twisted.internet import reactor
+
+    catalogs = [cat.Catalog(catalog_url, reactor) for _ in range(2)]
+    for each in catalogs:
+        each.startService()
+        await each.run(lambda conn: None)  # made and migrated by the first, one at a time
+    a, b = Host(catalogs[0], "a"), Host(catalogs[1], "b")
     try:
         claims = [
             defer.ensureDeferred(host.manager.enqueue(f"http://o/f?{i}", "k", "auto"))
@@ -274,8 +286,12 @@ async def test_concurrent_claims_of_one_key_on_two_hosts_make_one_job(catalog):
         ]
         jobs = await within(defer.gatherResults(claims))
         assert len({j.id for j in jobs}) == 1
-        await settle(catalog)
+        assert sum(1 for j in jobs if not j.elsewhere) in (10, 20)  # all of one host's
+        for each in catalogs:
+            await settle(each)
         assert len(a.fills.started) + len(b.fills.started) == 1
-        assert [r[2] for r in await rows(catalog)] == ["running"]
+        assert [r[2] for r in await rows(catalogs[0])] == ["running"]
     finally:
         await stop(a, b)
+        for each in catalogs:
+            await each.stopService()

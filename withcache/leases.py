@@ -3,9 +3,10 @@
 A fill's job row carries a lease: its owner (the holding host's --host-id), a token naming this
 one claim, the owner's advertise URL (where other hosts relay clients to the fill's stream) and
 an expiry. The owner renews it while the fill is queued or running; a host that dies stops
-renewing, and once the lease has expired any host may take the job over. The catalog's unique
-index on an active job's key (schema 009) is what makes a claim safe between hosts: two hosts
-that miss one key at once cannot both insert a job for it.
+renewing, and once the lease has expired any host may take the job over. Claims are write
+transactions, which the catalog serialises (withcache.catalog_db), and the unique index on an
+active job's key (revision 009_leases) backs that up: two hosts that miss one key at once cannot
+both insert a job for it.
 
 Every write of a leased job names its token, so a host that lost its lease (it could not renew
 in time and another host took over) changes nothing: its progress, its outcome and its commit
@@ -29,14 +30,18 @@ import os
 import re
 import secrets
 import socket
-import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit
 
+from sqlalchemy import Connection, or_, select, update
+
 from withcache import catalog as cat
-from withcache.catalog import JobRow, transaction
-from withcache.jobs import QUEUED
+from withcache.catalog import JobRow
+from withcache.catalog_db import insert, transaction
+from withcache.jobs import QUEUED, RUNNING
+from withcache.tables import jobs
 
 # Seconds a lease lasts unless renewed (--lease). Renewed every third of it, so a renewal may
 # be late twice (a busy database thread, a PostgreSQL restart of a few seconds) before the lease
@@ -45,8 +50,6 @@ from withcache.jobs import QUEUED
 LEASE = 15.0
 # Host ids are shown in the UI, logs and the X-Withcache-Relay header: a plain name.
 HOST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,63}")
-_ACTIVE = "state IN ('queued', 'running')"
-_LEASE_COLUMNS = "lease_owner, lease_token, lease_url, lease_until"
 
 
 def default_host_id() -> str:
@@ -91,48 +94,64 @@ class LeaseLost(Exception):
     """Another host took this fill over (its lease expired): nothing of it may be written."""
 
 
-def _row(found: tuple) -> tuple[JobRow, Lease]:
+j = jobs.c
+_ACTIVE = j.state.in_([str(QUEUED), str(RUNNING)])
+_LEASE_COLUMNS = (j.lease_owner, j.lease_token, j.lease_url, j.lease_until)
+
+
+def _row(found: Any) -> tuple[JobRow, Lease]:
     return JobRow(*found[:11]), Lease(*found[11:])
 
 
-def _active_job(conn: sqlite3.Connection, key: str) -> tuple[JobRow, Lease] | None:
+def _active_job(conn: Connection, key: str) -> tuple[JobRow, Lease] | None:
     found = conn.execute(
-        f"SELECT {cat._JOB_COLUMNS}, {_LEASE_COLUMNS} FROM jobs WHERE key = ? AND {_ACTIVE}",
-        (key,),
-    ).fetchone()
+        select(*cat._JOB_COLUMNS, *_LEASE_COLUMNS).where(j.key == key, _ACTIVE)
+    ).first()
     return None if found is None else _row(found)
 
 
-def get_job(conn: sqlite3.Connection, job_id: int) -> tuple[JobRow, Lease] | None:
-    found = conn.execute(
-        f"SELECT {cat._JOB_COLUMNS}, {_LEASE_COLUMNS} FROM jobs WHERE id = ?", (job_id,)
-    ).fetchone()
+def get_job(conn: Connection, job_id: int) -> tuple[JobRow, Lease] | None:
+    found = conn.execute(select(*cat._JOB_COLUMNS, *_LEASE_COLUMNS).where(j.id == job_id)).first()
     return None if found is None else _row(found)
+
+
+def _lease_values(lease: Lease) -> dict[str, Any]:
+    return {
+        "lease_owner": lease.owner,
+        "lease_token": lease.token,
+        "lease_url": lease.url,
+        "lease_until": lease.until,
+    }
 
 
 def claim(
-    conn: sqlite3.Connection, job: JobRow, owner: str, url: str | None, now: float, length: float
+    conn: Connection, job: JobRow, owner: str, url: str | None, now: float, length: float
 ) -> Claim:
     """Claim a fill of job.key for owner, in one transaction: insert job (queued) leased to
     owner; or, when the key has an active job already, take it over if its lease has expired
     (or was owner's own, from a run before this one), else report the live holder."""
-    token = secrets.token_hex(16)
-    lease = Lease(owner, token, url, now + length)
+    lease = Lease(owner, secrets.token_hex(16), url, now + length)
     with transaction(conn):
         for _ in range(3):
             found = _active_job(conn, job.key)
             if found is None:
                 inserted = conn.execute(
-                    "INSERT INTO jobs (key, url, source, state, bytes_done, bytes_total, error,"
-                    f" created_at, started_at, finished_at, {_LEASE_COLUMNS})"
-                    " VALUES (?, ?, ?, ?, 0, NULL, NULL, ?, NULL, NULL, ?, ?, ?, ?)"
-                    " ON CONFLICT DO NOTHING RETURNING id",
-                    (job.key, job.url, job.source, QUEUED, job.created_at, owner, token, url,
-                     lease.until),
-                ).fetchone()  # fmt: skip
+                    insert(conn, jobs)
+                    .values(
+                        key=job.key,
+                        url=job.url,
+                        source=job.source,
+                        state=str(QUEUED),
+                        created_at=job.created_at,
+                        **_lease_values(lease),
+                    )
+                    .on_conflict_do_nothing()
+                    .returning(j.id)
+                ).first()
                 if inserted is not None:
-                    mine = JobRow(inserted[0], job.key, job.url, job.source, QUEUED,
-                                  created_at=job.created_at)  # fmt: skip
+                    mine = JobRow(
+                        inserted[0], job.key, job.url, job.source, QUEUED, created_at=job.created_at
+                    )
                     return Claim(mine, lease, ours=True)
                 continue  # another host inserted it meanwhile: look again
             row, held = found
@@ -144,30 +163,31 @@ def claim(
     raise RuntimeError(f"could not claim a fill of {job.key}: its job row kept changing")
 
 
-def _take(
-    conn: sqlite3.Connection, job_id: int | None, lease: Lease, now: float, url: str | None
-) -> bool:
+def _take(conn: Connection, job_id: int | None, lease: Lease, now: float, url: str | None) -> bool:
     """Move an active job whose lease is free, expired or the new owner's own to a new lease
     (queued again, from byte 0); False when another host got there first."""
-    return (
-        conn.execute(
-            f"UPDATE jobs SET lease_owner = ?, lease_token = ?, lease_url = ?, lease_until = ?,"
-            " state = 'queued', bytes_done = 0, started_at = NULL, url = COALESCE(?, url)"
-            f" WHERE id = ? AND {_ACTIVE}"
-            " AND (lease_until IS NULL OR lease_until < ? OR lease_owner = ?)",
-            (lease.owner, lease.token, lease.url, lease.until, url, job_id, now, lease.owner),
-        ).rowcount
-        > 0
+    values: dict[str, Any] = {
+        **_lease_values(lease),
+        "state": str(QUEUED),
+        "bytes_done": 0,
+        "started_at": None,
+    }
+    if url is not None:
+        values["url"] = url
+    taken = conn.execute(
+        update(jobs)
+        .where(
+            j.id == job_id,
+            _ACTIVE,
+            or_(j.lease_until.is_(None), j.lease_until < now, j.lease_owner == lease.owner),
+        )
+        .values(**values)
     )
+    return taken.rowcount > 0
 
 
 def take_over(
-    conn: sqlite3.Connection,
-    job_id: int,
-    owner: str,
-    url: str | None,
-    now: float,
-    length: float,
+    conn: Connection, job_id: int, owner: str, url: str | None, now: float, length: float
 ) -> tuple[JobRow, Lease, Lease] | None:
     """Take over an active job whose lease is free, expired or owner's own: (the job as now
     queued, the new lease, the lease it had); None if it is held by a live host or finished."""
@@ -181,7 +201,7 @@ def take_over(
     return after[0], lease, before[1]
 
 
-def holder(conn: sqlite3.Connection, key: str, now: float) -> Lease | None:
+def holder(conn: Connection, key: str, now: float) -> Lease | None:
     """The live lease of key's active job, if another host may be filling it."""
     found = _active_job(conn, key)
     if found is None or not found[1].live(now):
@@ -189,65 +209,69 @@ def holder(conn: sqlite3.Connection, key: str, now: float) -> Lease | None:
     return found[1]
 
 
-def expired(conn: sqlite3.Connection, now: float, limit: int = 100) -> list[JobRow]:
+def expired(conn: Connection, now: float, limit: int = 100) -> list[JobRow]:
     """Active jobs nobody holds: their lease expired (a host died) or was released."""
     rows = conn.execute(
-        f"SELECT {cat._JOB_COLUMNS} FROM jobs WHERE {_ACTIVE}"
-        " AND (lease_until IS NULL OR lease_until < ?) ORDER BY id LIMIT ?",
-        (now, limit),
+        select(*cat._JOB_COLUMNS)
+        .where(_ACTIVE, or_(j.lease_until.is_(None), j.lease_until < now))
+        .order_by(j.id)
+        .limit(limit)
     )
     return [JobRow(*row) for row in rows]
 
 
-def renew(conn: sqlite3.Connection, tokens: list[str], now: float, length: float) -> list[str]:
+def renew(conn: Connection, tokens: list[str], now: float, length: float) -> list[str]:
     """Extend each lease to now + length; returns the tokens that are no longer held (their job
     was taken over, or finished by someone else)."""
     lost = []
     with transaction(conn):
         for token in tokens:
             renewed = conn.execute(
-                f"UPDATE jobs SET lease_until = ? WHERE lease_token = ? AND {_ACTIVE}",
-                (now + length, token),
-            ).rowcount
-            if not renewed:
+                update(jobs).where(j.lease_token == token, _ACTIVE).values(lease_until=now + length)
+            )
+            if not renewed.rowcount:
                 lost.append(token)
     return lost
 
 
-def release(conn: sqlite3.Connection, token: str) -> None:
+def release(conn: Connection, token: str) -> None:
     """Let go of a lease (a host stopping with the job unfinished): any host may take it now."""
     with transaction(conn):
-        conn.execute("UPDATE jobs SET lease_until = NULL WHERE lease_token = ?", (token,))
+        conn.execute(update(jobs).where(j.lease_token == token).values(lease_until=None))
 
 
-def update_job(conn: sqlite3.Connection, job: JobRow, token: str | None) -> bool:
+def update_job(conn: Connection, job: JobRow, token: str | None) -> bool:
     """catalog.update_job for a leased job: written only while token still holds it."""
     with transaction(conn):
-        return (
-            conn.execute(
-                "UPDATE jobs SET state = ?, bytes_done = ?, bytes_total = ?, error = ?,"
-                " started_at = ?, finished_at = ? WHERE id = ? AND lease_token IS ?",
-                (job.state, job.bytes_done, job.bytes_total, job.error, job.started_at,
-                 job.finished_at, job.id, token),
-            ).rowcount
-            > 0
-        )  # fmt: skip
+        written = conn.execute(
+            update(jobs)
+            .where(j.id == job.id, j.lease_token.is_not_distinct_from(token))
+            .values(
+                state=str(job.state),
+                bytes_done=job.bytes_done,
+                bytes_total=job.bytes_total,
+                error=job.error,
+                started_at=job.started_at,
+                finished_at=job.finished_at,
+            )
+        )
+        return written.rowcount > 0
 
 
-def held_for_commit(job_id: int | None, token: str | None) -> Callable[[sqlite3.Connection], None]:
+def held_for_commit(job_id: int | None, token: str | None) -> Callable[[Connection], None]:
     """A guard for catalog.put_artifact: in its transaction, the job must still be active and
     held by token (else LeaseLost, and nothing is written); it is marked completed there, so
     the key is free for a new fill the moment its artifact row exists."""
 
-    def guard(conn: sqlite3.Connection) -> None:
+    def guard(conn: Connection) -> None:
         if job_id is None:
             return  # not a job's fill (an import)
         held = conn.execute(
-            f"UPDATE jobs SET state = 'completed', lease_until = NULL WHERE id = ? AND {_ACTIVE}"
-            " AND lease_token IS ?",
-            (job_id, token),
-        ).rowcount
-        if not held:
+            update(jobs)
+            .where(j.id == job_id, _ACTIVE, j.lease_token.is_not_distinct_from(token))
+            .values(state="completed", lease_until=None)
+        )
+        if not held.rowcount:
             raise LeaseLost(f"job {job_id} is no longer this host's to commit")
 
     return guard
