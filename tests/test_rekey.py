@@ -231,9 +231,7 @@ def test_active_jobs_meeting_on_one_key_leave_the_newest_active(catalog_url):
     fills of two URLs that one key now names become one, the newest."""
     conn = cat.connect(catalog_url)
     urls = [f"{V}/tool.sh?v=1", f"{V}/tool.sh?v=2", f"{V}/other.sh"]
-    ids = [
-        cat.insert_job(conn, cat.JobRow(None, cache_key(u), u, "auto", "queued")) for u in urls
-    ]
+    ids = [cat.insert_job(conn, cat.JobRow(None, cache_key(u), u, "auto", "queued")) for u in urls]
     conn.close()
     conn = cat.connect(catalog_url, "drop")
     jobs = {j.id: (j.key, j.state) for j in cat.list_jobs(conn)}
