@@ -292,9 +292,10 @@ class Cache(KnownHits, CacheViews, service.MultiService):
             self.metrics.hits.inc()
         return Streaming(stream)
 
-    async def _wait_for_stream(self, key: str) -> Streaming | None:
+    async def _wait_for_stream(self, key: str) -> Streaming | FilledElsewhere | None:
         """Key's fill as soon as its headers are in, if that is within settings.stream_wait;
-        else None (the client falls through to the origin, as before streaming)."""
+        else None (the client falls through to the origin, as before streaming). A fill whose
+        claim finds another host filling the key ends the wait with that host."""
         job = self.downloads.active(key)
         if job is None or self.settings.stream_wait <= 0:
             return None
@@ -304,6 +305,8 @@ class Cache(KnownHits, CacheViews, service.MultiService):
         timer = task.deferLater(self._reactor, self.settings.stream_wait, lambda: False)
         # The first to fire wins; race cancels the others (the timer's call, our waits).
         _which, ok = await defer.race([stream.when_servable(), finished, timer])
+        if job.elsewhere:
+            return _filled_elsewhere(job)
         return Streaming(stream) if ok and not stream.ended else None
 
     def stream_of(self, job: Job) -> FillStream:

@@ -1,0 +1,135 @@
+"""Several cache-hosts on one catalog, end to end: `twistd -n withcache` processes sharing a
+catalog (SQLite, and a real PostgreSQL) and a blob store, the Twisted origin as a process,
+real curl through the shims. One fill per key across the hosts, misses relayed to the filling
+host's stream, and failover after kill -9."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from tests import support
+from tests.cluster_support import LEASE, start_cluster
+from tests.shim.conftest import clean_env, shim_command
+from tests.support import OriginProcess, eventually, payload_sha256, wait_for_hit
+
+MB = 1_000_000
+
+origin = support.origin_process  # tests/origin.py in a process of its own
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def catalog(request, tmp_path):
+    """The shared catalog: None (the SQLite file in the shared data dir) or a PostgreSQL URL."""
+    if request.param == "sqlite":
+        return None
+    return request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture
+def cluster3(tmp_path, catalog):
+    running = start_cluster(tmp_path, 3, catalog)
+    yield running
+    running.stop()
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def curl_body(url: str) -> bytes:
+    done = subprocess.run(["curl", "-sSf", url], capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def shim_curl(server: str, url: str, out) -> subprocess.CompletedProcess:
+    env = clean_env(WITHCACHE_SERVER=server)
+    command = [*shim_command("curl"), "-sS", "-o", str(out), url]
+    return subprocess.run(command, env=env, capture_output=True, timeout=180)
+
+
+def test_a_fill_on_one_host_is_a_hit_on_the_others(origin, cluster3):
+    size = 3 * MB
+    url = f"{origin.base}/f/{size}/3/driver.run"
+    first, *others = cluster3.hosts
+    assert sha(curl_body(first.blob_url(url))) == payload_sha256(size, 3)  # streamed as filled
+    wait_for_hit(first, url)
+    for host in others:
+        headers = wait_for_hit(host, url, timeout=30)
+        assert headers["x-withcache-sha256"] == payload_sha256(size, 3)
+        assert sha(curl_body(host.blob_url(url))) == payload_sha256(size, 3)
+    assert origin.gets(f"/f/{size}/3/driver.run") == 1
+    # The miss that filled it and the hits on the other hosts count on the one shared row
+    # (hits batched, a second late).
+    eventually(
+        lambda: cluster3.query("SELECT hits, misses FROM artifacts"),
+        lambda rows: rows == [(2, 1)],
+        what="the other hosts' hits and the first host's miss on the shared row",
+    )
+
+
+def test_fifty_concurrent_misses_over_three_hosts_make_one_origin_get(origin, cluster3, tmp_path):
+    size = 8 * MB
+    url = f"{origin.base}/f/{size}/5/cuda.run?rate={4 * MB}"
+    hosts = cluster3.hosts
+    with ThreadPoolExecutor(50) as pool:
+        runs = list(
+            pool.map(
+                lambda i: shim_curl(hosts[i % 3].url, url, tmp_path / f"out-{i}"),
+                range(50),
+            )
+        )
+    assert [r.returncode for r in runs] == [0] * 50, [r.stderr for r in runs if r.returncode]
+    for i in range(50):
+        assert sha((tmp_path / f"out-{i}").read_bytes()) == payload_sha256(size, 5)
+    # Nobody fell through to the origin, and no second host filled it: one GET, once.
+    assert origin.gets(f"/f/{size}/5/cuda.run") == 1
+    assert origin.sent() == size
+    eventually(
+        lambda: cluster3.jobs(),
+        lambda rows: [r[1] for r in rows] == ["completed"],
+        what="one job, completed",
+    )
+
+
+def test_kill_9_of_the_filling_host_mid_fill_ends_complete_and_correct_via_another(
+    tmp_path, catalog
+):
+    """The origin's uplink is slow (2 MB/s), so the fill is mid-way when its host dies."""
+    slow = OriginProcess(uplink=2 * MB)
+    cluster = start_cluster(tmp_path, 2, catalog)
+    try:
+        size = 12 * MB
+        url = f"{slow.base}/f/{size}/7/big.iso"
+        filler, other = cluster.hosts
+        # The miss starts the fill on the first host (its client streams it, until the kill).
+        client = subprocess.Popen(
+            ["curl", "-sS", "-o", str(tmp_path / "cut"), filler.blob_url(url)],
+            stderr=subprocess.DEVNULL,
+        )
+        eventually(slow.sent, lambda sent: sent >= 2 * MB, what="the fill under way")
+        killed_at = cluster.kill(0)
+        owner = eventually(
+            lambda: cluster.jobs(),
+            lambda rows: rows and rows[-1][2] == "h1",
+            timeout=4 * LEASE,
+            what="the second host taking the fill over",
+        )
+        failover = time.monotonic() - killed_at
+        print(f"\nfailover after kill -9: {failover:.1f} s (lease {LEASE:g} s)")
+        assert failover < LEASE + LEASE / 3 + 3  # lease + one watch interval (+ slack)
+        assert len(owner) == 1  # the same job, taken over: no second job of the key
+        headers = wait_for_hit(other, url, timeout=60)
+        assert headers["x-withcache-sha256"] == payload_sha256(size, 7)
+        assert sha(curl_body(other.blob_url(url))) == payload_sha256(size, 7)
+        assert cluster.jobs()[-1][1:] == ("completed", "h1")
+        client.wait(timeout=30)
+        assert client.returncode != 0  # cut off with its host: never a short file passed as whole
+    finally:
+        cluster.stop()
+        slow.stop()
