@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar, cast
 from urllib.parse import urlsplit
 
 from sqlalchemy.exc import OperationalError
@@ -29,6 +29,7 @@ from twisted.python.failure import Failure
 from withcache import catalog as cat
 from withcache import datadir, freshness, leases
 from withcache._log import make_logger
+from withcache.blobstore import BlobStore, ObjectMissing, RemoteBlobStore
 from withcache.cache_views import CacheViews
 from withcache.downloads import DownloadManager, Job
 from withcache.events import Actor, EventLog
@@ -46,6 +47,7 @@ from withcache.metrics import Metrics
 from withcache.policy import OriginPolicy
 from withcache.revalidation import FAILED, NOT_MODIFIED, Revalidations
 from withcache.store import Ingest, Store
+from withcache.storefill import StoreFills
 from withcache.writer import ThreadedWriter
 
 log = make_logger()
@@ -112,6 +114,8 @@ class Streaming:
     """A key whose fill is under way and servable: its bytes follow the fill's progress."""
 
     stream: FillStream
+    # Set when the fill is a copy from the object store (withcache.storefill) of this artifact.
+    artifact: cat.Artifact | None = None
 
 
 @dataclass(frozen=True)
@@ -142,7 +146,7 @@ class Cache(KnownHits, CacheViews, service.MultiService):
 
     def __init__(
         self,
-        store: Store,
+        store: BlobStore,
         catalog: cat.Catalog,
         settings: Settings,
         *,
@@ -180,6 +184,13 @@ class Cache(KnownHits, CacheViews, service.MultiService):
             lease=settings.lease,
         )
         self.downloads.setServiceParent(self)
+        # Hits of blobs whose home is a remote store and that have no local copy here.
+        self.store_fills: StoreFills | None = None
+        if store.remote:
+            self.store_fills = StoreFills(
+                cast(RemoteBlobStore, store), reactor, on_bad_object=self._bad_object
+            )
+            self.store_fills.setServiceParent(self)
         self.revalidations = Revalidations(
             fetcher,
             catalog,
@@ -214,10 +225,14 @@ class Cache(KnownHits, CacheViews, service.MultiService):
     def count_hit(self, hit: Hit) -> None:
         super().count_hit(hit)
         self.metrics.hits.inc()
+        self.store.touch(hit.artifact.sha256)
 
     def record_remote_hits(self, hits: dict[str, PendingHits], served: int) -> None:
         """Hits and body bytes a serving worker process counted (see withcache.web.workers)."""
         self.index.merge_hits(hits)
+        for key in hits:
+            if (known := self.index.get(key)) is not None:
+                self.store.touch(known.sha256)
         self.metrics.hits.inc(sum(p.count for p in hits.values()))
         self.metrics.served_bytes.inc(served)
 
@@ -247,10 +262,15 @@ class Cache(KnownHits, CacheViews, service.MultiService):
         found = await self.catalog.run(cat.lookup, key, url, self._now(), False)
         if found is not None:
             path = self.store.path_for(found.sha256)
-            if _size_on_disk(path) == found.size:
-                self.index.remember(found, generation)
+            local = _size_on_disk(path) == found.size
+            if local or self.store_fills is not None:
+                if local:
+                    self.index.remember(found, generation)
                 hit = Hit(found, path)
                 if self.fresh(found) or await self._usable_when_stale(url, hit, client):
+                    if not local:
+                        # Its home is the object store: stream it in (withcache.storefill).
+                        return await self._from_store(url, hit, count_hit)
                     if count_hit:
                         self.count_hit(hit)
                     return hit
@@ -314,6 +334,33 @@ class Cache(KnownHits, CacheViews, service.MultiService):
         if job.stream is None:
             job.stream = FillStream(job.key)
         return job.stream
+
+    async def _from_store(self, url: str, hit: Hit, count_hit: bool) -> Hit | Streaming | None:
+        """A hit with no local copy: the object store's bytes as they land locally, once the
+        GET answers (within stream_wait, at least a second). A missing object drops its rows
+        and, unless curating, refills it; a store that cannot answer makes this a miss."""
+        assert self.store_fills is not None
+        artifact = hit.artifact
+        fill = self.store_fills.start(artifact)
+        if await fill.servable(self._reactor, max(self.settings.stream_wait, 1.0)):
+            if count_hit:
+                self.count_hit(hit)
+            return Streaming(fill.stream, artifact)
+        if fill.stream.size is not None and _size_on_disk(hit.path) == artifact.size:
+            if count_hit:
+                self.count_hit(hit)
+            return hit  # it was quick: the copy is local already
+        self.metrics.misses.inc()
+        if isinstance(fill.failure, ObjectMissing):
+            # Its rows go (_bad_object), so the miss is the key's, and a refill is queued.
+            await self.catalog.run(cat.record_miss, artifact.key, url, self._now())
+        return None
+
+    def _bad_object(self, sha256: str, why: str) -> None:
+        """The object store has no object for a digest the catalog names, or wrong bytes:
+        take it out of service as a bad local blob would be (rows dropped, refill queued)."""
+        bad = defer.ensureDeferred(self.quarantine(sha256, why))
+        bad.addErrback(lambda f: log.failure("could not quarantine {sha}", f, sha=sha256))
 
     async def _usable_when_stale(self, url: str, hit: Hit, client: str | None) -> bool:
         """Revalidate a stale artifact (one revalidation per key, waited for at most
@@ -468,6 +515,13 @@ class Cache(KnownHits, CacheViews, service.MultiService):
             job.committing = True
             await writer.finish()
         blob = await self._in_thread(ingest.commit, result.size)
+        try:
+            # Uploaded and confirmed (a remote store) before any row may name it.
+            await self._in_thread(self.store.publish, blob)
+        except BaseException:
+            ingest.close()  # let go of the blob's digest lock so it can go
+            await self._delete_blobs([blob.sha256])
+            raise
         now = self._now()
         artifact = cat.Artifact(
             job.key,
@@ -501,6 +555,7 @@ class Cache(KnownHits, CacheViews, service.MultiService):
             # The row is written (or never will be): a delete of this blob may go ahead now.
             await self._close_ingest(ingest)
         await self._delete_blobs(freed)
+        await self._in_thread(self.store.kept_locally, blob.sha256, blob.size)
         await self.refresh_totals()
 
     async def _close_ingest(self, ingest: Ingest) -> None:
@@ -517,10 +572,20 @@ class Cache(KnownHits, CacheViews, service.MultiService):
         return threads.deferToThreadPool(self._reactor, self._reactor.getThreadPool(), fn, *args)
 
     async def _delete_blobs(self, digests: list[str]) -> None:
-        if digests:
+        if not digests:
+            return
+        if not self.store.remote:
             await self.catalog.run(
                 datadir.delete_unreferenced, self.store, digests, self._stopping.is_set
             )
+            return
+        # The catalog asked on its thread, the object store (a network round trip) on another.
+        store = cast(RemoteBlobStore, self.store)
+        claimed = await self.catalog.run(
+            datadir.claim_unreferenced, store, digests, self._stopping.is_set
+        )
+        for digest, locked in claimed:
+            await self._in_thread(store.delete_claimed, digest, locked)
 
     @to_completion
     async def quarantine(self, sha256: str, reason: str) -> list[cat.Artifact]:

@@ -22,9 +22,9 @@ from withcache.traffic import last_days
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
+    from withcache.blobstore import BlobStore
     from withcache.downloads import DownloadManager, Job
     from withcache.metrics import Metrics
-    from withcache.store import Store
 
 
 class CacheViews:
@@ -35,7 +35,7 @@ class CacheViews:
     events: ev.EventLog
     metrics: Metrics
     settings: Any
-    store: Store
+    store: BlobStore
     _reactor: Any
     _now: Callable[[], float]
 

@@ -20,14 +20,17 @@ from sqlalchemy.exc import OperationalError
 
 from withcache import catalog as cat
 from withcache import datadir, freshness
+from withcache.blobstore import BlobStore, StoreUnavailable
 from withcache.cache import artifact_verdict
 from withcache.catalog_db import CatalogURLError, catalog_of, parse_url, redact
 from withcache.cli_automation import add_commands, audit, print_json
 from withcache.keys import DROP, KEEP, InvalidURL, cache_key
 from withcache.logs import redact_text, redact_url
 from withcache.sanitise import printable, sanitise_media_type
+from withcache.scrub import Stopped
 from withcache.sizes import format_size
 from withcache.store import Store, keep_files_private
+from withcache.storeconfig import StoreConfig
 
 
 def server_main(argv: list[str] | None = None) -> None:
@@ -40,10 +43,14 @@ def server_main(argv: list[str] | None = None) -> None:
 
 
 @contextlib.contextmanager
-def _open(args: argparse.Namespace, query: str | None = None) -> Iterator[tuple[Store, Connection]]:
+def _open(
+    args: argparse.Namespace, query: str | None = None
+) -> Iterator[tuple[BlobStore, Connection]]:
     """The data dir's store and the catalog's connection (--catalog, else $WITHCACHE_CATALOG,
     else the data dir's cache.db), closed when the command is done; with a query mode, the
-    catalog is re-keyed for it first if it was keyed with another."""
+    catalog is re-keyed for it first if it was keyed with another. For a command that touches
+    blobs (it has --store) the store is the one its --store options name, else the one the host
+    last ran with (withcache.storeconfig)."""
     data_dir = args.data_dir
     if not os.path.isdir(data_dir):
         raise SystemExit(f"withcache-admin: no such data dir: {data_dir}")
@@ -51,6 +58,7 @@ def _open(args: argparse.Namespace, query: str | None = None) -> Iterator[tuple[
         url = parse_url(catalog_of(args.catalog, data_dir))
     except CatalogURLError as e:
         raise SystemExit(f"withcache-admin: --catalog: {e}") from None
+    store = _blob_store(args, data_dir) if hasattr(args, "store") else Store(data_dir)
     try:
         conn = cat.connect(url, query)
     except OperationalError as e:
@@ -58,9 +66,23 @@ def _open(args: argparse.Namespace, query: str | None = None) -> Iterator[tuple[
         shown = redact(url)
         raise SystemExit(f"withcache-admin: cannot open the catalog {shown}: {e.orig}") from None
     try:
-        yield Store(data_dir), conn
+        yield store, conn
     finally:
         conn.close()
+
+
+def _blob_store(args: argparse.Namespace, data_dir: str) -> BlobStore:
+    config = StoreConfig.saved(data_dir)
+    if args.store is not None:
+        config = StoreConfig(args.store, args.s3_endpoint, args.s3_region)
+    if config.remote:
+        # Never trims the host's local copies (0: no limit here); the host does at its start.
+        config = replace(config, local_cache_bytes=0)
+    try:
+        config.check()
+        return config.open(data_dir)
+    except (ValueError, StoreUnavailable) as e:
+        raise SystemExit(f"withcache-admin: --store: {e}") from None
 
 
 def _cmd_import(args: argparse.Namespace) -> int:
@@ -79,6 +101,9 @@ def _cmd_import(args: argparse.Namespace) -> int:
         except (InvalidURL, FileNotFoundError, IsADirectoryError) as e:
             print(f"withcache-admin import: {e}", file=sys.stderr)
             return 2
+        except StoreUnavailable as e:
+            print(f"withcache-admin import: {e}", file=sys.stderr)
+            return 1
         audit(conn, "artifact.imported", artifact.url, artifact.sha256)
     print(f"{artifact.sha256}  {artifact.size}  {artifact.key}")
     return 0
@@ -314,6 +339,15 @@ def admin_parser() -> argparse.ArgumentParser:
     imp_cat.add_argument("--blobs-from", help="the exporting host's data dir, to copy blobs from")
     imp_cat.set_defaults(func=_cmd_import_catalog)
 
+    for sub in (imp, rm, verify, imp_cat):
+        sub.add_argument(
+            "--store",
+            default=None,
+            help="where blobs live: local or s3://BUCKET/PREFIX (default: as the host last ran)",
+        )
+        sub.add_argument("--s3-endpoint", default=None, help="a non-AWS store's S3 endpoint URL")
+        sub.add_argument("--s3-region", default=None, help="the S3 region")
+
     automation = add_commands(commands)
     for sub in (imp, ls, jobs, rm, pin, unpin, refresh, verify, export, imp_cat, *automation):
         sub.add_argument("--data-dir", "-d", default="./data", help="the host's data dir")
@@ -331,7 +365,12 @@ def admin_parser() -> argparse.ArgumentParser:
 def admin_main(argv: list[str] | None = None) -> int:
     args = admin_parser().parse_args(argv)
     keep_files_private()
-    return args.func(args)
+    try:
+        return args.func(args)
+    except (StoreUnavailable, Stopped) as e:
+        # The object store went away part-way: what was done is done, the rest is not.
+        print(f"withcache-admin {args.command}: the blob store: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

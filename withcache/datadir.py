@@ -16,6 +16,7 @@ from functools import partial
 from sqlalchemy import Connection
 
 from withcache import catalog as cat
+from withcache.blobstore import BlobStore, RemoteBlobStore
 from withcache.keys import cache_key
 from withcache.store import DigestLock, IntegrityError, Store
 
@@ -26,7 +27,7 @@ def never() -> bool:
 
 def delete_unreferenced(
     conn: Connection,
-    store: Store,
+    store: BlobStore,
     digests: list[str],
     stopping: Callable[[], bool] = never,
 ) -> None:
@@ -41,14 +42,33 @@ def delete_unreferenced(
         store.delete_unreferenced(digest, partial(cat.referenced, conn))
 
 
+def claim_unreferenced(
+    conn: Connection,
+    store: RemoteBlobStore,
+    digests: list[str],
+    stopping: Callable[[], bool] = never,
+) -> list[tuple[str, DigestLock]]:
+    """delete_unreferenced's catalog half for a remote store: each digest no row names, its
+    local copy dropped and its lock held, for RemoteBlobStore.delete_claimed (the object's
+    delete, off the database thread)."""
+    claimed = []
+    for digest in digests:
+        if stopping():
+            break
+        locked = store.claim_unreferenced(digest, partial(cat.referenced, conn))
+        if locked is not None:
+            claimed.append((digest, locked))
+    return claimed
+
+
 def sweep_orphans(
-    conn: Connection, store: Store, stopping: Callable[[], bool] = never
+    conn: Connection, store: BlobStore, stopping: Callable[[], bool] = never
 ) -> list[str]:
     """Delete every blob no row names (what a crash between a blob and its row leaves)."""
     return store.sweep_orphans(partial(cat.referenced, conn), stopping)
 
 
-def quarantine(conn: Connection, store: Store, sha256: str) -> tuple[str | None, list]:
+def quarantine(conn: Connection, store: BlobStore, sha256: str) -> tuple[str | None, list]:
     """Take a bad blob out of service: move it to quarantine/ (kept for a post-mortem) and drop
     the rows that name it. The caller holds the digest's lock across this, so a fill of the
     same bytes cannot put a good blob in place between the move and the rows going.
@@ -63,7 +83,7 @@ def quarantine(conn: Connection, store: Store, sha256: str) -> tuple[str | None,
 
 def import_file(
     conn: Connection,
-    store: Store,
+    store: BlobStore,
     url: str,
     path: str,
     *,
@@ -79,6 +99,12 @@ def import_file(
     try:
         blob = ingest.blob
         assert blob is not None
+        try:
+            store.publish(blob)  # uploaded and confirmed (a remote store) before its row
+        except BaseException:
+            ingest.close()
+            delete_unreferenced(conn, store, [blob.sha256])
+            raise
         artifact = cat.Artifact(key, url, blob.sha256, blob.size, content_type, now)
         freed = cat.put_artifact(conn, artifact)
     finally:
@@ -89,7 +115,7 @@ def import_file(
 
 def import_row(
     conn: Connection,
-    store: Store,
+    store: BlobStore,
     source: Store | None,
     artifact: cat.Artifact,
     locked: DigestLock,
@@ -105,7 +131,11 @@ def import_row(
             ingest = store.import_file(
                 source.path_for(artifact.sha256), expected_sha256=artifact.sha256, lock=locked
             )
+            assert ingest.blob is not None
+            store.publish(ingest.blob)
         except IntegrityError:
+            if ingest is not None:
+                ingest.close()
             return "blob does not match its digest"
     try:
         cat.put_artifact(conn, artifact)
@@ -115,7 +145,7 @@ def import_row(
     return None
 
 
-def remove(conn: Connection, store: Store, key: str) -> bool:
+def remove(conn: Connection, store: BlobStore, key: str) -> bool:
     """Delete an artifact's row, and its blob if no other row names it; whether it existed."""
     existed = cat.get_artifact(conn, key) is not None
     freed = cat.delete_artifact(conn, key)

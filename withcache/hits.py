@@ -16,9 +16,9 @@ from typing import Any, Protocol
 
 from withcache import catalog as cat
 from withcache import freshness
+from withcache.blobstore import BlobStore
 from withcache.index import HitIndex, PendingHits
 from withcache.keys import remembered_key
-from withcache.store import Store
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ class KnownHits:
 
     Subclasses set `store`, `query`, `freshness_policy` and `_now` (a clock a test may replace)."""
 
-    store: Store
+    store: BlobStore
     query: str
     freshness_policy: freshness.Policy
     _now: Callable[[], float]

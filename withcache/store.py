@@ -129,7 +129,9 @@ def keep_files_private() -> None:
 
 
 class Store:
-    """Blobs on disk under one data directory."""
+    """Blobs on disk under one data directory (withcache.blobstore.BlobStore's local kind)."""
+
+    remote = False  # every blob the catalog names is here
 
     def __init__(self, data_dir: str):
         self.blobs_dir = os.path.join(data_dir, "blobs")
@@ -193,6 +195,15 @@ class Store:
             ingest.close()
             raise
         return ingest
+
+    def publish(self, blob: Blob) -> None:
+        """Nothing to do: a committed blob is already where blobs live (see BlobStore)."""
+
+    def kept_locally(self, sha256: str, size: int) -> None:
+        """Nothing to do: the local directory is the store, bounded by --max-bytes alone."""
+
+    def touch(self, sha256: str) -> None:
+        """Nothing to do (no local cache to keep in order)."""
 
     def delete(self, sha256: str) -> bool:
         """Remove a blob; False if it was not there. See delete_unreferenced for the safe way."""
@@ -333,6 +344,10 @@ class Ingest:
             view = view[self._file.write(view) :]
         self._hash.update(data)
         self.size += len(data)
+
+    def hexdigest(self) -> str:
+        """The sha256 of the bytes written so far."""
+        return self._hash.hexdigest()
 
     def sync(self) -> None:
         """Flush what is written so far to disk, so commit's fsync has little left to do.

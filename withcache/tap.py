@@ -17,6 +17,7 @@ from twisted.python import usage
 
 from withcache import freshness, leases
 from withcache._log import make_logger
+from withcache.blobstore import StoreUnavailable
 from withcache.cache import STREAM_WAIT, Cache, Settings
 from withcache.catalog import Catalog
 from withcache.catalog_db import (
@@ -36,7 +37,8 @@ from withcache.origin_client import make_http_client
 from withcache.policy import OriginPolicy
 from withcache.scrub import Scrubber
 from withcache.sizes import parse_size
-from withcache.store import Store, keep_files_private
+from withcache.store import keep_files_private
+from withcache.storeconfig import StoreConfig
 from withcache.traffic import DailyTraffic
 from withcache.twisted_compat import check_server_endpoint, listening_port, raise_bind_errors
 from withcache.web.auth import WeakSecret, check_secret
@@ -165,6 +167,23 @@ def _catalog(name: str, value: str) -> str:
 
 def _processes(name: str, value: str) -> int:
     return (os.cpu_count() or 1) if value == "auto" else _integer(name, value, upper=64)
+
+
+def _blob_store(options: usage.Options) -> StoreConfig:
+    """The --store options, checked; a remote store must answer now (bucket there, access
+    allowed) or the host does not start, with one line saying why."""
+    config = StoreConfig(
+        options["store"], options["s3-endpoint"], options["s3-region"], options["local-cache-bytes"]
+    )
+    try:
+        config.check()
+    except ValueError as e:
+        raise usage.UsageError(f"--store: {e}") from None
+    try:
+        config.check_reachable()
+    except StoreUnavailable as e:
+        raise usage.UsageError(f"--store: {e}") from None
+    return config
 
 
 class Options(usage.Options):
@@ -314,6 +333,37 @@ class Options(usage.Options):
             partial(_seconds, zero_ok=True),
         ),
         _option(
+            "store",
+            None,
+            "local",
+            "Where blobs live: local (the data dir's blobs/) or s3://BUCKET/PREFIX, an"
+            " S3-compatible object store (credentials from AWS_ACCESS_KEY_ID/"
+            "AWS_SECRET_ACCESS_KEY or AWS_PROFILE, never the command line).",
+            _text,
+        ),
+        _option(
+            "s3-endpoint",
+            None,
+            None,
+            "The S3 endpoint URL of a store that is not AWS (SeaweedFS, MinIO, Ceph).",
+            _text,
+        ),
+        _option(
+            "s3-region",
+            None,
+            None,
+            "The S3 region; default botocore's (AWS_DEFAULT_REGION, the profile), else us-east-1.",
+            _text,
+        ),
+        _option(
+            "local-cache-bytes",
+            None,
+            None,
+            "With an s3:// --store: room for local copies of hot blobs in the data dir"
+            " (K/M/G/T; least recently used dropped first); default 10% of its filesystem.",
+            _size,
+        ),
+        _option(
             "idle-timeout",
             None,
             "60",
@@ -438,6 +488,7 @@ class Options(usage.Options):
         if self["processes"] > 1 and not self["listen"].startswith(("tcp:", "tcp6:")):
             raise usage.UsageError("--processes: more than one needs a tcp: or tcp6: --listen")
         self["credentials"] = _load_netrc(self["netrc"], self["data-dir"])
+        self["blob-store"] = _blob_store(self)
         try:
             check_secret(self["data-dir"], dict(os.environ))
         except WeakSecret as e:
@@ -539,7 +590,9 @@ def build_service(options: Options, reactor: Any) -> WithcacheService:
     top = WithcacheService()
     if options["log-format"] == "json":
         top.log_observer = json_observer(sys.stdout)
-    store = Store(data_dir)
+    config: StoreConfig = options["blob-store"]
+    store = config.open(data_dir, checked=True)
+    config.save(data_dir)  # for withcache-admin (never credentials)
     settings.freshness.save(data_dir)
     catalog = Catalog(
         options["catalog-url"], reactor, query=settings.query, threads=options["catalog-pool"]
@@ -628,6 +681,16 @@ def build_service(options: Options, reactor: Any) -> WithcacheService:
         logins=len(options["credentials"].__self__) if options["credentials"] else 0,
         admin_hosts=",".join(admin_hosts) + ",<IP addresses>",
     )
+    if config.remote:
+        local = getattr(store, "local", None)
+        log.info(
+            "blobs in {store} (endpoint {endpoint}); local copies up to {limit} bytes,"
+            " {held} bytes held",
+            store=config.url,
+            endpoint=config.endpoint or "AWS",
+            limit=getattr(local, "limit", 0),
+            held=getattr(local, "used", 0),
+        )
     if not settings.max_bytes and not settings.curate:
         log.warn(
             "no --max-bytes: misses fill the cache until the disk is full; set a capacity"

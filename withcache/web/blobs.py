@@ -33,6 +33,7 @@ from withcache.mediatypes import served_type
 from withcache.web.blob_request import known_url, query_url, token_url
 from withcache.web.peer_relay import PeerRelays
 from withcache.web.sendfile import OpenBlob, blob_resource, open_blob
+from withcache.web.storerange import ranged_answer
 from withcache.web.streaming import StreamedFill
 
 # On every read-path answer (hits, 206, 304, 404, 400, 416, HEAD; host and serving workers): a
@@ -210,12 +211,16 @@ class ReadPath:
         if isinstance(hit, Streaming):
             request.postpath = []
             stream = hit.stream
-            return StreamedFill(
-                stream,
-                served_type(stream.content_type).encode("ascii"),
-                self.cache.reactor,
-                self.cache.served_bytes,
-            )
+            content_type = served_type(stream.content_type).encode("ascii")
+            fills = self.cache.store_fills
+            if hit.artifact is not None and fills is not None:
+                # A range far ahead of the object store's copy: a ranged GET of the object.
+                ranged = ranged_answer(
+                    request, stream, hit.artifact, fills, content_type, self.cache.served_bytes
+                )
+                if ranged is not None:
+                    return ranged
+            return StreamedFill(stream, content_type, self.cache.reactor, self.cache.served_bytes)
         return self.hits.respond(request, hit)
 
 
