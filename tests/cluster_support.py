@@ -2,10 +2,11 @@
 loopback ports, each with a --host-id of its own and a short --lease (so failover tests take
 seconds, not a quarter of a minute).
 
-The catalog is a SQLite file or a PostgreSQL database (tests/engines/postgres.py); the blobs
-are one shared data dir's (the store coordinates processes with flock). Each host advertises the
-127.0.0.1 address it is bound to (the default for a --listen naming one address), so misses of a
-key another host fills are relayed to that host's stream.
+The catalog is a SQLite file or a PostgreSQL database (tests/engines/postgres.py). The blobs are
+one shared data dir's (the local store coordinates processes with flock), or a bucket on a real
+SeaweedFS (tests/engines/seaweedfs.py), each host then with a data dir (and hot local cache) of
+its own. Each host advertises the 127.0.0.1 address it is bound to (the default for a --listen
+naming one address), so misses of a key another host fills are relayed to that host's stream.
 """
 
 from __future__ import annotations
@@ -27,18 +28,21 @@ class Cluster:
     root: Path
     catalog: str  # --catalog: a SQLite file's path or a PostgreSQL URL
     extra: tuple[str, ...] = ()
+    # The S3 store's options and environment (credentials), or none: one shared data dir.
+    store: tuple[str, ...] = ()
+    env: dict[str, str] | None = None
     hosts: list[Host] = field(default_factory=list)
     killed: set[int] = field(default_factory=set)
 
-    @property
-    def data_dir(self) -> Path:
-        """The data dir every host shares (its blobs/ and tmp/)."""
-        return self.root / "data"
+    def data_dir(self, index: int) -> Path:
+        """Host index's data dir: the one they all share, unless the blobs are in S3."""
+        return self.root / (f"data-h{index}" if self.store else "data")
 
     def launch(self, index: int) -> Host:
         """Start host number index (hN is its --host-id) and return it, once it listens."""
         return start_host(
-            self.data_dir,
+            self.data_dir(index),
+            *self.store,
             "--catalog",
             self.catalog,
             "--host-id",
@@ -48,6 +52,7 @@ class Cluster:
             "--allow-private",
             *self.extra,
             log_path=self.root / f"h{index}-twistd.log",
+            env=self.env,
         )
 
     def restart(self, index: int) -> Host:
@@ -89,10 +94,24 @@ class Cluster:
                 assert_clean_log(host)
 
 
-def start_cluster(root: Path, count: int, catalog: str | None = None, *extra: str) -> Cluster:
-    """count hosts on one catalog (default: a SQLite file in the shared data dir). The first
-    makes the catalog alone; the others start together."""
-    cluster = Cluster(root, catalog or str(root / "data" / "cache.db"), extra)
+def s3_store(server: Any, bucket: str) -> dict[str, Any]:
+    """start_cluster's arguments for blobs in a bucket of a tests.engines.seaweedfs server."""
+    store = ("--store", f"s3://{bucket}/cache", "--s3-endpoint", server.endpoint)
+    return {"store": store, "env": server.env()}
+
+
+def start_cluster(
+    root: Path,
+    count: int,
+    catalog: str | None = None,
+    *extra: str,
+    store: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
+) -> Cluster:
+    """count hosts on one catalog (default: a SQLite file in the shared data dir) and one blob
+    store (default: that data dir's; see s3_store). The first makes the catalog alone; the
+    others start together."""
+    cluster = Cluster(root, catalog or str(root / "data" / "cache.db"), extra, store, env)
     try:
         cluster.hosts.append(cluster.launch(0))
         if count > 1:

@@ -1,7 +1,8 @@
 """Several cache-hosts on one catalog, end to end: `twistd -n withcache` processes sharing a
-catalog (SQLite, and a real PostgreSQL) and a blob store, the Twisted origin as a process,
-real curl through the shims. One fill per key across the hosts, misses relayed to the filling
-host's stream, and failover after kill -9."""
+catalog and a blob store (a SQLite file and a data dir; a real PostgreSQL and that data dir; a
+real PostgreSQL and a real SeaweedFS bucket, each host with a local cache of its own), the
+Twisted origin as a process, real curl through the shims. One fill per key across the hosts,
+misses relayed to the filling host's stream, and failover after kill -9."""
 
 from __future__ import annotations
 
@@ -13,26 +14,33 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from tests import support
-from tests.cluster_support import LEASE, start_cluster
+from tests.cluster_support import LEASE, s3_store, start_cluster
+from tests.engines.seaweedfs import seaweedfs
 from tests.shim.conftest import clean_env, shim_command
 from tests.support import OriginProcess, eventually, payload_sha256, wait_for_hit
 
 MB = 1_000_000
 
 origin = support.origin_process  # tests/origin.py in a process of its own
+__all__ = ["seaweedfs"]  # the session's SeaweedFS, a fixture of the tests here
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def catalog(request, tmp_path):
-    """The shared catalog: None (the SQLite file in the shared data dir) or a PostgreSQL URL."""
+@pytest.fixture(params=["sqlite", "postgresql", "postgresql+s3"])
+def shared(request) -> dict:
+    """What the hosts share, as start_cluster's arguments: the SQLite file in one data dir; a
+    PostgreSQL database and that data dir; a PostgreSQL database and a SeaweedFS bucket."""
     if request.param == "sqlite":
-        return None
-    return request.getfixturevalue("postgres_url")
+        return {}
+    found = {"catalog": request.getfixturevalue("postgres_url")}
+    if request.param.endswith("+s3"):
+        server = request.getfixturevalue("seaweedfs")
+        found.update(s3_store(server, server.bucket()))
+    return found
 
 
 @pytest.fixture
-def cluster3(tmp_path, catalog):
-    running = start_cluster(tmp_path, 3, catalog)
+def cluster3(tmp_path, shared):
+    running = start_cluster(tmp_path, 3, **shared)
     yield running
     running.stop()
 
@@ -98,11 +106,11 @@ def test_fifty_concurrent_misses_over_three_hosts_make_one_origin_get(origin, cl
 
 
 def test_kill_9_of_the_filling_host_mid_fill_ends_complete_and_correct_via_another(
-    tmp_path, catalog
+    tmp_path, shared
 ):
     """The origin's uplink is slow (2 MB/s), so the fill is mid-way when its host dies."""
     slow = OriginProcess(uplink=2 * MB)
-    cluster = start_cluster(tmp_path, 2, catalog)
+    cluster = start_cluster(tmp_path, 2, **shared)
     try:
         size = 12 * MB
         url = f"{slow.base}/f/{size}/7/big.iso"

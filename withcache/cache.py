@@ -545,11 +545,14 @@ class Cache(KnownHits, CacheViews, service.MultiService):
             stream.complete(blob.size)
             if stream.hits:
                 self.index.merge_hits({job.key: PendingHits(stream.hits, self._now())})
-        except (cat.NoRoom, LeaseLost):
-            # LeaseLost: another host fills this key now; the blob goes unless a row names it
-            # (that host's commit of the same bytes, say).
+        except cat.NoRoom:
             ingest.close()  # let go of the blob's digest lock so it can go
             await self._delete_blobs([blob.sha256])
+            raise
+        except LeaseLost:
+            # Another host fills this key now, most likely into the same digest: its upload
+            # may already be in the object store without its row yet, so nothing is deleted
+            # here (a local copy no row names is swept at the next start).
             raise
         finally:
             # The row is written (or never will be): a delete of this blob may go ahead now.
