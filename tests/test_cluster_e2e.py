@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
+import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -141,3 +143,90 @@ def test_kill_9_of_the_filling_host_mid_fill_ends_complete_and_correct_via_anoth
     finally:
         cluster.stop()
         slow.stop()
+
+
+def test_an_object_deleted_behind_the_catalogs_back_is_refilled_never_served_short(
+    origin, tmp_path, postgres_url, seaweedfs
+):
+    bucket = seaweedfs.bucket()
+    cluster = start_cluster(tmp_path, 2, postgres_url, **s3_store(seaweedfs, bucket))
+    try:
+        size = 2 * MB
+        path = f"/f/{size}/9/gone.run"
+        filler, other = cluster.hosts
+        sha256 = wait_for_hit(filler, origin.base + path)["x-withcache-sha256"]
+        seaweedfs.client().delete_object(Bucket=bucket, Key=f"cache/{sha256[:2]}/{sha256[2:]}")
+        # The other host has no local copy: its hit would come from the store, which has none.
+        done = subprocess.run(
+            [
+                "curl",
+                "-sS",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                other.blob_url(origin.base + path),
+            ],
+            capture_output=True,
+            timeout=60,
+        )
+        assert done.stdout == b"404"  # never a short body: the shim falls through to the origin
+        headers = wait_for_hit(other, origin.base + path, timeout=60)
+        assert headers["x-withcache-sha256"] == sha256 == payload_sha256(size, 9)
+        assert sha(curl_body(other.blob_url(origin.base + path))) == sha256
+        obj = seaweedfs.client().get_object(Bucket=bucket, Key=f"cache/{sha256[:2]}/{sha256[2:]}")
+        assert sha(obj["Body"].read()) == sha256  # the object is back, whole
+        assert origin.gets(path) == 2
+    finally:
+        cluster.stop()
+
+
+def test_postgresql_restarting_under_load_loses_nothing_committed_and_the_hosts_reconnect(
+    origin, tmp_path
+):
+    from tests.engines.postgres import running_server
+
+    with running_server() as server:
+        cluster = start_cluster(tmp_path, 2, server.url("withcache_template"))
+        try:
+            hosts = cluster.hosts
+            before = [f"{origin.base}/f/{300_000}/{seed}/before.bin" for seed in range(6)]
+            for i, url in enumerate(before):
+                wait_for_hit(hosts[i % 2], url)
+            stop = threading.Event()
+            answers: list[int] = []
+
+            def load() -> None:
+                n = 0
+                while not stop.is_set():
+                    n += 1
+                    url = before[n % 6] if n % 3 else f"{origin.base}/f/{200_000}/{100 + n}/l.bin"
+                    done = subprocess.run(
+                        ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-m", "10",
+                         hosts[n % 2].blob_url(url)],
+                        capture_output=True,
+                        timeout=30,
+                    )  # fmt: skip
+                    answers.append(int(done.stdout or 0))
+
+            with ThreadPoolExecutor(2) as pool:
+                runs = [pool.submit(load) for _ in range(2)]
+                time.sleep(2)
+                server.restart()
+                time.sleep(3)
+                stop.set()
+                for run in runs:
+                    run.result()
+            codes = Counter(answers)
+            print(f"\nanswers during the PostgreSQL restart: {dict(codes)}")
+            assert codes[200] and set(codes) <= {200, 404, 500, 503}, codes
+            # Nothing committed before the restart is lost, and both hosts answer hits again.
+            for i, url in enumerate(before):
+                headers = wait_for_hit(hosts[(i + 1) % 2], url, timeout=30)
+                assert headers["x-withcache-sha256"] == payload_sha256(300_000, i)
+            # Both fill again, each claiming through the catalog it reconnected to.
+            for i, host in enumerate(hosts):
+                wait_for_hit(host, f"{origin.base}/f/{100_000}/{900 + i}/after.bin", timeout=60)
+            assert len(cluster.query("SELECT key FROM artifacts")) >= 8
+        finally:
+            cluster.stop(clean=False)  # the outage is logged, as it should be
