@@ -198,7 +198,7 @@ def test_postgresql_restarting_under_a_running_host_loses_nothing_and_it_reconne
         assert_clean_log(host)
 
 
-def test_a_password_in_the_catalog_url_is_never_logged_nor_on_a_workers_command_line(
+def test_serving_workers_read_a_postgresql_catalog_whose_password_is_never_shown(
     tmp_path, postgres_url
 ):
     """The test server trusts loopback, so any password works: the point is where it shows."""
@@ -213,8 +213,16 @@ def test_a_password_in_the_catalog_url_is_never_logged_nor_on_a_workers_command_
         assert children
         for pid in children:
             assert secret not in Path(f"/proc/{pid}/cmdline").read_text()
-        status, _ = host.get("/healthz")
-        assert status == 200
+        # Hits answered by the host and its worker, both reading the catalog in PostgreSQL.
+        seed = tmp_path / "seed.bin"
+        seed.write_bytes(BODY)
+        url = "http://127.0.0.1:9/pkg/seeded.bin"
+        assert admin(postgres_url, host.data_dir, "import", url, str(seed)).returncode == 0
+        for _ in range(20):
+            got = subprocess.run(
+                ["curl", "-sSf", host.blob_url(url)], capture_output=True, timeout=30
+            )
+            assert got.stdout == BODY
     finally:
         host.stop()
     log = host.log()

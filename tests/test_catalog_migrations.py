@@ -147,3 +147,35 @@ def test_the_catalog_is_the_option_else_the_environment_else_the_data_dirs_file(
     assert catalog_of("x.db", "/d", env) == "x.db"
     assert catalog_of(None, "/d", env) == "postgresql://h/d"
     assert catalog_of(None, "/d", {}) == "/d/cache.db"
+
+
+def test_a_bad_catalog_option_is_a_usage_error_that_does_not_echo_the_password(tmp_path):
+    from twisted.python import usage
+
+    from withcache.tap import Options
+
+    options = Options()
+    with pytest.raises(usage.UsageError, match="--catalog: unsupported catalog") as refused:
+        options.parseOptions(
+            ["--data-dir", str(tmp_path), "--catalog", "mysql://root:s3cret@db/withcache"]
+        )
+    assert "s3cret" not in str(refused.value)
+
+
+def test_the_admin_tool_says_which_catalog_it_cannot_reach_without_its_password(tmp_path):
+    import socket
+    import subprocess
+
+    from tests.support import tool
+
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))  # bound, not listening: connections are refused
+        port = closed.getsockname()[1]
+        done = subprocess.run(
+            [tool("withcache-admin"), "ls", "--data-dir", str(tmp_path), "--catalog",
+             f"postgresql://withcache:s3cret@127.0.0.1:{port}/withcache"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert done.returncode != 0
+    assert "cannot open the catalog postgresql+psycopg://withcache:***@127.0.0.1" in done.stderr
+    assert "s3cret" not in done.stderr + done.stdout
