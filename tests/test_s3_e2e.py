@@ -10,6 +10,7 @@ import hashlib
 import os
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -138,6 +139,10 @@ def test_an_evicted_local_copy_streams_from_the_store_then_is_local_again(origin
     assert "x-withcache-streaming" not in headers
     assert not local_copy(s3_host, sha_b).exists()  # now b was the least recently used
     assert origin.gets(f"/f/{2 * MIB}/3/a.run") == 1
+    counted = support.metrics(s3_host)
+    assert counted["withcache_store_copies_total{outcome=ok}"] == 1
+    assert counted["withcache_store_copy_bytes_total"] == 2 * MIB
+    assert counted["withcache_local_copy_bytes"] == 2 * MIB
 
 
 def test_a_range_of_a_blob_that_is_not_local_comes_from_the_store(origin, s3_host):
@@ -179,6 +184,7 @@ def test_an_object_deleted_behind_the_catalogs_back_is_a_miss_and_is_refilled(
     assert hashlib.sha256(object_bytes(seaweedfs, bucket, sha)).hexdigest() == sha
     assert origin.gets(path) == 2
     assert "its object is missing from the store" in s3_host.log()
+    assert support.metrics(s3_host)["withcache_store_copies_total{outcome=missing}"] == 1
 
 
 def test_serving_workers_send_local_copies_and_pass_the_rest_to_the_host(
@@ -229,6 +235,39 @@ def test_an_object_with_wrong_bytes_is_never_served_whole_and_is_refilled(
     assert not local_copy(s3_host, sha).exists() or (
         hashlib.sha256(local_copy(s3_host, sha).read_bytes()).hexdigest() == sha
     )
+
+
+def test_concurrent_hits_of_a_blob_that_is_not_local_share_one_copy_from_the_store(origin, s3_host):
+    size = 24 * MIB
+    big = f"{origin.base}/f/{size}/22/big.iso"
+    sha = fill(s3_host, big)
+    fill(s3_host, f"{origin.base}/f/{MIB}/23/small.run")
+    assert not local_copy(s3_host, sha).exists()
+    with ThreadPoolExecutor(6) as pool:
+        bodies = list(pool.map(lambda _: get(s3_host.blob_url(big))[0], range(6)))
+    assert {hashlib.sha256(b).hexdigest() for b in bodies} == {sha}
+    assert support.metrics(s3_host)["withcache_store_copies_total{outcome=ok}"] == 1
+
+
+def test_the_shim_falls_through_to_the_origin_when_the_object_is_gone(
+    origin, s3_host, seaweedfs, bucket, tmp_path
+):
+    from tests.shim.conftest import clean_env, shim_command
+
+    path = f"/f/{2 * MIB}/24/tool.run"
+    sha = fill(s3_host, origin.base + path)
+    seaweedfs.client().delete_object(Bucket=bucket, Key=f"cache/{sha[:2]}/{sha[2:]}")
+    fill(s3_host, f"{origin.base}/f/{2 * MIB}/25/other.run")
+    out = tmp_path / "tool.run"
+    done = subprocess.run(
+        [*shim_command("curl"), "-sS", "-o", str(out), origin.base + path],
+        env=clean_env(WITHCACHE_SERVER=s3_host.url),
+        capture_output=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert hashlib.sha256(out.read_bytes()).hexdigest() == sha
+    assert origin.gets(path) >= 2  # the shim's own download, and the refill
 
 
 def test_admin_import_and_rm_use_the_hosts_store(tmp_path, s3_host, seaweedfs, bucket):

@@ -188,9 +188,15 @@ class Cache(KnownHits, CacheViews, service.MultiService):
         self.store_fills: StoreFills | None = None
         if store.remote:
             self.store_fills = StoreFills(
-                cast(RemoteBlobStore, store), reactor, on_bad_object=self._bad_object
+                cast(RemoteBlobStore, store),
+                reactor,
+                on_bad_object=self._bad_object,
+                metrics=self.metrics,
             )
             self.store_fills.setServiceParent(self)
+            local = getattr(store, "local", None)
+            if local is not None:
+                self.metrics.local_copy_bytes.set_function(lambda: local.used)
         self.revalidations = Revalidations(
             fetcher,
             catalog,
@@ -216,7 +222,10 @@ class Cache(KnownHits, CacheViews, service.MultiService):
         return sum(1 for job in self.downloads.active_jobs() if job.state == state)
 
     def _count_streaming(self) -> int:
-        return sum(job.stream.readers for job in self.downloads.active_jobs() if job.stream)
+        copies = 0 if self.store_fills is None else self.store_fills.readers()
+        return copies + sum(
+            job.stream.readers for job in self.downloads.active_jobs() if job.stream
+        )
 
     @property
     def served_bytes(self) -> Tally:

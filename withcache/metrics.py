@@ -57,6 +57,21 @@ class Metrics:
         self.streaming = Gauge(
             "withcache_streaming_clients", "Clients streaming a fill in progress", registry=r
         )
+        # With an object store (--store s3://): copies of blobs into the local cache.
+        self.store_copies = Counter(
+            "withcache_store_copies",
+            "Blobs copied in from the object store by outcome (ok, missing, wrong, failed)",
+            ["outcome"],
+            registry=r,
+        )
+        self.store_copy_bytes = Counter(
+            "withcache_store_copy_bytes", "Bytes copied in from the object store", registry=r
+        )
+        self.local_copy_bytes = Gauge(
+            "withcache_local_copy_bytes",
+            "Bytes of local copies of an object store's blobs (0 with a local store)",
+            registry=r,
+        )
 
     def count_jobs(self, state: str, count: Callable[[], float]) -> None:
         """Report the number of jobs in a state by asking, at scrape time."""

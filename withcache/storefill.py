@@ -32,12 +32,15 @@ from withcache import catalog as cat
 from withcache._log import make_logger
 from withcache.blobstore import ObjectMissing, RemoteBlobStore
 from withcache.fillstream import FillStream
+from withcache.metrics import Metrics
 from withcache.store import CHUNK, IntegrityError
 
 log = make_logger()
 
 # Object GETs at once; more wait in the pool's queue (their clients fall through meanwhile).
 MAX_GETS = 8
+# Threads for ranged reads (withcache.web.storerange), one chunk per task.
+RANGE_THREADS = 4
 
 
 class Stopped(Exception):
@@ -82,13 +85,17 @@ class StoreFills(service.Service):
         reactor: Any,
         on_bad_object: Callable[[str, str], object] | None = None,
         max_gets: int = MAX_GETS,
+        metrics: Metrics | None = None,
     ):
         self.store = store
         self._reactor = reactor
+        self._metrics = metrics or Metrics()
         # Told (digest, why) when the store has no object for a digest or the wrong bytes: the
         # catalog's rows must go (Cache.quarantine), or every hit would GET them again.
         self._on_bad_object = on_bad_object
         self._pool = ThreadPool(0, max_gets, name="withcache-store")
+        # Ranged reads on a pool of their own: short tasks, never queued behind whole copies.
+        self._range_pool = ThreadPool(0, RANGE_THREADS, name="withcache-store-range")
         self._active: dict[str, StoreFill] = {}
         self._stopping = threading.Event()
 
@@ -96,11 +103,17 @@ class StoreFills(service.Service):
         super().startService()
         self._stopping.clear()
         self._pool.start()
+        self._range_pool.start()
 
     def stopService(self) -> Any:
         super().stopService()
         self._stopping.set()  # fills in progress stop at their next chunk
-        return threads.deferToThread(self._pool.stop)
+
+        def stop_pools() -> None:
+            self._range_pool.stop()
+            self._pool.stop()
+
+        return threads.deferToThread(stop_pools)
 
     def active(self, sha256: str) -> StoreFill | None:
         return self._active.get(sha256)
@@ -128,17 +141,23 @@ class StoreFills(service.Service):
     def open_range(self, sha256: str, first: int, last: int) -> defer.Deferred[tuple[Any, int]]:
         """A GET of bytes first..last of the object: its body and length."""
         return threads.deferToThreadPool(
-            self._reactor, self._pool, self.store.open_object, sha256, first, last
+            self._reactor, self._range_pool, self.store.open_object, sha256, first, last
         )
 
     def read(self, body: Any, n: int) -> defer.Deferred[bytes]:
-        return threads.deferToThreadPool(self._reactor, self._pool, body.read, n)
+        return threads.deferToThreadPool(self._reactor, self._range_pool, body.read, n)
 
     def close(self, body: Any) -> None:
-        closed = threads.deferToThreadPool(self._reactor, self._pool, body.close)
+        closed = threads.deferToThreadPool(self._reactor, self._range_pool, body.close)
         closed.addErrback(lambda f: None)  # a connection that broke: nothing to keep
 
+    def readers(self) -> int:
+        """Clients streaming a copy in progress."""
+        return sum(fill.stream.readers for fill in self._active.values())
+
     def _done(self, _: None, fill: StoreFill, size: int) -> None:
+        self._metrics.store_copies.labels("ok").inc()
+        self._metrics.store_copy_bytes.inc(size)
         self._forget(fill)
         fill.stream.complete(size)
         fill.stream.close()
@@ -155,11 +174,16 @@ class StoreFills(service.Service):
         fill.stream.fail(str(failure.value) or failure.type.__name__)
         fill.stream.close()
         fill.ended()
-        if self._on_bad_object is not None:
-            if failure.check(ObjectMissing):
-                self._on_bad_object(fill.stream.key, "its object is missing from the store")
-            elif failure.check(IntegrityError):
-                self._on_bad_object(fill.stream.key, f"its object is wrong: {failure.value}")
+        bad = None
+        if failure.check(ObjectMissing):
+            outcome, bad = "missing", "its object is missing from the store"
+        elif failure.check(IntegrityError):
+            outcome, bad = "wrong", f"its object is wrong: {failure.value}"
+        else:
+            outcome = "failed"
+        self._metrics.store_copies.labels(outcome).inc()
+        if bad is not None and self._on_bad_object is not None:
+            self._on_bad_object(fill.stream.key, bad)
 
     def _forget(self, fill: StoreFill) -> None:
         if self._active.get(fill.stream.key) is fill:
