@@ -221,7 +221,9 @@ def test_postgresql_restarting_under_load_loses_nothing_committed_and_the_hosts_
                     run.result()
             codes = Counter(answers)
             print(f"\nanswers during the PostgreSQL restart: {dict(codes)}")
-            assert codes[200] and set(codes) <= {200, 404, 500, 503}, codes
+            # 0: no answer within curl's 10 s (a request that waited on the catalog's reconnect,
+            # whose connect timeout is 10 s); 503: the catalog could not answer.
+            assert codes[200] and set(codes) <= {0, 200, 404, 503}, codes
             # Nothing committed before the restart is lost, and both hosts answer hits again.
             for i, url in enumerate(before):
                 headers = wait_for_hit(hosts[(i + 1) % 2], url, timeout=30)
