@@ -1,0 +1,315 @@
+"""The catalog at scale: start-up, a hit, a miss and every UI and API page of a host whose
+catalog holds N artifacts and M misses, against a budget of 100 ms a page (issue 17, part 5).
+
+    .venv/bin/python bench/catalog_scale.py [--artifacts 1000000] [--misses 100000]
+        [--events 100000] [--jobs 10000] [--runs 9] [--budget-ms 100]
+
+The catalog is made with bulk inserts (one transaction; no API calls), then one real blob is
+imported with `withcache-admin import` so a hit is a real hit. The other rows name blobs that do
+not exist: no page opens a blob, and the host runs with --scrub-interval 0 so nothing goes
+looking (start-up's orphan sweep walks blobs/, not the catalog, so absent blobs cost it
+nothing). `twistd -n withcache --curate` runs on it; each figure is the median of --runs requests
+over one keep-alive connection, every answer's status checked. Then the catalog operations that
+are not pages run in process on the same catalog (the eviction of one fill under --max-bytes,
+the scrub's next pick, a hit-count flush of 1,000 keys, the dashboard totals).
+
+Prints a table with PASS/FAIL against --budget-ms; exits 1 when a page is over budget, 2 when a
+check fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import sqlite3
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from _common import (
+    BenchError,
+    Workspace,
+    raise_on_sigterm,
+    token,
+    venv_tool,
+    wait_for_file_text,
+)
+
+VENDORS = 97
+HIT_URL = "https://hit.example.net/releases/real-blob.bin"
+
+
+def artifact_url(n: int) -> str:
+    # Some URLs carry characters a search must take literally (%, _, +, spaces encoded).
+    odd = "" if n % 7 else f"?v=1.{n % 10}%2B_build"
+    return f"https://vendor{n % VENDORS}.example.com/releases/{n // 1000}/pkg-{n}.tar.gz{odd}"
+
+
+def miss_url(m: int) -> str:
+    return f"https://mirror{m % 13}.example.org/dist/{m // 100}/image-{m}.iso"
+
+
+def artifact_rows(count: int, now: float) -> Iterator[tuple]:
+    for n in range(count):
+        url = artifact_url(n)
+        fetched = now - 10 * n  # newest first is n ascending
+        hit = fetched + 5 if n % 2 else None
+        verified = None if n % 10 == 0 else fetched + 1
+        yield (url, url, f"{n:064x}", 1_000_000 + n, "application/gzip", fetched, n % 50,
+               n % 3, hit, int(n % 1000 == 0), verified)  # fmt: skip
+
+
+ARTIFACT_COLUMNS = (
+    "key, url, sha256, size, content_type, fetched_at, hits, misses, last_hit_at, pinned,"
+    " verified_at"
+)
+
+
+def miss_rows(count: int, now: float) -> Iterator[tuple]:
+    for m in range(count):
+        url = miss_url(m)
+        yield url, url, 1 + m % 5, now - 20 * m - 100, now - 20 * m
+
+
+def event_rows(count: int, now: float) -> Iterator[tuple]:
+    actions = ("artifact.filled", "artifact.deleted", "artifact.pinned", "miss.dismissed")
+    for e in range(count):
+        actor = "operator" if e % 3 else "token:ci"
+        subject = artifact_url(e)
+        yield now - count + e, actor, "127.0.0.1", actions[e % 4], subject, "ok", None
+
+
+def job_rows(count: int, now: float) -> Iterator[tuple]:
+    for j in range(count):
+        url = artifact_url(j)
+        at = now - count + j
+        yield url, url, "miss", "completed", 1_000_000 + j, 1_000_000 + j, None, at, at, at + 1
+
+
+def build_sqlite(data_dir: Path, args: argparse.Namespace, now: float) -> None:
+    """Bulk rows into the data dir's migrated cache.db, in one transaction."""
+    conn = sqlite3.connect(data_dir / "cache.db")
+    with conn:
+        conn.executemany(
+            f"INSERT INTO artifacts ({ARTIFACT_COLUMNS}) VALUES ({', '.join('?' * 11)})",
+            artifact_rows(args.artifacts, now),
+        )
+        conn.executemany(
+            "INSERT INTO misses (key, url, count, first_seen, last_seen) VALUES (?, ?, ?, ?, ?)",
+            miss_rows(args.misses, now),
+        )
+        conn.executemany(
+            "INSERT INTO events (at, actor, client, action, subject, outcome, detail)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            event_rows(args.events, now),
+        )
+        conn.executemany(
+            "INSERT INTO jobs (key, url, source, state, bytes_done, bytes_total, error,"
+            " created_at, started_at, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            job_rows(args.jobs, now),
+        )
+    conn.execute("ANALYZE")
+    conn.close()
+
+
+def admin(*argv: str) -> str:
+    out = subprocess.run(
+        [venv_tool("withcache-admin"), *argv], check=True, capture_output=True, text=True
+    )
+    return out.stdout.strip()
+
+
+class Client:
+    """One keep-alive connection to the host; every answer's status is checked."""
+
+    def __init__(self, port: int, bearer: str):
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        self.auth = {"Authorization": f"Bearer {bearer}"}
+
+    def get(self, path: str, method: str = "GET", api: bool = False, status: int = 200) -> bytes:
+        self.conn.request(method, path, headers=self.auth if api else {})
+        r = self.conn.getresponse()
+        body = r.read()
+        if r.status != status:
+            raise BenchError(f"{method} {path}: {r.status} (wanted {status}) {body[:300]!r}")
+        return body
+
+    def median_ms(self, runs: int, call: Callable[[int], object]) -> float:
+        times = []
+        for i in range(runs):
+            start = time.perf_counter()
+            call(i)
+            times.append(time.perf_counter() - start)
+        return statistics.median(times) * 1000
+
+
+def wait_healthy(port: int, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise BenchError(f"the host exited {proc.returncode}")
+        try:
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            c.request("GET", "/healthz")
+            if c.getresponse().status == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.01)
+    raise BenchError("the host never answered /healthz")
+
+
+def pages(n: int, m: int, e: int, after_last: str) -> list[tuple[str, str, bool, int]]:
+    """(name, path, api?, status) of every page to time."""
+    last_ui = -(-n // 50)
+    return [
+        ("UI dashboard", "/", False, 200),
+        ("UI artifacts page 2", "/?page=2", False, 200),
+        ("UI artifacts middle page", f"/?page={last_ui // 2}", False, 200),
+        ("UI artifacts last page", f"/?page={last_ui}", False, 200),
+        ("UI search, one match", "/?q=pkg-424242.tar", False, 200),
+        ("UI search, common", "/?q=vendor42.", False, 200),
+        ("UI search, no match", "/?q=no-such-thing", False, 200),
+        ("UI fragment stats", "/admin/fragments/stats", False, 200),
+        ("UI fragment artifacts", "/admin/fragments/artifacts", False, 200),
+        ("UI fragment misses", "/admin/fragments/misses", False, 200),
+        ("UI fragment downloads", "/admin/fragments/downloads", False, 200),
+        ("UI events", "/admin/events", False, 200),
+        ("UI events last page", f"/admin/events?page={-(-e // 50) or 1}", False, 200),
+        ("UI events by actor", "/admin/events?actor=token%3Aci", False, 200),
+        ("UI tokens", "/admin/tokens", False, 200),
+        ("/metrics", "/metrics", False, 200),
+        ("API artifacts first", "/api/v1/artifacts?limit=50", True, 200),
+        ("API artifacts offset middle", f"/api/v1/artifacts?offset={n // 2}", True, 200),
+        ("API artifacts offset last", f"/api/v1/artifacts?offset={max(0, n - 50)}", True, 200),
+        ("API artifacts cursor last", after_last, True, 200),
+        ("API search, one match", "/api/v1/artifacts?q=pkg-424242.tar", True, 200),
+        ("API search, common", "/api/v1/artifacts?q=vendor42.", True, 200),
+        ("API search, no match", "/api/v1/artifacts?q=no-such-thing", True, 200),
+        ("API artifact by sha256", f"/api/v1/artifact?sha256={n // 3:064x}", True, 200),
+        ("API misses first", "/api/v1/misses", True, 200),
+        ("API misses last", f"/api/v1/misses?offset={max(0, m - 50)}", True, 200),
+        ("API fills", "/api/v1/fills", True, 200),
+        ("API events first", "/api/v1/events", True, 200),
+        ("API events last", f"/api/v1/events?offset={max(0, e - 50)}", True, 200),
+        ("API stats", "/api/v1/stats", True, 200),
+    ]
+
+
+def in_process(db: Path, runs: int) -> list[tuple[str, float]]:
+    """The catalog work that is not a page, timed on the catalog's own functions."""
+    from withcache import catalog as cat
+
+    conn = cat.connect(str(db))
+    results = []
+
+    def median(fn: Callable[[int], object]) -> float:
+        times = []
+        for i in range(runs):
+            start = time.perf_counter()
+            fn(i)
+            times.append(time.perf_counter() - start)
+        return statistics.median(times) * 1000
+
+    try:
+        results.append(("dashboard totals", median(lambda i: cat.totals(conn))))
+        results.append(("scrub: next to verify", median(lambda i: cat.next_to_verify(conn))))
+        keys = [(artifact_url(k), 1, time.time()) for k in range(0, 100_000, 100)]
+        results.append(("hit-count flush, 1000 keys", median(lambda i: cat.add_hits(conn, keys))))
+        held = cat.totals(conn)["bytes"]
+
+        def evicting(i: int) -> None:
+            url = f"https://new.example.com/fill-{i}.bin"
+            artifact = cat.Artifact(url, url, f"{i:064x}"[::-1], 3_000_000, None, time.time())
+            cat.put_artifact(conn, artifact, max_bytes=held)
+
+        results.append(("fill evicting under --max-bytes", median(evicting)))
+    finally:
+        conn.close()
+    return results
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--artifacts", type=int, default=1_000_000)
+    parser.add_argument("--misses", type=int, default=100_000)
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--jobs", type=int, default=10_000)
+    parser.add_argument("--runs", type=int, default=9)
+    parser.add_argument("--budget-ms", type=float, default=100.0)
+    args = parser.parse_args()
+    raise_on_sigterm()
+    n, m = args.artifacts, args.misses
+    with Workspace("withcache-scale-") as ws:
+        data = ws.root / "data"
+        data.mkdir()
+        secret = admin("token", "create", "bench", "--scope", "admin", "--data-dir", str(data))
+        now = time.time()
+        started = time.perf_counter()
+        build_sqlite(data, args, now)
+        built = time.perf_counter() - started
+        blob = ws.root / "real-blob.bin"
+        blob.write_bytes(os.urandom(64 * 1024))
+        admin("import", "--data-dir", str(data), HIT_URL, str(blob))
+        print(f"catalog: {n} artifacts, {m} misses, {args.events} events, {args.jobs} jobs"
+              f" (built in {built:.1f} s); median of {args.runs} requests each")  # fmt: skip
+
+        os.environ.pop("WITHCACHE_ADMIN_PASSWORD", None)  # the dashboard open
+        log = ws.root / "withcache.log"
+        argv = [venv_tool("twistd"), "-n", "--pidfile=", "withcache", "--data-dir", str(data)]
+        argv += ["--listen", "tcp:0:interface=127.0.0.1", "--curate", "--scrub-interval", "0"]
+        argv += ["--no-access-log"]
+        started = time.perf_counter()
+        proc = ws.spawn(argv, log=log)
+        port = int(wait_for_file_text(log, r"withcache listening on 127\.0\.0\.1:(\d+)", proc, 120))
+        wait_healthy(port, proc)
+        healthy = time.perf_counter() - started
+        wait_for_file_text(log, r"(recovered data dir)", proc, 600)
+        recovered = time.perf_counter() - started
+        rows: list[tuple[str, float]] = []
+        print(f"start: /healthz after {healthy * 1000:.0f} ms, recovery done after"
+              f" {recovered * 1000:.0f} ms")  # fmt: skip
+
+        c = Client(port, secret)
+        hit_path = f"/b/{token(HIT_URL)}/real-blob.bin"
+        rows.append(("hit (GET, 64 KiB)", c.median_ms(args.runs, lambda i: c.get(hit_path))))
+        rows.append(("probe (HEAD)", c.median_ms(args.runs, lambda i: c.get(hit_path, "HEAD"))))
+
+        def miss(i: int) -> None:
+            url = f"https://nowhere.example.com/miss-{i}-{time.monotonic_ns()}.bin"
+            c.get(f"/b/{token(url)}/x", "HEAD", status=404)
+
+        rows.append(("miss (HEAD, --curate)", c.median_ms(args.runs, miss)))
+        prev = json.loads(c.get(f"/api/v1/artifacts?limit=50&offset={max(0, n - 100)}", api=True))
+        after_last = prev["next"] or "/api/v1/artifacts"
+        for name, path, api, status in pages(n, m, args.events, after_last):
+            ms = c.median_ms(args.runs, lambda i, p=path, a=api, s=status: c.get(p, "GET", a, s))
+            rows.append((name, ms))
+        c.conn.close()
+        for name, ms in in_process(data / "cache.db", args.runs):
+            rows.append((name + " (in process)", ms))
+
+        over = 0
+        print(f"{'what':<45} {'ms':>9}  budget {args.budget_ms:g} ms")
+        for name, ms in rows:
+            verdict = "PASS" if ms <= args.budget_ms else "FAIL"
+            over += verdict == "FAIL"
+            print(f"{name:<45} {ms:>9.1f}  {verdict}")
+        print(f"{over} over budget" if over else "all within budget")
+    return 1 if over else 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except BenchError as e:
+        print(f"bench/catalog_scale.py: {e}", file=sys.stderr)
+        sys.exit(2)
