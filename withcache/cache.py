@@ -556,16 +556,6 @@ class Cache(KnownHits, CacheViews, service.MultiService):
             self.events.record(actor, f"artifact.{'pinned' if pinned else 'unpinned'}", key)
         return done
 
-    async def artifacts(self, limit: int = -1, offset: int = 0) -> list[cat.Artifact]:
-        return await self.catalog.run(cat.list_artifacts, limit, offset)
-
-    async def search_artifacts(
-        self, needle: str, limit: int, offset: int = 0
-    ) -> tuple[list[cat.Artifact], int]:
-        """A page of artifacts whose URL contains needle or whose sha256 starts with it, and
-        how many match."""
-        return await self.catalog.run(cat.search_artifacts, needle, limit, offset)
-
     async def misses(self, limit: int = -1, offset: int = 0) -> list[cat.Miss]:
         return await self.catalog.run(cat.list_misses, limit, offset)
 

@@ -333,9 +333,11 @@ def put_artifact(conn: sqlite3.Connection, artifact: Artifact, max_bytes: int = 
 
 
 def _make_room(conn: sqlite3.Connection, artifact: Artifact, max_bytes: int) -> list[str]:
-    (used,) = conn.execute(
-        "SELECT COALESCE(SUM(size), 0) FROM artifacts WHERE key != ?", (artifact.key,)
-    ).fetchone()
+    """Evict to fit artifact under max_bytes: the bytes held come from catalog_totals and the
+    victims from the artifacts_eviction index, so a pass reads what it evicts, not the catalog."""
+    (held,) = conn.execute("SELECT bytes FROM catalog_totals").fetchone()
+    replaced = conn.execute("SELECT size FROM artifacts WHERE key = ?", (artifact.key,)).fetchone()
+    used = held - (replaced[0] if replaced else 0)
     excess = used + artifact.size - max_bytes
     if excess <= 0:
         return []
@@ -402,13 +404,11 @@ def referenced(conn: sqlite3.Connection, sha256: str) -> bool:
 
 
 def totals(conn: sqlite3.Connection) -> dict[str, int]:
-    """Counts for the dashboard: artifacts, bytes held, hits, misses, origin bytes saved."""
-    artifacts, size, hits, saved = conn.execute(
-        "SELECT COUNT(*), COALESCE(SUM(size), 0), COALESCE(SUM(hits), 0),"
-        " COALESCE(SUM(size * hits), 0) FROM artifacts"
+    """Counts for the dashboard: artifacts, bytes held, hits, misses, origin bytes saved. Read
+    from catalog_totals, which triggers keep in each write's transaction (schema/009)."""
+    artifacts, size, hits, saved, absorbed, pending = conn.execute(
+        "SELECT artifacts, bytes, hits, bytes_saved, absorbed, pending FROM catalog_totals"
     ).fetchone()
-    (pending,) = conn.execute("SELECT COALESCE(SUM(count), 0) FROM misses").fetchone()
-    (absorbed,) = conn.execute("SELECT COALESCE(SUM(misses), 0) FROM artifacts").fetchone()
     return {
         "artifacts": artifacts,
         "bytes": size,
@@ -460,42 +460,18 @@ def list_artifacts(conn: sqlite3.Connection, limit: int = -1, offset: int = 0) -
     return [_artifact(row) for row in rows]
 
 
-def list_artifacts_after(
-    conn: sqlite3.Connection, limit: int, after: tuple[float, str] | None
-) -> list[Artifact]:
-    """A page of artifacts in list_artifacts' order (newest first) that come after the one
-    whose (fetched_at, key) is `after`: keyset paging, as fast on the last page as the first."""
-    if after is None:
-        return list_artifacts(conn, limit)
-    fetched_at, key = after
-    rows = conn.execute(
-        f"SELECT {_ARTIFACT_COLUMNS} FROM artifacts"
-        " WHERE fetched_at <= ? AND NOT (fetched_at = ? AND key <= ?)"
-        " ORDER BY fetched_at DESC, key LIMIT ?",
-        (fetched_at, fetched_at, key, limit),
-    )
-    return [_artifact(row) for row in rows]
-
-
 def count_artifacts(conn: sqlite3.Connection) -> int:
-    return conn.execute("SELECT COUNT(*) FROM artifacts").fetchone()[0]
+    return conn.execute("SELECT artifacts FROM catalog_totals").fetchone()[0]
 
 
-def search_artifacts(
-    conn: sqlite3.Connection, needle: str, limit: int, offset: int = 0
-) -> tuple[list[Artifact], int]:
-    """Artifacts whose URL contains needle (any case) or whose sha256 starts with it, newest
-    first; and how many match in all."""
-    where = "WHERE instr(lower(url), ?) > 0 OR sha256 LIKE ? ESCAPE '\\'"
-    needle = needle.lower()
-    prefix = needle.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-    (total,) = conn.execute(f"SELECT COUNT(*) FROM artifacts {where}", (needle, prefix)).fetchone()
-    rows = conn.execute(
-        f"SELECT {_ARTIFACT_COLUMNS} FROM artifacts {where}"
-        " ORDER BY fetched_at DESC, key LIMIT ? OFFSET ?",
-        (needle, prefix, limit, offset),
-    )
-    return [_artifact(row) for row in rows], total
+def artifact_by_sha256(conn: sqlite3.Connection, sha256: str) -> Artifact | None:
+    """The newest artifact whose bytes have this digest, if any."""
+    row = conn.execute(
+        f"SELECT {_ARTIFACT_COLUMNS} FROM artifacts WHERE sha256 = ?"
+        " ORDER BY fetched_at DESC, key LIMIT 1",
+        (sha256,),
+    ).fetchone()
+    return _artifact(row) if row else None
 
 
 def get_miss(conn: sqlite3.Connection, key: str) -> Miss | None:
@@ -506,9 +482,11 @@ def get_miss(conn: sqlite3.Connection, key: str) -> Miss | None:
 
 
 def list_misses(conn: sqlite3.Connection, limit: int = -1, offset: int = 0) -> list[Miss]:
+    # The page's keys from the misses_listed index, then its rows (see withcache.listing).
     rows = conn.execute(
-        "SELECT key, url, count, first_seen, last_seen FROM misses"
-        " ORDER BY last_seen DESC, key LIMIT ? OFFSET ?",
+        "SELECT key, url, count, first_seen, last_seen FROM misses WHERE key IN"
+        " (SELECT key FROM misses ORDER BY last_seen DESC, key LIMIT ? OFFSET ?)"
+        " ORDER BY last_seen DESC, key",
         (limit, offset),
     )
     return [Miss(*row) for row in rows]

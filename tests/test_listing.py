@@ -1,0 +1,279 @@
+"""The catalog at scale (withcache.listing, schema/009-scale.sql): totals kept by the writes
+themselves, pages by cursor and by offset, the trigram search and its bounds, and the migration
+that builds all of it for a catalog that already holds rows."""
+
+import contextlib
+import random
+import sqlite3
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from withcache import catalog as cat
+from withcache import listing
+from withcache.keys import DROP, KEEP
+
+
+@pytest.fixture
+def conn(tmp_path):
+    c = cat.connect(str(tmp_path / "cache.db"))
+    yield c
+    c.close()
+
+
+def art(key="https://e.com/f", sha="a" * 64, size=3, at=100.0, **kw):
+    return cat.Artifact(key, key, sha, size, None, at, **kw)
+
+
+def counted(conn) -> dict[str, int]:
+    """What catalog_totals stands for, summed the slow way."""
+    artifacts, size, hits, saved, absorbed = conn.execute(
+        "SELECT COUNT(*), COALESCE(SUM(size), 0), COALESCE(SUM(hits), 0),"
+        " COALESCE(SUM(size * hits), 0), COALESCE(SUM(misses), 0) FROM artifacts"
+    ).fetchone()
+    (pending,) = conn.execute("SELECT COALESCE(SUM(count), 0) FROM misses").fetchone()
+    return {
+        "artifacts": artifacts,
+        "bytes": size,
+        "hits": hits,
+        "misses": pending + absorbed,
+        "bytes_saved": saved,
+    }
+
+
+def searched(conn, needle: str) -> list[str]:
+    """Every key a search for needle finds, following cursors from page to page."""
+    keys, after = [], None
+    while True:
+        found = listing.search(conn, needle, 7, after=after)
+        keys += [a.key for a in found.artifacts]
+        if len(found.artifacts) < 7:
+            return keys
+        after = listing.cursor_of(found.artifacts[-1])
+
+
+# -- totals ---------------------------------------------------------------------------------
+
+OPERATIONS = st.lists(
+    st.tuples(
+        st.sampled_from(
+            ["put", "replace", "delete", "miss", "hits", "evict", "pin", "dismiss", "drop", "rekey"]
+        ),
+        st.integers(0, 11),
+        st.integers(1, 900),
+    ),
+    max_size=40,
+)
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(OPERATIONS)
+def test_totals_stay_equal_to_a_count_of_the_rows_through_any_writes(tmp_path_factory, ops):
+    conn = cat.connect(str(tmp_path_factory.mktemp("totals") / "cache.db"))
+    try:
+        for op, n, size in ops:
+            url = f"https://e.com/f{n}?token=t{n % 2}&v={n}"
+            sha = f"{n % 5:064x}"
+            if op in ("put", "replace"):
+                cat.put_artifact(conn, art(url, sha, size, at=float(size), hits=n % 3))
+            elif op == "delete":
+                cat.delete_artifact(conn, url)
+            elif op == "miss":
+                cat.lookup(conn, url, url, float(size), count_hit=True)
+            elif op == "hits":
+                cat.add_hits(conn, [(url, size, float(size)), ("https://e.com/none", 2, 1.0)])
+            elif op == "evict":
+                with contextlib.suppress(cat.NoRoom):  # everything left pinned: nothing moves
+                    cat.put_artifact(conn, art(url + "&new", sha, size, at=999.0), max_bytes=1000)
+            elif op == "pin":
+                cat.set_pinned(conn, url, bool(size % 2))
+            elif op == "dismiss":
+                cat.delete_miss(conn, url)
+            elif op == "drop":
+                cat.drop_blob(conn, sha)
+            else:
+                cat.ensure_keyed(conn, KEEP if size % 2 else DROP)
+            assert cat.totals(conn) == counted(conn)
+            assert cat.count_artifacts(conn) == counted(conn)["artifacts"]
+    finally:
+        conn.close()
+
+
+def test_eviction_reads_the_bytes_held_from_the_totals_and_frees_in_recency_order(conn):
+    for i in range(5):
+        cat.put_artifact(conn, art(f"https://e.com/{i}", f"{i:064x}", 100, at=float(i)))
+    cat.add_hits(conn, [("https://e.com/0", 1, 50.0)])  # hit last: evicted last
+    cat.set_pinned(conn, "https://e.com/1", True)
+    freed = cat.put_artifact(conn, art("https://e.com/n", "f" * 64, 250, at=60.0), max_bytes=500)
+    assert freed == [f"{i:064x}" for i in (2, 3, 4)]
+    assert cat.totals(conn)["bytes"] == 450 == counted(conn)["bytes"]
+
+
+# -- pages ----------------------------------------------------------------------------------
+
+
+def test_cursor_pages_cover_every_row_once_while_rows_are_added(conn):
+    for i in range(53):
+        cat.put_artifact(conn, art(f"https://e.com/{i:03d}", at=float(i % 20)))  # ties
+    before = {a.key for a in cat.list_artifacts(conn)}
+    seen, after, added = [], None, 0
+    while True:
+        page = listing.artifacts_page(conn, 10, after=after)
+        seen += [a.key for a in page]
+        if len(page) < 10:
+            break
+        after = listing.cursor_of(page[-1])
+        # New fills land at the top (newer) and within the ties of the page just read.
+        cat.put_artifact(conn, art(f"https://e.com/new-{added}", at=1000.0 + added))
+        cat.put_artifact(conn, art(f"https://e.com/000-{added}", at=page[-1].fetched_at))
+        added += 1
+    assert len(seen) == len(set(seen))
+    assert before <= set(seen)
+    assert not any("new-" in k for k in seen)
+
+
+def test_offset_pages_and_before_cursors_give_the_list_order(conn):
+    for i in range(25):
+        cat.put_artifact(conn, art(f"https://e.com/{i:02d}", at=float(i // 3)))
+    everything = [a.key for a in cat.list_artifacts(conn)]
+    by_offset = [a.key for o in range(0, 25, 6) for a in listing.artifacts_page(conn, 6, offset=o)]
+    assert by_offset == everything
+    page3 = listing.artifacts_page(conn, 6, offset=12)
+    newer = listing.artifacts_page(conn, 6, before=listing.cursor_of(page3[0]))
+    assert [a.key for a in newer] == everything[6:12]
+
+
+def test_miss_pages_are_newest_first_by_offset(conn):
+    for i in range(12):
+        cat.lookup(conn, f"https://e.com/m{i:02d}", f"https://e.com/m{i:02d}", float(i), True)
+    pages = [m.key for o in (0, 5, 10) for m in cat.list_misses(conn, 5, o)]
+    assert pages == [f"https://e.com/m{i:02d}" for i in range(11, -1, -1)]
+
+
+# -- search ---------------------------------------------------------------------------------
+
+
+def test_search_matches_url_substrings_and_digest_prefixes_with_a_total(conn):
+    for i in range(30):
+        sha = f"{i:02d}" + "c" * 62
+        cat.put_artifact(conn, art(f"https://e.com/CUDA_{i}.run", sha=sha, at=float(i)))
+    cat.put_artifact(conn, art("https://e.com/rocm_%_x.deb", sha="ab" + "d" * 62, at=99.0))
+    found = listing.search(conn, "cuda_", limit=10, offset=10)
+    assert found.total == 30 and not found.windowed
+    assert [a.key for a in found.artifacts] == [
+        f"https://e.com/CUDA_{i}.run" for i in range(19, 9, -1)
+    ]
+    assert listing.search(conn, "AB", 10).total == 1  # sha256 prefix, any case
+    assert listing.search(conn, "abdddd", 10).total == 1  # a longer one, through its index
+    assert listing.search(conn, "%", 10).total == 1  # LIKE wildcards are literal
+    assert listing.search(conn, "m_%_x", 10).total == 1
+    assert listing.search(conn, "_", 10).total == 31  # a substring of every URL here
+    assert listing.search(conn, "nothing", 10) == listing.Found([], 0)
+
+
+@pytest.mark.parametrize(
+    ("needle", "expected"),
+    [
+        ("PKG-1.2+B", ["https://v.example/Pkg-1.2+build%20x.tar.gz?sig=Ab%2F"]),
+        ("%20x.t", ["https://v.example/Pkg-1.2+build%20x.tar.gz?sig=Ab%2F"]),
+        ("ab%2f", ["https://v.example/Pkg-1.2+build%20x.tar.gz?sig=Ab%2F"]),
+        ("[x]", ["https://v.example/a[x]*?.iso"]),
+        ("]*?", ["https://v.example/a[x]*?.iso"]),
+        ('"quo', ['https://v.example/"quoted"\'s.bin']),
+        ("'s.b", ['https://v.example/"quoted"\'s.bin']),
+        ("x.ts", []),
+    ],
+)
+def test_search_takes_odd_characters_literally_in_any_case(conn, needle, expected):
+    urls = [
+        "https://v.example/Pkg-1.2+build%20x.tar.gz?sig=Ab%2F",
+        "https://v.example/a[x]*?.iso",
+        'https://v.example/"quoted"\'s.bin',
+        "https://v.example/plain.bin",
+    ]
+    for i, url in enumerate(urls):
+        cat.put_artifact(conn, art(url, sha=f"{i:064x}", at=float(i)))
+    assert searched(conn, needle) == expected
+
+
+def test_the_search_index_follows_replaced_deleted_and_rekeyed_rows(conn):
+    cat.put_artifact(conn, art("https://e.com/one.iso?v=1", at=1.0))
+    cat.put_artifact(conn, art("https://e.com/two.iso?v=2", sha="b" * 64, at=2.0))
+    assert searched(conn, "one.iso") == ["https://e.com/one.iso?v=1"]
+    moved = cat.Artifact(
+        "https://e.com/one.iso?v=1", "https://e.com/uno.iso?v=1", "a" * 64, 3, None, 3.0
+    )
+    cat.put_artifact(conn, moved)  # the same key, another URL
+    assert searched(conn, "one.iso") == []
+    assert searched(conn, "uno.iso") == ["https://e.com/one.iso?v=1"]
+    cat.delete_artifact(conn, "https://e.com/one.iso?v=1")
+    assert searched(conn, "uno.iso") == []
+    cat.ensure_keyed(conn, DROP)  # keys lose their query; the URL stays searchable
+    assert searched(conn, "two.iso?v=2") == ["https://e.com/two.iso"]
+
+
+def test_a_common_needle_pages_in_order_without_an_exact_total(conn, monkeypatch):
+    monkeypatch.setattr(listing, "COUNT_CAP", 5)
+    for i in range(40):
+        cat.put_artifact(
+            conn, art(f"https://e.com/{'hit' if i % 3 else 'other'}-{i:02d}", at=float(i % 7))
+        )
+    wanted = [a.key for a in cat.list_artifacts(conn) if "hit-" in a.key]
+    first = listing.search(conn, "hit-", 4)
+    assert first.total is None
+    assert [a.key for a in first.artifacts] == wanted[:4]
+    assert searched(conn, "hit-") == wanted
+    with pytest.raises(listing.TooDeep):
+        listing.search(conn, "hit-", 4, offset=4)
+    back = listing.search(conn, "hit-", 4, before=listing.cursor_of(first.artifacts[-1]))
+    assert [a.key for a in back.artifacts] == wanted[:3]
+
+
+def test_a_short_needle_searches_the_newest_artifacts_only(conn, monkeypatch):
+    monkeypatch.setattr(listing, "SHORT_WINDOW", 10)
+    for i in range(30):
+        cat.put_artifact(
+            conn,
+            art(f"https://e.com/{i:02d}.q{'z' if i in (3, 25) else ''}", f"{i:064x}", at=float(i)),
+        )
+    found = listing.search(conn, "qz", 10)
+    assert found.windowed and found.total == 1
+    assert [a.key for a in found.artifacts] == ["https://e.com/25.qz"]  # 3 is older than 10
+    assert listing.search(conn, "qz.", 10).total == 0  # 3 characters: the whole catalog
+    assert [a.key for a in listing.search(conn, "https://e.com/03.qz"[-4:], 10).artifacts] == [
+        "https://e.com/03.qz"
+    ]
+
+
+# -- the migration --------------------------------------------------------------------------
+
+
+def test_the_migration_builds_totals_and_search_for_a_catalog_that_has_rows(tmp_path):
+    path = str(tmp_path / "old.db")
+    old = sqlite3.connect(path, isolation_level=None)
+    for number, sql in cat.migrations():
+        if number <= 8:
+            old.executescript(f"BEGIN;\n{sql}\nCOMMIT;")
+    old.execute("PRAGMA user_version = 8")
+    rng = random.Random(7)
+    for i in range(200):
+        url = f"https://old.example/{i}/Build-{rng.randrange(10**6)}.tgz"
+        old.execute(
+            "INSERT INTO artifacts (key, url, sha256, size, content_type, fetched_at, hits, misses)"
+            " VALUES (?, ?, ?, ?, NULL, ?, ?, ?)",
+            (url, url, f"{i:064x}", rng.randrange(1, 10**9), float(i), i % 4, i % 3),
+        )
+    old.execute("INSERT INTO misses VALUES ('https://m.example/x', 'https://m.example/x', 4, 1, 2)")
+    old.close()
+    conn = cat.connect(path)
+    try:
+        assert cat.totals(conn) == counted(conn)
+        assert searched(conn, "/150/build-") == [
+            a.key for a in cat.list_artifacts(conn) if "/150/Build-" in a.url
+        ]
+        assert listing.search(conn, ".TGZ", 50).total == 200
+    finally:
+        conn.close()
