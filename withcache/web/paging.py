@@ -63,12 +63,16 @@ class ArtifactPage:
                 "page": self.page,
                 **{k: cursor_of(*v) for k, v in self.cursors.items()},
             },
-            "newer_query": (
+            "newer_link": _link(
                 at(self.page - 1, before=listing.cursor_of(first))
                 if first and self.page > 2
                 else at(1)
             ),
-            "older_query": at(self.page + 1, after=listing.cursor_of(last)) if last else "",
+            "older_link": _link(at(self.page + 1, after=listing.cursor_of(last)) if last else ""),
             "has_newer": self.page > 1,
             "has_older": older,
         }
+
+
+def _link(query: str) -> str:
+    return f"/?{query}" if query else "/"
