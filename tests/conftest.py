@@ -7,6 +7,9 @@ from twisted.logger import globalLogPublisher
 
 from tests.support import Host, Origin, assert_clean_log, start_host, start_origin
 
+# postgres_server, postgres_url and catalog_url (both backends): a real PostgreSQL.
+pytest_plugins = ["tests.engines.postgres"]
+
 
 @pytest.fixture(autouse=True)
 def no_logged_errors():

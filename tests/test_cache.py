@@ -579,7 +579,7 @@ async def test_stopping_during_a_paced_scrub_stops_its_read_and_judges_nothing(
         assert real_verify(artifact.sha256, size)
         assert not os.path.exists(host.store.quarantine_dir)
         verified = await host.catalog.run(
-            lambda conn: conn.execute("SELECT verified_at FROM artifacts").fetchall()
+            lambda conn: conn.exec_driver_sql("SELECT verified_at FROM artifacts").fetchall()
         )
         assert verified == [(None,)]
         assert await host.catalog.run(cat.next_to_verify) == (artifact.sha256, size)

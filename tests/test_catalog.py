@@ -1,4 +1,5 @@
-"""SQLite catalog: migrations, lookups, miss bookkeeping; and the threaded Catalog service."""
+"""The catalog on SQLite and PostgreSQL: migrations, lookups, miss bookkeeping; and the threaded
+Catalog service."""
 
 import sqlite3
 
@@ -6,10 +7,18 @@ import pytest
 import pytest_twisted
 
 from withcache import catalog as cat
+from withcache.migrate import ALEMBIC_USER_VERSION, NewerCatalog, head
 
 
 @pytest.fixture
-def conn(tmp_path):
+def conn(catalog_url):
+    c = cat.connect(catalog_url)
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def sqlite_conn(tmp_path):
     c = cat.connect(str(tmp_path / "cache.db"))
     yield c
     c.close()
@@ -21,25 +30,34 @@ def art(key="https://e.com/f", sha="a" * 64, size=3, **kw):
     )
 
 
-def test_connect_migrates_to_the_newest_version_in_wal_mode(conn):
-    newest = cat.migrations()[-1][0]
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == newest
-    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    assert {"artifacts", "misses"} <= tables
+def test_connect_migrates_a_new_sqlite_catalog_to_the_newest_revision_in_wal_mode(sqlite_conn):
+    conn = sqlite_conn
+    assert conn.exec_driver_sql("PRAGMA user_version").scalar() == ALEMBIC_USER_VERSION
+    assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == head()
+    tables = {r[0] for r in conn.exec_driver_sql("SELECT name FROM sqlite_master")}
+    assert {"artifacts", "misses", "jobs", "events", "artifacts_changed"} <= tables
 
 
 def test_migrate_is_a_no_op_the_second_time(conn):
-    assert cat.migrate(conn) == cat.migrations()[-1][0]
+    assert cat.migrate(conn) == head()
+    assert cat.migrate(conn) == head()
 
 
-def test_a_newer_schema_is_refused(tmp_path):
+def test_a_sqlite_catalog_newer_than_the_legacy_files_is_refused(tmp_path):
     path = str(tmp_path / "future.db")
     c = sqlite3.connect(path)
     c.execute("PRAGMA user_version = 999")
     c.close()
-    with pytest.raises(RuntimeError, match="newer than this withcache"):
+    with pytest.raises(NewerCatalog, match="newer than this withcache"):
         cat.connect(path)
+
+
+def test_a_catalog_at_a_revision_this_withcache_does_not_know_is_refused(conn, catalog_url):
+    with cat.transaction(conn):
+        conn.exec_driver_sql("UPDATE alembic_version SET version_num = '999_future'")
+    with pytest.raises(NewerCatalog, match="999_future is newer than this withcache"):
+        cat.connect(catalog_url)
 
 
 def test_lookup_counts_misses_then_the_stored_artifact_takes_them_over(conn):
@@ -63,16 +81,17 @@ def test_get_hits_count_and_head_lookups_do_not(conn):
     assert (after.hits, after.last_hit_at) == (1, 60.0)
 
 
-def test_a_lookup_is_answered_even_when_its_bookkeeping_cannot_be_written(conn, tmp_path):
+def test_a_lookup_is_answered_even_when_its_bookkeeping_cannot_be_written(sqlite_conn, tmp_path):
+    conn = sqlite_conn
     cat.put_artifact(conn, art())
     other = sqlite3.connect(str(tmp_path / "cache.db"), isolation_level=None)
     other.execute("BEGIN IMMEDIATE")  # holds the write lock, as a full disk would refuse writes
-    conn.execute("PRAGMA busy_timeout = 50")
+    conn.exec_driver_sql("PRAGMA busy_timeout = 50")
     try:
         found = cat.lookup(conn, "https://e.com/f", "https://e.com/f", 60.0, count_hit=True)
         assert found is not None and found.sha256 == "a" * 64
         assert cat.lookup(conn, "https://e.com/g", "https://e.com/g", 60.0, True) is None
-        assert not conn.in_transaction
+        assert not conn.in_transaction()
     finally:
         other.execute("ROLLBACK")
         other.close()
@@ -80,7 +99,7 @@ def test_a_lookup_is_answered_even_when_its_bookkeeping_cannot_be_written(conn, 
     assert cat.get_artifact(conn, "https://e.com/f").hits == 1  # the lost one stays lost
 
 
-def test_batched_hits_add_up_and_leave_the_artifacts_generation_where_it_was(conn, tmp_path):
+def test_batched_hits_add_up_and_leave_the_artifacts_generation_where_it_was(conn, catalog_url):
     cat.put_artifact(conn, art())
     generation = cat.add_hits(conn, [])
     assert cat.add_hits(conn, [("https://e.com/f", 3, 70.0), ("https://e.com/gone", 2, 1)]) == (
@@ -90,9 +109,9 @@ def test_batched_hits_add_up_and_leave_the_artifacts_generation_where_it_was(con
     after = cat.get_artifact(conn, "https://e.com/f")
     assert (after.hits, after.last_hit_at) == (5, 70.0)
     assert cat.artifacts_generation(conn) == generation
-    other = sqlite3.connect(str(tmp_path / "cache.db"))
-    with other:
-        other.execute("UPDATE artifacts SET pinned = 1")
+    other = cat.connect(catalog_url)  # another process's write, by hand
+    with cat.transaction(other):
+        other.exec_driver_sql("UPDATE artifacts SET pinned = 1")
     other.close()
     assert cat.add_hits(conn, []) != generation
 
@@ -170,18 +189,18 @@ def test_jobs_round_trip_and_clear_by_state(conn):
 
 def test_a_failed_transaction_leaves_nothing_behind(conn):
     with pytest.raises(ZeroDivisionError), cat.transaction(conn):
-        conn.execute("INSERT INTO misses VALUES ('k', 'u', 1, 0, 0)")
+        conn.exec_driver_sql("INSERT INTO misses VALUES ('k', 'u', 1, 0, 0)")
         raise ZeroDivisionError
     assert cat.list_misses(conn) == []
 
 
 @pytest_twisted.ensureDeferred
-async def test_catalog_service_runs_queries_off_the_reactor_thread(tmp_path):
+async def test_catalog_service_runs_queries_off_the_reactor_thread(catalog_url):
     import threading
 
     from twisted.internet import reactor
 
-    service = cat.Catalog(str(tmp_path / "cache.db"), reactor)
+    service = cat.Catalog(catalog_url, reactor)
     service.startService()
     try:
         seen = await service.run(lambda conn: threading.current_thread().name)

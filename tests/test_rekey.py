@@ -7,7 +7,10 @@ import sqlite3
 import pytest
 
 from withcache import catalog as cat
+from withcache import migrate
 from withcache.keys import cache_key
+from withcache.tables import artifacts as artifacts_table
+from withcache.tables import misses as misses_table
 
 V = "https://vendor.example"
 S3 = "https://bucket.s3.amazonaws.com/tool.tar.gz"
@@ -23,7 +26,7 @@ def sigv4(sig: str, date: str = "20240101T000000Z") -> str:
 def old_catalog(path: str) -> sqlite3.Connection:
     """A catalog as withcache made it before schema 006 (the same SQL files, up to 004)."""
     conn = sqlite3.connect(path, isolation_level=None)
-    for number, sql in cat.migrations():
+    for number, sql in migrate.legacy_migrations():
         if number <= 4:
             conn.executescript(sql)
     conn.execute("PRAGMA user_version = 4")
@@ -53,7 +56,7 @@ def job(conn, key, url, state):
 
 
 def artifacts(conn) -> dict[str, tuple]:
-    rows = conn.execute("SELECT key, url, sha256, hits, misses, pinned FROM artifacts")
+    rows = conn.exec_driver_sql("SELECT key, url, sha256, hits, misses, pinned FROM artifacts")
     return {
         key: (url, sha[0], hits, misses, pinned) for key, url, sha, hits, misses, pinned in rows
     }
@@ -81,7 +84,7 @@ def test_finding6_migration_rekeys_artifacts_so_they_are_reachable_under_the_new
     old_default_catalog,
 ):
     conn = cat.connect(old_default_catalog)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == cat.migrations()[-1][0]
+    assert conn.exec_driver_sql("PRAGMA user_version").scalar() == migrate.ALEMBIC_USER_VERSION
     assert cat.keyed_with(conn) == "signed"
     for url in (f"{V}/tool.sh?version=1.2.3", f"{S3}?{sigv4('zzzz')}", f"{V}/plain.iso"):
         found = cat.get_artifact(conn, cache_key(url))
@@ -96,7 +99,8 @@ def test_finding6_migration_rekeys_artifacts_so_they_are_reachable_under_the_new
 def test_finding6_migration_removes_rows_whose_query_carries_credentials(old_default_catalog):
     conn = cat.connect(old_default_catalog)
     urls = [
-        r[0] for r in conn.execute("SELECT url FROM artifacts UNION ALL SELECT url FROM misses")
+        r[0]
+        for r in conn.exec_driver_sql("SELECT url FROM artifacts UNION ALL SELECT url FROM misses")
     ]
     assert not any("SECRET" in url for url in urls)
     assert cat.referenced(conn, "d" * 64) is False  # an orphan blob, swept at the next start
@@ -146,8 +150,8 @@ def test_finding6_a_host_with_keep_query_migrates_to_its_own_keys(tmp_path):
     assert list(artifacts(conn)) == [url]
 
 
-def test_finding6_starting_with_another_query_mode_rekeys_and_bumps_the_generation(tmp_path):
-    path = str(tmp_path / "cache.db")
+def test_finding6_starting_with_another_query_mode_rekeys_and_bumps_the_generation(catalog_url):
+    path = catalog_url
     conn = cat.connect(path)
     url = f"{V}/tool.sh?version=2&sig=s"
     cat.put_artifact(conn, cat.Artifact(cache_key(url), url, "a" * 64, 1, None, 1.0))
@@ -170,10 +174,10 @@ def test_finding6_a_failing_python_step_leaves_the_old_catalog_as_it_was(
     old_default_catalog, monkeypatch
 ):
     def broken(conn, query):
-        conn.execute("DELETE FROM artifacts")
+        conn.exec_driver_sql("DELETE FROM artifacts")
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setitem(cat._PYTHON_STEPS, 6, broken)
+    monkeypatch.setitem(migrate._PYTHON_STEPS, 6, broken)
     with pytest.raises(RuntimeError, match="disk on fire"):
         cat.connect(old_default_catalog)
     conn = sqlite3.connect(old_default_catalog)
@@ -182,3 +186,41 @@ def test_finding6_a_failing_python_step_leaves_the_old_catalog_as_it_was(
     assert conn.execute("SELECT COUNT(*) FROM artifacts").fetchone()[0] == 4
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert "key_rules" not in tables
+
+
+def test_rows_meeting_on_one_key_merge_on_either_backend(catalog_url):
+    """Re-keying itself (not the legacy step): a catalog keyed with --keep-query opened by a
+    host with the default mode merges three presigned URLs of one object into the most
+    recently hit, and two misses into one."""
+    conn = cat.connect(catalog_url, "keep")
+    urls = [f"{S3}?{sigv4(s, d)}" for s, d in (("a1", "1"), ("b2", "2"), ("c3", "3"))]
+    rows = [
+        (urls[0], "a", 1, 300.0, 100.0, 0, 0),
+        (urls[1], "b", 4, 900.0, 50.0, 2, 0),
+        (urls[2], "c", 0, None, 800.0, 0, 1),
+    ]
+    missed = [
+        (f"{V}/m?{sigv4('x', '1')}", 2, 5.0, 50.0),
+        (f"{V}/m?{sigv4('y', '2')}", 1, 1.0, 70.0),
+        (f"{S3}?{sigv4('d4', '4')}", 7, 1.0, 1.0),
+    ]
+    with cat.transaction(conn):
+        for url, sha, hits, last, fetched, misses, pinned in rows:
+            conn.execute(
+                artifacts_table.insert().values(
+                    key=url, url=url, sha256=sha * 64, size=1, fetched_at=fetched, hits=hits,
+                    misses=misses, last_hit_at=last, pinned=pinned,
+                )
+            )  # fmt: skip
+        for url, count, first, last in missed:
+            conn.execute(
+                misses_table.insert().values(
+                    key=url, url=url, count=count, first_seen=first, last_seen=last
+                )
+            )
+    conn.close()
+
+    conn = cat.connect(catalog_url, "signed")
+    assert artifacts(conn) == {S3: (urls[1], "b", 5, 2 + 7, 1)}
+    assert cat.list_misses(conn) == [cat.Miss(f"{V}/m", f"{V}/m?{sigv4('y', '2')}", 3, 1.0, 70.0)]
+    conn.close()

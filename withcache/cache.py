@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import os
-import sqlite3
 import threading
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from functools import partial
 from typing import Any, ParamSpec, TypeVar
 from urllib.parse import urlsplit
 
+from sqlalchemy.exc import OperationalError
 from twisted.application import service
 from twisted.application.internet import TimerService
 from twisted.internet import defer, task, threads
@@ -327,7 +327,7 @@ class Cache(KnownHits, CacheViews, service.MultiService):
         return d
 
     def _sync_failed(self, failure: Any) -> None:
-        if failure.check(sqlite3.OperationalError):
+        if failure.check(OperationalError):
             # A full disk, say: expected to pass, and the hits wait in memory meanwhile.
             log.warn("could not write hit counts yet: {error}", error=str(failure.value))
         else:

@@ -1,29 +1,58 @@
-"""SQLite metadata: artifacts and misses, with numbered migrations by PRAGMA user_version.
+"""The catalog's query functions (artifacts, misses, jobs) and `Catalog`, which runs them for the
+reactor, on SQLite or PostgreSQL (withcache.catalog_db: URLs, engines, write transactions).
 
-The query functions are plain and blocking, taking a connection, so `withcache-admin` can use
-them directly; `Catalog` runs the same functions on one dedicated database thread for the
-reactor. WAL mode lets the admin CLI write while the host is running.
+The query functions are plain and blocking, taking a SQLAlchemy connection, so `withcache-admin`
+can use them directly; `Catalog` runs the same functions off the reactor thread: on one
+dedicated thread for SQLite (one writer at a time anyway; WAL lets the admin CLI write while
+the host runs), on a bounded pool of threads for PostgreSQL, each call with a connection from
+the engine's pool. Writes happen only inside `transaction(conn)`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import sqlite3
-from collections.abc import Callable, Iterator
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import partial
-from importlib import resources
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
+from sqlalchemy import (
+    Connection,
+    Engine,
+    bindparam,
+    case,
+    delete,
+    func,
+    literal,
+    select,
+    update,
+)
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import OperationalError
 from twisted.application import service
 from twisted.internet import defer, threads
 from twisted.python.threadpool import ThreadPool
 
 from withcache._log import make_logger
-from withcache.keys import DEFAULT_QUERY
+from withcache.catalog_db import (
+    DEFAULT_POOL,
+    SQLITE,
+    end_reads,
+    insert,
+    make_engine,
+    parse_url,
+    redact,
+    transaction,
+)
 from withcache.logs import redact_url
-from withcache.rekey import rekey
+from withcache.migrate import migrate
+from withcache.rekey import ensure_keyed, keyed_with
 from withcache.sanitise import sanitise_media_type
+from withcache.tables import artifacts, jobs, misses
+from withcache.tables import catalog_generation as generation
+from withcache.tables import catalog_totals as totals_table
+
+__all__ = ["ensure_keyed", "keyed_with", "migrate", "transaction"]
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -63,13 +92,18 @@ class Miss:
     last_seen: float
 
 
+a = artifacts.c
 _ARTIFACT_COLUMNS = (
-    "key, url, sha256, size, content_type, fetched_at, hits, misses, last_hit_at, pinned,"
-    " origin_headers, validated_at, refresh"
-)
+    a.key, a.url, a.sha256, a.size, a.content_type, a.fetched_at, a.hits, a.misses,
+    a.last_hit_at, a.pinned, a.origin_headers, a.validated_at, a.refresh,
+)  # fmt: skip
+_MISS_COLUMNS = (misses.c.key, misses.c.url, misses.c.count, misses.c.first_seen,
+                 misses.c.last_seen)  # fmt: skip
+# Newest first, the key breaking ties: the order of every artifact listing and page.
+_NEWEST_FIRST = (a.fetched_at.desc(), a.key)
 
 
-def _artifact(row: tuple) -> Artifact:
+def _artifact(row: Any) -> Artifact:
     (key, url, sha256, size, content_type, fetched_at, hits, misses, last_hit_at, pinned,
      headers, validated_at, refresh) = row  # fmt: skip
     return Artifact(
@@ -89,130 +123,46 @@ def _artifact(row: tuple) -> Artifact:
     )
 
 
-def migrations() -> list[tuple[int, str]]:
-    """(version, sql) for each schema file shipped in withcache/schema, in order."""
-    found = []
-    for entry in resources.files("withcache").joinpath("schema").iterdir():
-        if entry.name.endswith(".sql"):
-            found.append((int(entry.name.split("-", 1)[0]), entry.read_text("utf-8")))
-    return sorted(found)
+def _limit(limit: int) -> int | None:
+    return None if limit < 0 else limit
 
 
-def connect(path: str, query: str | None = None) -> sqlite3.Connection:
-    """Open (creating and migrating) the catalog database. Blocking.
+def connect(catalog: str | URL, query: str | None = None) -> Connection:
+    """Open (creating and migrating) the catalog: a path, or a URL (withcache.catalog_db).
+    Blocking; closing the connection closes the database connection.
 
     With a query mode, the catalog's keys are made under it: if they were made under another
     (a host started with other options, or a catalog older than the mode), every row is
     re-keyed first (see rekey). Without one, the keys stay as they are.
     """
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10.0)
-    conn.execute("PRAGMA journal_mode=WAL")
-    # NORMAL is durable in WAL mode except for the last commits before a power loss. Losing
-    # one of those loses a hit count or leaves a blob without its row (swept at start), never a
-    # row naming bad bytes; FULL would fsync on every hit counted.
-    conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute("PRAGMA foreign_keys=ON")
-    migrate(conn, query)
-    if query is not None:
-        ensure_keyed(conn, query)
+    url = parse_url(catalog) if isinstance(catalog, str) else catalog
+    conn = make_engine(url).connect()
+    try:
+        prepare(conn, query)
+    except BaseException:
+        conn.close()
+        raise
     return conn
 
 
-def migrate(conn: sqlite3.Connection, query: str | None = None) -> int:
-    """Apply every migration newer than the database; returns the resulting version. A
-    version with a Python step (_PYTHON_STEPS) runs it after its SQL, in the same
-    transaction; `query` is the key mode for steps that re-key (the default when None)."""
-    (version,) = conn.execute("PRAGMA user_version").fetchone()
-    known = migrations()
-    newest = known[-1][0] if known else 0
-    if version > newest:
-        raise RuntimeError(f"catalog schema version {version} is newer than this withcache")
-    for number, sql in known:
-        if number > version:
-            # One transaction, so the schema change, its Python step and the version bump
-            # commit together (executescript leaves the BEGIN open: no isolation level).
-            try:
-                conn.executescript(f"BEGIN IMMEDIATE;\n{sql}\n")
-                step = _PYTHON_STEPS.get(number)
-                if step is not None:
-                    step(conn, query or DEFAULT_QUERY)
-                conn.execute(f"PRAGMA user_version = {number}")
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-            version = number
-    return version
+def prepare(conn: Connection, query: str | None) -> None:
+    """Migrate the catalog and key it for the query mode (if one is given)."""
+    migrate(conn, query)
+    if query is not None:
+        ensure_keyed(conn, query)
+    end_reads(conn)
 
 
-def keyed_with(conn: sqlite3.Connection) -> str:
-    """The query mode the catalog's keys were made with (see withcache.keys)."""
-    return conn.execute("SELECT query FROM key_rules").fetchone()[0]
-
-
-def ensure_keyed(conn: sqlite3.Connection, query: str) -> bool:
-    """Re-key the catalog under a query mode unless its keys were made with it already;
-    whether it had to. Safe against another process doing the same at the same time."""
-    if keyed_with(conn) == query:
-        return False
-    with transaction(conn):
-        if keyed_with(conn) == query:
-            return False  # another process re-keyed it while we waited for the lock
-        _rekey(conn, query)
-    return True
-
-
-def _rekey(conn: sqlite3.Connection, query: str) -> None:
-    done = rekey(conn, query)
-    if not (done.moved or done.merged or done.removed or done.failed_jobs):
-        return  # a new catalog, or one whose keys the mode does not change
-    log.info(
-        "re-keyed the catalog for query mode {query}: {moved} artifacts under new keys,"
-        " {merged} merged into a more recently hit one, {removed} removed (credentials in"
-        " their query), {failed} fills failed",
-        query=query,
-        moved=done.moved,
-        merged=done.merged,
-        removed=done.removed,
-        failed=len(done.failed_jobs),
-    )
-
-
-# Python steps of migrations, by version, run after that version's SQL in its transaction.
-_PYTHON_STEPS: dict[int, Callable[[sqlite3.Connection, str], None]] = {
-    # 006: keys keep the query but for signatures; credential-like queries are not cacheable.
-    6: _rekey,
-}
-
-
-@contextlib.contextmanager
-def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield conn
-        conn.execute("COMMIT")
-    except BaseException:
-        # Also when COMMIT itself failed (a full disk): never leave the connection mid-transaction.
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-
-
-def get_artifact(conn: sqlite3.Connection, key: str) -> Artifact | None:
-    row = conn.execute(
-        f"SELECT {_ARTIFACT_COLUMNS} FROM artifacts WHERE key = ?", (key,)
-    ).fetchone()
+def get_artifact(conn: Connection, key: str) -> Artifact | None:
+    row = conn.execute(select(*_ARTIFACT_COLUMNS).where(a.key == key)).first()
     return _artifact(row) if row else None
 
 
-def lookup(
-    conn: sqlite3.Connection, key: str, url: str, now: float, count_hit: bool
-) -> Artifact | None:
+def lookup(conn: Connection, key: str, url: str, now: float, count_hit: bool) -> Artifact | None:
     """The artifact for key, counting a hit; or None, counting a miss.
 
-    The counting is bookkeeping: when it cannot be written (a full disk, a lock held too long)
-    the answer is still given, and the failure logged.
+    The counting is bookkeeping: when it cannot be written (a full disk, a lock held too long,
+    a database gone for a moment) the answer is still given, and the failure logged.
     """
     found = get_artifact(conn, key)
     try:
@@ -221,62 +171,73 @@ def lookup(
                 _count_miss(conn, key, url, now)
             elif count_hit:
                 conn.execute(
-                    "UPDATE artifacts SET hits = hits + 1, last_hit_at = ? WHERE key = ?",
-                    (now, key),
+                    update(artifacts).where(a.key == key).values(hits=a.hits + 1, last_hit_at=now)
                 )
-    except sqlite3.OperationalError as e:
+    except OperationalError as e:
         log.warn(
             "could not record a {what} of {key}: {error}",
             what="miss" if found is None else "hit",
             key=redact_url(key),
-            error=str(e),
+            error=str(e.orig),
         )
     return found
 
 
-def _count_miss(conn: sqlite3.Connection, key: str, url: str, now: float) -> None:
+def _count_miss(conn: Connection, key: str, url: str, now: float) -> None:
+    stmt = insert(conn, misses).values(key=key, url=url, count=1, first_seen=now, last_seen=now)
     conn.execute(
-        "INSERT INTO misses (key, url, count, first_seen, last_seen)"
-        " VALUES (?, ?, 1, ?, ?)"
-        " ON CONFLICT (key) DO UPDATE SET count = count + 1,"
-        " last_seen = excluded.last_seen, url = excluded.url",
-        (key, url, now, now),
+        stmt.on_conflict_do_update(
+            index_elements=[misses.c.key],
+            set_={
+                "count": misses.c.count + 1,
+                "last_seen": stmt.excluded.last_seen,
+                "url": stmt.excluded.url,
+            },
+        )
     )
 
 
-def record_miss(conn: sqlite3.Connection, key: str, url: str, now: float) -> None:
+def record_miss(conn: Connection, key: str, url: str, now: float) -> None:
     """Count a miss of key even though an artifact is stored for it (a stale one whose origin
     has other bytes, under --curate: the operator approves its new fill like any other)."""
     with transaction(conn):
         _count_miss(conn, key, url, now)
 
 
-def add_hits(conn: sqlite3.Connection, hits: list[tuple[str, int, float]]) -> int:
+def add_hits(conn: Connection, hits: list[tuple[str, int, float]]) -> int:
     """Add batched GET hits, (key, count, last hit at) each, in one transaction; returns the
     artifacts generation after (which hit counts do not move)."""
     if hits:
-        with transaction(conn):
-            conn.executemany(
-                "UPDATE artifacts SET hits = hits + ?,"
-                " last_hit_at = MAX(COALESCE(last_hit_at, 0), ?) WHERE key = ?",
-                [(count, last_at, key) for key, count, last_at in hits],
+        last = func.coalesce(a.last_hit_at, 0)
+        at: Any = bindparam("b_at")
+        stmt = (
+            update(artifacts)
+            .where(a.key == bindparam("b_key"))
+            .values(
+                hits=a.hits + bindparam("b_count"),
+                # The later of the two: MAX() is an aggregate on PostgreSQL.
+                last_hit_at=case((last > at, last), else_=at),
             )
+        )
+        with transaction(conn):
+            conn.execute(stmt, [{"b_key": k, "b_count": n, "b_at": float(t)} for k, n, t in hits])
     return artifacts_generation(conn)
 
 
-def artifacts_generation(conn: sqlite3.Connection) -> int:
+def artifacts_generation(conn: Connection) -> int:
     """A number that changes whenever, by any connection, an artifact row is added, removed or
     changed in what it serves (or its pin); not for hit counts, scrub stamps, misses or jobs.
-    PRAGMA data_version moves on any commit, and would have every serving process forget its
-    hit index each second the host writes hit counts (issue 20; schema/004)."""
-    return conn.execute("SELECT artifacts FROM catalog_generation").fetchone()[0]
+    A trigger moves it (migrations/versions/008_baseline); SQLite's PRAGMA data_version moves
+    on any commit, and would have every serving process forget its hit index each second the
+    host writes hit counts (issue 20)."""
+    return conn.execute(select(generation.c.artifacts)).scalar_one()
 
 
 class NoRoom(Exception):
     """An artifact that cannot fit under --max-bytes even after evicting what may be evicted."""
 
 
-def put_artifact(conn: sqlite3.Connection, artifact: Artifact, max_bytes: int = 0) -> list[str]:
+def put_artifact(conn: Connection, artifact: Artifact, max_bytes: int = 0) -> list[str]:
     """Record a stored artifact. Its pending misses move onto it and the miss row goes.
 
     Replacing an existing key keeps its counters. With max_bytes, the least recently hit unpinned
@@ -285,210 +246,195 @@ def put_artifact(conn: sqlite3.Connection, artifact: Artifact, max_bytes: int = 
     not a media type (an origin's header, an import's option) is stored as none.
     """
     artifact = replace(artifact, content_type=sanitise_media_type(artifact.content_type))
+    served = {
+        "url": artifact.url,
+        "sha256": artifact.sha256,
+        "size": artifact.size,
+        "content_type": artifact.content_type,
+        "fetched_at": artifact.fetched_at,
+        "origin_headers": artifact.origin_headers,
+        "validated_at": artifact.validated_at,
+        "refresh": int(artifact.refresh),
+    }
     with transaction(conn):
         freed = _make_room(conn, artifact, max_bytes) if max_bytes else []
         old = get_artifact(conn, artifact.key)
-        miss = conn.execute("SELECT count FROM misses WHERE key = ?", (artifact.key,)).fetchone()
-        pending = miss[0] if miss else 0
-        conn.execute("DELETE FROM misses WHERE key = ?", (artifact.key,))
+        pending = conn.execute(
+            delete(misses).where(misses.c.key == artifact.key).returning(misses.c.count)
+        ).scalar()
+        pending = pending or 0
         if old is None:
             conn.execute(
-                f"INSERT INTO artifacts ({_ARTIFACT_COLUMNS}) VALUES ({', '.join('?' * 13)})",
-                (
-                    artifact.key,
-                    artifact.url,
-                    artifact.sha256,
-                    artifact.size,
-                    artifact.content_type,
-                    artifact.fetched_at,
-                    artifact.hits,
-                    artifact.misses + pending,
-                    artifact.last_hit_at,
-                    int(artifact.pinned),
-                    artifact.origin_headers,
-                    artifact.validated_at,
-                    int(artifact.refresh),
-                ),
+                artifacts.insert().values(
+                    key=artifact.key,
+                    hits=artifact.hits,
+                    misses=artifact.misses + pending,
+                    last_hit_at=artifact.last_hit_at,
+                    pinned=int(artifact.pinned),
+                    **served,
+                )
             )
         else:
             conn.execute(
-                "UPDATE artifacts SET url = ?, sha256 = ?, size = ?, content_type = ?,"
-                " fetched_at = ?, misses = misses + ?, origin_headers = ?, validated_at = ?,"
-                " refresh = ? WHERE key = ?",
-                (
-                    artifact.url,
-                    artifact.sha256,
-                    artifact.size,
-                    artifact.content_type,
-                    artifact.fetched_at,
-                    pending,
-                    artifact.origin_headers,
-                    artifact.validated_at,
-                    int(artifact.refresh),
-                    artifact.key,
-                ),
+                update(artifacts)
+                .where(a.key == artifact.key)
+                .values(misses=a.misses + pending, **served)
             )
             freed.append(old.sha256)
         return [d for d in dict.fromkeys(freed) if d != artifact.sha256 and not referenced(conn, d)]
 
 
-def _make_room(conn: sqlite3.Connection, artifact: Artifact, max_bytes: int) -> list[str]:
+def _make_room(conn: Connection, artifact: Artifact, max_bytes: int) -> list[str]:
     """Evict to fit artifact under max_bytes: the bytes held come from catalog_totals and the
     victims from the artifacts_eviction index, so a pass reads what it evicts, not the catalog."""
-    (held,) = conn.execute("SELECT bytes FROM catalog_totals").fetchone()
-    replaced = conn.execute("SELECT size FROM artifacts WHERE key = ?", (artifact.key,)).fetchone()
-    used = held - (replaced[0] if replaced else 0)
+    held = conn.execute(select(totals_table.c.bytes)).scalar_one()
+    replaced = conn.execute(select(a.size).where(a.key == artifact.key)).scalar()
+    used = int(held) - (replaced or 0)
     excess = used + artifact.size - max_bytes
     if excess <= 0:
         return []
     victims, freed = [], 0
     candidates = conn.execute(
-        "SELECT key, sha256, size FROM artifacts WHERE pinned = 0 AND key != ?"
-        " ORDER BY COALESCE(last_hit_at, fetched_at), fetched_at, key",
-        (artifact.key,),
+        select(a.key, a.sha256, a.size)
+        .where(a.pinned == 0, a.key != artifact.key)
+        .order_by(func.coalesce(a.last_hit_at, a.fetched_at), a.fetched_at, a.key)
+        .execution_options(yield_per=256)
     )
     for key, sha256, size in candidates:
         if freed >= excess:
             break
         victims.append((key, sha256))
         freed += size
+    candidates.close()
     if freed < excess:
         raise NoRoom(
             f"{artifact.size} bytes do not fit in --max-bytes {max_bytes}"
             f" ({used} bytes held, {used - freed} of them pinned)"
         )
-    conn.executemany("DELETE FROM artifacts WHERE key = ?", [(key,) for key, _ in victims])
+    conn.execute(
+        delete(artifacts).where(a.key == bindparam("b_key")), [{"b_key": k} for k, _ in victims]
+    )
     return [sha256 for _, sha256 in victims]
 
 
-def revalidated(
-    conn: sqlite3.Connection, key: str, sha256: str, headers: str | None, now: float
-) -> bool:
+def revalidated(conn: Connection, key: str, sha256: str, headers: str | None, now: float) -> bool:
     """The origin confirmed the artifact's bytes (a 304) at now: its headers become `headers`
     and any refresh request is done. False if the row no longer holds those bytes."""
     with transaction(conn):
         changed = conn.execute(
-            "UPDATE artifacts SET origin_headers = ?, validated_at = ?, refresh = 0"
-            " WHERE key = ? AND sha256 = ?",
-            (headers, now, key, sha256),
+            update(artifacts)
+            .where(a.key == key, a.sha256 == sha256)
+            .values(origin_headers=headers, validated_at=now, refresh=0)
         ).rowcount
     return changed > 0
 
 
-def request_refresh(conn: sqlite3.Connection, key: str) -> bool:
+def request_refresh(conn: Connection, key: str) -> bool:
     """Have the artifact revalidated on its next request; False if there is none."""
     with transaction(conn):
-        return conn.execute("UPDATE artifacts SET refresh = 1 WHERE key = ?", (key,)).rowcount > 0
+        return conn.execute(update(artifacts).where(a.key == key).values(refresh=1)).rowcount > 0
 
 
-def delete_artifact(conn: sqlite3.Connection, key: str) -> str | None:
+def delete_artifact(conn: Connection, key: str) -> str | None:
     """Forget an artifact; returns its digest when no other row names that blob."""
     with transaction(conn):
         old = get_artifact(conn, key)
         if old is None:
             return None
-        conn.execute("DELETE FROM artifacts WHERE key = ?", (key,))
+        conn.execute(delete(artifacts).where(a.key == key))
         return None if referenced(conn, old.sha256) else old.sha256
 
 
-def blob_sizes(conn: sqlite3.Connection) -> dict[str, int]:
+def blob_sizes(conn: Connection) -> dict[str, int]:
     """Every blob digest the catalog names, with its size."""
-    return dict(conn.execute("SELECT sha256, size FROM artifacts GROUP BY sha256"))
+    rows = conn.execute(select(a.sha256, func.max(a.size)).group_by(a.sha256))
+    return {sha256: size for sha256, size in rows}
 
 
-def referenced(conn: sqlite3.Connection, sha256: str) -> bool:
-    return (
-        conn.execute("SELECT 1 FROM artifacts WHERE sha256 = ? LIMIT 1", (sha256,)).fetchone()
-        is not None
-    )
+def referenced(conn: Connection, sha256: str) -> bool:
+    return conn.execute(select(literal(1)).where(a.sha256 == sha256).limit(1)).first() is not None
 
 
-def totals(conn: sqlite3.Connection) -> dict[str, int]:
+def totals(conn: Connection) -> dict[str, int]:
     """Counts for the dashboard: artifacts, bytes held, hits, misses, origin bytes saved. Read
-    from catalog_totals, which triggers keep in each write's transaction (schema/009)."""
-    artifacts, size, hits, saved, absorbed, pending = conn.execute(
-        "SELECT artifacts, bytes, hits, bytes_saved, absorbed, pending FROM catalog_totals"
-    ).fetchone()
+    from catalog_totals, which triggers keep in each write's transaction (010_scale)."""
+    t = totals_table.c
+    artifacts_, size, hits, saved, absorbed, pending = conn.execute(
+        select(t.artifacts, t.bytes, t.hits, t.bytes_saved, t.absorbed, t.pending)
+    ).one()
     return {
-        "artifacts": artifacts,
-        "bytes": size,
-        "hits": hits,
-        "misses": pending + absorbed,
-        "bytes_saved": saved,
+        "artifacts": int(artifacts_),
+        "bytes": int(size),
+        "hits": int(hits),
+        "misses": int(pending) + int(absorbed),
+        "bytes_saved": int(saved),
     }
 
 
-def next_to_verify(conn: sqlite3.Connection) -> tuple[str, int] | None:
+def next_to_verify(conn: Connection) -> tuple[str, int] | None:
     """The blob (digest, size) re-hashed longest ago, never-verified ones first."""
-    return conn.execute(
-        "SELECT sha256, size FROM artifacts ORDER BY verified_at IS NOT NULL, verified_at,"
-        " fetched_at LIMIT 1"
-    ).fetchone()
+    row = conn.execute(
+        select(a.sha256, a.size)
+        .order_by(a.verified_at.is_not(None), a.verified_at, a.fetched_at)
+        .limit(1)
+    ).first()
+    return (row[0], row[1]) if row else None
 
 
-def set_verified(conn: sqlite3.Connection, sha256: str, now: float) -> None:
+def set_verified(conn: Connection, sha256: str, now: float) -> None:
     with transaction(conn):
-        conn.execute("UPDATE artifacts SET verified_at = ? WHERE sha256 = ?", (now, sha256))
+        conn.execute(update(artifacts).where(a.sha256 == sha256).values(verified_at=now))
 
 
-def drop_blob(conn: sqlite3.Connection, sha256: str) -> list[Artifact]:
+def drop_blob(conn: Connection, sha256: str) -> list[Artifact]:
     """Remove every artifact row naming a blob (found bad); returns what was removed."""
     with transaction(conn):
         rows = conn.execute(
-            f"SELECT {_ARTIFACT_COLUMNS} FROM artifacts WHERE sha256 = ?", (sha256,)
-        ).fetchall()
-        conn.execute("DELETE FROM artifacts WHERE sha256 = ?", (sha256,))
+            delete(artifacts).where(a.sha256 == sha256).returning(*_ARTIFACT_COLUMNS)
+        ).all()
     return [_artifact(row) for row in rows]
 
 
-def delete_miss(conn: sqlite3.Connection, key: str) -> bool:
+def delete_miss(conn: Connection, key: str) -> bool:
     with transaction(conn):
-        return conn.execute("DELETE FROM misses WHERE key = ?", (key,)).rowcount > 0
+        return conn.execute(delete(misses).where(misses.c.key == key)).rowcount > 0
 
 
-def set_pinned(conn: sqlite3.Connection, key: str, pinned: bool) -> bool:
+def set_pinned(conn: Connection, key: str, pinned: bool) -> bool:
     with transaction(conn):
-        cursor = conn.execute("UPDATE artifacts SET pinned = ? WHERE key = ?", (int(pinned), key))
-        return cursor.rowcount > 0
+        done = conn.execute(update(artifacts).where(a.key == key).values(pinned=int(pinned)))
+        return done.rowcount > 0
 
 
-def list_artifacts(conn: sqlite3.Connection, limit: int = -1, offset: int = 0) -> list[Artifact]:
+def list_artifacts(conn: Connection, limit: int = -1, offset: int = 0) -> list[Artifact]:
     rows = conn.execute(
-        f"SELECT {_ARTIFACT_COLUMNS} FROM artifacts ORDER BY fetched_at DESC, key LIMIT ? OFFSET ?",
-        (limit, offset),
+        select(*_ARTIFACT_COLUMNS).order_by(*_NEWEST_FIRST).limit(_limit(limit)).offset(offset)
     )
     return [_artifact(row) for row in rows]
 
 
-def count_artifacts(conn: sqlite3.Connection) -> int:
-    return conn.execute("SELECT artifacts FROM catalog_totals").fetchone()[0]
+def count_artifacts(conn: Connection) -> int:
+    return int(conn.execute(select(totals_table.c.artifacts)).scalar_one())
 
 
-def artifact_by_sha256(conn: sqlite3.Connection, sha256: str) -> Artifact | None:
+def artifact_by_sha256(conn: Connection, sha256: str) -> Artifact | None:
     """The newest artifact whose bytes have this digest, if any."""
     row = conn.execute(
-        f"SELECT {_ARTIFACT_COLUMNS} FROM artifacts WHERE sha256 = ?"
-        " ORDER BY fetched_at DESC, key LIMIT 1",
-        (sha256,),
-    ).fetchone()
+        select(*_ARTIFACT_COLUMNS).where(a.sha256 == sha256).order_by(*_NEWEST_FIRST).limit(1)
+    ).first()
     return _artifact(row) if row else None
 
 
-def get_miss(conn: sqlite3.Connection, key: str) -> Miss | None:
-    row = conn.execute(
-        "SELECT key, url, count, first_seen, last_seen FROM misses WHERE key = ?", (key,)
-    ).fetchone()
+def get_miss(conn: Connection, key: str) -> Miss | None:
+    row = conn.execute(select(*_MISS_COLUMNS).where(misses.c.key == key)).first()
     return Miss(*row) if row else None
 
 
-def list_misses(conn: sqlite3.Connection, limit: int = -1, offset: int = 0) -> list[Miss]:
+def list_misses(conn: Connection, limit: int = -1, offset: int = 0) -> list[Miss]:
+    order = (misses.c.last_seen.desc(), misses.c.key)
     # The page's keys from the misses_listed index, then its rows (see withcache.listing).
-    rows = conn.execute(
-        "SELECT key, url, count, first_seen, last_seen FROM misses WHERE key IN"
-        " (SELECT key FROM misses ORDER BY last_seen DESC, key LIMIT ? OFFSET ?)"
-        " ORDER BY last_seen DESC, key",
-        (limit, offset),
-    )
+    keys = select(misses.c.key).order_by(*order).limit(_limit(limit)).offset(offset)
+    rows = conn.execute(select(*_MISS_COLUMNS).where(misses.c.key.in_(keys)).order_by(*order))
     return [Miss(*row) for row in rows]
 
 
@@ -509,84 +455,89 @@ class JobRow:
     finished_at: float | None = None
 
 
+j = jobs.c
 _JOB_COLUMNS = (
-    "id, key, url, source, state, bytes_done, bytes_total, error, created_at, started_at,"
-    " finished_at"
-)
+    j.id, j.key, j.url, j.source, j.state, j.bytes_done, j.bytes_total, j.error, j.created_at,
+    j.started_at, j.finished_at,
+)  # fmt: skip
 
 
-def insert_job(conn: sqlite3.Connection, job: JobRow) -> int:
+def _progress(job: JobRow) -> dict[str, Any]:
+    return {
+        "state": str(job.state),
+        "bytes_done": job.bytes_done,
+        "bytes_total": job.bytes_total,
+        "error": job.error,
+        "started_at": job.started_at,
+        "finished_at": job.finished_at,
+    }
+
+
+def insert_job(conn: Connection, job: JobRow) -> int:
     with transaction(conn):
-        cursor = conn.execute(
-            "INSERT INTO jobs (key, url, source, state, bytes_done, bytes_total, error, created_at,"
-            " started_at, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                job.key,
-                job.url,
-                job.source,
-                job.state,
-                job.bytes_done,
-                job.bytes_total,
-                job.error,
-                job.created_at,
-                job.started_at,
-                job.finished_at,
-            ),
-        )
-        assert cursor.lastrowid is not None
-        return cursor.lastrowid
+        return conn.execute(
+            jobs.insert()
+            .values(
+                key=job.key, url=job.url, source=job.source, created_at=job.created_at,
+                **_progress(job),
+            )
+            .returning(j.id)
+        ).scalar_one()  # fmt: skip
 
 
-def update_job(conn: sqlite3.Connection, job: JobRow) -> None:
+def update_job(conn: Connection, job: JobRow) -> None:
     with transaction(conn):
-        conn.execute(
-            "UPDATE jobs SET state = ?, bytes_done = ?, bytes_total = ?, error = ?, started_at = ?,"
-            " finished_at = ? WHERE id = ?",
-            (
-                job.state,
-                job.bytes_done,
-                job.bytes_total,
-                job.error,
-                job.started_at,
-                job.finished_at,
-                job.id,
-            ),
-        )
+        conn.execute(update(jobs).where(j.id == job.id).values(**_progress(job)))
 
 
-def list_jobs(
-    conn: sqlite3.Connection, states: tuple[str, ...] = (), limit: int = -1
-) -> list[JobRow]:
-    where = f"WHERE state IN ({', '.join('?' * len(states))})" if states else ""
-    rows = conn.execute(
-        f"SELECT {_JOB_COLUMNS} FROM jobs {where} ORDER BY id DESC LIMIT ?", (*states, limit)
-    )
+def list_jobs(conn: Connection, states: tuple[str, ...] = (), limit: int = -1) -> list[JobRow]:
+    query = select(*_JOB_COLUMNS)
+    if states:
+        query = query.where(j.state.in_([str(s) for s in states]))
+    rows = conn.execute(query.order_by(j.id.desc()).limit(_limit(limit)))
     return [JobRow(*row) for row in rows]
 
 
-def get_job(conn: sqlite3.Connection, job_id: int) -> JobRow | None:
-    row = conn.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+def get_job(conn: Connection, job_id: int) -> JobRow | None:
+    row = conn.execute(select(*_JOB_COLUMNS).where(j.id == job_id)).first()
     return JobRow(*row) if row else None
 
 
-def delete_jobs(conn: sqlite3.Connection, states: tuple[str, ...]) -> int:
+def delete_jobs(conn: Connection, states: tuple[str, ...]) -> int:
     with transaction(conn):
-        cursor = conn.execute(
-            f"DELETE FROM jobs WHERE state IN ({', '.join('?' * len(states))})", states
-        )
-        return cursor.rowcount
+        return conn.execute(delete(jobs).where(j.state.in_([str(s) for s in states]))).rowcount
 
 
 class Catalog(service.Service):
-    """The catalog for the reactor: every query runs on one dedicated database thread. With
-    a query mode, the first query re-keys the catalog for it if needed (see connect)."""
+    """The catalog for the reactor: every query runs off the reactor thread. SQLite: on one
+    dedicated thread with one connection. PostgreSQL: on a pool of `threads` threads, each call
+    with a connection from the engine's pool of as many, checked before use, so a call after
+    the server restarted reconnects (a call the restart interrupted fails, and its caller
+    handles that as any catalog error). The first call migrates the catalog and, with a query
+    mode, re-keys it for the mode if needed (see connect); a call after a failed first one
+    tries again."""
 
-    def __init__(self, path: str, reactor: Any, query: str | None = None):
-        self.path = path
+    def __init__(
+        self,
+        catalog: str | URL,
+        reactor: Any,
+        query: str | None = None,
+        threads: int = DEFAULT_POOL,
+    ):
+        self.url = parse_url(catalog) if isinstance(catalog, str) else catalog
+        self.dialect = self.url.get_backend_name()
+        self.path = self.url.database if self.dialect == SQLITE else None
         self.query = query
+        self.threads = 1 if self.dialect == SQLITE else threads
         self._reactor = reactor
-        self._pool = ThreadPool(minthreads=1, maxthreads=1, name="withcache-db")
-        self._conn: sqlite3.Connection | None = None
+        self._pool = ThreadPool(minthreads=1, maxthreads=self.threads, name="withcache-db")
+        self._engine: Engine | None = None
+        self._conn: Connection | None = None  # SQLite's one connection
+        self._prepared = False
+        self._preparing = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"<Catalog {redact(self.url)}>"
 
     def startService(self) -> None:
         super().startService()
@@ -600,24 +551,46 @@ class Catalog(service.Service):
 
     def run(
         self,
-        fn: Callable[Concatenate[sqlite3.Connection, P], T],
+        fn: Callable[Concatenate[Connection, P], T],
         *args: P.args,
         **kwargs: P.kwargs,
     ) -> defer.Deferred[T]:
-        """fn(conn, *args, **kwargs) on the database thread: the one way the reactor side
-        queries the catalog (fn is one of this module's query functions, or a blocking
+        """fn(conn, *args, **kwargs) on a database thread: the one way the reactor side
+        queries the catalog (fn is one of the catalog's query functions, or a blocking
         data-dir operation of withcache.datadir)."""
         call = partial(self._call, fn, *args, **kwargs)
         return threads.deferToThreadPool(self._reactor, self._pool, call)
 
     def _call(
-        self, fn: Callable[Concatenate[sqlite3.Connection, P], T], *args: P.args, **kwargs: P.kwargs
+        self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
     ) -> T:
-        if self._conn is None:
-            self._conn = connect(self.path, self.query)
-        return fn(self._conn, *args, **kwargs)
+        if self.dialect == SQLITE:
+            if self._conn is None:
+                self._conn = connect(self.url, self.query)
+            try:
+                return fn(self._conn, *args, **kwargs)
+            finally:
+                end_reads(self._conn)
+        engine = self._ready()
+        with engine.connect() as conn:
+            return fn(conn, *args, **kwargs)
+
+    def _ready(self) -> Engine:
+        """The PostgreSQL engine, once the catalog is migrated (by the first call to get here)."""
+        with self._preparing:
+            if self._engine is None:
+                self._engine = make_engine(self.url, pool_size=self.threads)
+            if not self._prepared:
+                with self._engine.connect() as conn:
+                    prepare(conn, self.query)
+                self._prepared = True
+            return self._engine
 
     def _close(self) -> None:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+            self._prepared = False

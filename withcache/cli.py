@@ -15,9 +15,13 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, replace
 
+from sqlalchemy import Connection
+from sqlalchemy.exc import OperationalError
+
 from withcache import catalog as cat
 from withcache import datadir, freshness
 from withcache.cache import artifact_verdict
+from withcache.catalog_db import CatalogURLError, catalog_of, parse_url, redact
 from withcache.cli_automation import add_commands, audit, print_json
 from withcache.keys import DROP, KEEP, InvalidURL, cache_key
 from withcache.logs import redact_text, redact_url
@@ -36,14 +40,23 @@ def server_main(argv: list[str] | None = None) -> None:
 
 
 @contextlib.contextmanager
-def _open(
-    data_dir: str, query: str | None = None
-) -> Iterator[tuple[Store, cat.sqlite3.Connection]]:
-    """The data dir's store and catalog connection, closed when the command is done; with a
-    query mode, the catalog is re-keyed for it first if it was keyed with another."""
+def _open(args: argparse.Namespace, query: str | None = None) -> Iterator[tuple[Store, Connection]]:
+    """The data dir's store and the catalog's connection (--catalog, else $WITHCACHE_CATALOG,
+    else the data dir's cache.db), closed when the command is done; with a query mode, the
+    catalog is re-keyed for it first if it was keyed with another."""
+    data_dir = args.data_dir
     if not os.path.isdir(data_dir):
         raise SystemExit(f"withcache-admin: no such data dir: {data_dir}")
-    conn = cat.connect(os.path.join(data_dir, "cache.db"), query)
+    try:
+        url = parse_url(catalog_of(args.catalog, data_dir))
+    except CatalogURLError as e:
+        raise SystemExit(f"withcache-admin: --catalog: {e}") from None
+    try:
+        conn = cat.connect(url, query)
+    except OperationalError as e:
+        # The driver's message names the server, never the password.
+        shown = redact(url)
+        raise SystemExit(f"withcache-admin: cannot open the catalog {shown}: {e.orig}") from None
     try:
         yield Store(data_dir), conn
     finally:
@@ -52,7 +65,7 @@ def _open(
 
 def _cmd_import(args: argparse.Namespace) -> int:
     os.makedirs(args.data_dir, exist_ok=True)
-    with _open(args.data_dir, _query(args)) as (store, conn):
+    with _open(args, _query(args)) as (store, conn):
         try:
             artifact = datadir.import_file(
                 conn,
@@ -72,7 +85,7 @@ def _cmd_import(args: argparse.Namespace) -> int:
 
 
 def _cmd_ls(args: argparse.Namespace) -> int:
-    with _open(args.data_dir) as (_store, conn):
+    with _open(args) as (_store, conn):
         artifacts = cat.list_artifacts(conn)
     policy, now = freshness.Policy.saved(args.data_dir), time.time()
     verdicts = [artifact_verdict(a, policy, now) for a in artifacts]
@@ -100,7 +113,7 @@ def _cmd_ls(args: argparse.Namespace) -> int:
 
 def _cmd_refresh(args: argparse.Namespace) -> int:
     """Have the host revalidate an artifact with its origin on the artifact's next request."""
-    with _open(args.data_dir, _query(args)) as (_store, conn):
+    with _open(args, _query(args)) as (_store, conn):
         key = _key(conn, args.url)
         if not cat.request_refresh(conn, key):
             print(f"withcache-admin refresh: not cached: {redact_url(key)}", file=sys.stderr)
@@ -110,7 +123,7 @@ def _cmd_refresh(args: argparse.Namespace) -> int:
 
 
 def _cmd_jobs(args: argparse.Namespace) -> int:
-    with _open(args.data_dir) as (_store, conn):
+    with _open(args) as (_store, conn):
         jobs = cat.list_jobs(conn, limit=args.limit)
     if args.json:
         return print_json(jobs)
@@ -128,7 +141,7 @@ def _query(args: argparse.Namespace) -> str | None:
     return KEEP if args.keep_query else DROP if args.drop_query else None
 
 
-def _key(conn: cat.sqlite3.Connection, url: str) -> str:
+def _key(conn: Connection, url: str) -> str:
     try:
         return cache_key(url, query=cat.keyed_with(conn))
     except InvalidURL as e:
@@ -136,7 +149,7 @@ def _key(conn: cat.sqlite3.Connection, url: str) -> str:
 
 
 def _cmd_rm(args: argparse.Namespace) -> int:
-    with _open(args.data_dir, _query(args)) as (store, conn):
+    with _open(args, _query(args)) as (store, conn):
         key = _key(conn, args.url)
         existed = datadir.remove(conn, store, key)
         if existed:
@@ -146,7 +159,7 @@ def _cmd_rm(args: argparse.Namespace) -> int:
 
 
 def _cmd_pin(args: argparse.Namespace) -> int:
-    with _open(args.data_dir, _query(args)) as (_store, conn):
+    with _open(args, _query(args)) as (_store, conn):
         key = _key(conn, args.url)
         changed = cat.set_pinned(conn, key, args.command == "pin")
         if changed:
@@ -158,7 +171,7 @@ def _cmd_pin(args: argparse.Namespace) -> int:
 def _cmd_verify(args: argparse.Namespace) -> int:
     """Re-hash every blob the catalog names; quarantine the bad ones and drop their rows."""
     bad = 0
-    with _open(args.data_dir) as (store, conn):
+    with _open(args) as (store, conn):
         blobs = cat.blob_sizes(conn)
         for sha256, size in sorted(blobs.items()):
             if store.verify(sha256, size):
@@ -175,7 +188,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    with _open(args.data_dir) as (_store, conn):
+    with _open(args) as (_store, conn):
         artifacts = cat.list_artifacts(conn)
     with open(args.out, "w", encoding="utf-8") as out:
         for artifact in artifacts:
@@ -202,7 +215,7 @@ def _cmd_import_catalog(args: argparse.Namespace) -> int:
     os.makedirs(args.data_dir, exist_ok=True)
     source = Store(args.blobs_from) if args.blobs_from else None
     imported = skipped = 0
-    with _open(args.data_dir) as (store, conn):
+    with _open(args) as (store, conn):
         query = cat.keyed_with(conn)
         for exported in rows:
             # Keyed here as this catalog keys (the export may come from an older withcache, or
@@ -244,7 +257,7 @@ def admin_parser() -> argparse.ArgumentParser:
         " fill jobs, remove, pin, verify, move a cache. Safe while the host runs; it notices"
         " changes within a second.",
         epilog="`withcache-admin COMMAND --help` shows a command's options; every command takes"
-        " --data-dir (default ./data).",
+        " --data-dir (default ./data) and --catalog.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -304,6 +317,14 @@ def admin_parser() -> argparse.ArgumentParser:
     automation = add_commands(commands)
     for sub in (imp, ls, jobs, rm, pin, unpin, refresh, verify, export, imp_cat, *automation):
         sub.add_argument("--data-dir", "-d", default="./data", help="the host's data dir")
+        sub.add_argument(
+            "--catalog",
+            default=None,
+            metavar="URL",
+            help="the host's --catalog: a SQLite path or postgresql://user@host:port/db"
+            " (default: $WITHCACHE_CATALOG, else DATA_DIR/cache.db; put a password in"
+            " PGPASSWORD or ~/.pgpass, not here)",
+        )
     return parser
 
 

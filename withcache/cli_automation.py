@@ -11,19 +11,20 @@ import argparse
 import getpass
 import json
 import os
-import sqlite3
 import sys
 import time
 from dataclasses import asdict
+
+from sqlalchemy import Connection
 
 from withcache import events as ev
 from withcache import tokens
 
 
-def _open(data_dir: str):
+def _open(args: argparse.Namespace):
     from withcache.cli import _open as open_data_dir  # at call time: cli imports this module
 
-    return open_data_dir(data_dir)
+    return open_data_dir(args)
 
 
 def admin_actor() -> ev.Actor:
@@ -42,7 +43,7 @@ def print_json(rows) -> int:
     return 0
 
 
-def audit(conn: sqlite3.Connection, action: str, subject: str | None, detail: str | None = None):
+def audit(conn: Connection, action: str, subject: str | None, detail: str | None = None):
     """One audit event for a change the admin tool made."""
     ev.append(conn, time.time(), admin_actor(), action, subject, ev.OK, detail)
 
@@ -52,7 +53,7 @@ def _when(ts: float | None) -> str:
 
 
 def _cmd_token(args: argparse.Namespace) -> int:
-    with _open(args.data_dir) as (_store, conn):
+    with _open(args) as (_store, conn):
         if args.token_command == "create":
             try:
                 made, secret = tokens.create_token(conn, args.name, args.scope, time.time())
@@ -97,7 +98,7 @@ def _write_secret(path: str, secret: str) -> None:
 
 
 def _cmd_events(args: argparse.Namespace) -> int:
-    with _open(args.data_dir) as (_store, conn):
+    with _open(args) as (_store, conn):
         found, total = ev.query(
             conn, action=args.action, actor=args.actor, limit=args.limit, offset=args.offset
         )

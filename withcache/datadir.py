@@ -10,9 +10,10 @@ database thread, would deadlock with a fill that holds it while it waits for tha
 from __future__ import annotations
 
 import os
-import sqlite3
 from collections.abc import Callable
 from functools import partial
+
+from sqlalchemy import Connection
 
 from withcache import catalog as cat
 from withcache.keys import cache_key
@@ -24,7 +25,7 @@ def never() -> bool:
 
 
 def delete_unreferenced(
-    conn: sqlite3.Connection,
+    conn: Connection,
     store: Store,
     digests: list[str],
     stopping: Callable[[], bool] = never,
@@ -41,13 +42,13 @@ def delete_unreferenced(
 
 
 def sweep_orphans(
-    conn: sqlite3.Connection, store: Store, stopping: Callable[[], bool] = never
+    conn: Connection, store: Store, stopping: Callable[[], bool] = never
 ) -> list[str]:
     """Delete every blob no row names (what a crash between a blob and its row leaves)."""
     return store.sweep_orphans(partial(cat.referenced, conn), stopping)
 
 
-def quarantine(conn: sqlite3.Connection, store: Store, sha256: str) -> tuple[str | None, list]:
+def quarantine(conn: Connection, store: Store, sha256: str) -> tuple[str | None, list]:
     """Take a bad blob out of service: move it to quarantine/ (kept for a post-mortem) and drop
     the rows that name it. The caller holds the digest's lock across this, so a fill of the
     same bytes cannot put a good blob in place between the move and the rows going.
@@ -61,7 +62,7 @@ def quarantine(conn: sqlite3.Connection, store: Store, sha256: str) -> tuple[str
 
 
 def import_file(
-    conn: sqlite3.Connection,
+    conn: Connection,
     store: Store,
     url: str,
     path: str,
@@ -87,7 +88,7 @@ def import_file(
 
 
 def import_row(
-    conn: sqlite3.Connection,
+    conn: Connection,
     store: Store,
     source: Store | None,
     artifact: cat.Artifact,
@@ -114,7 +115,7 @@ def import_row(
     return None
 
 
-def remove(conn: sqlite3.Connection, store: Store, key: str) -> bool:
+def remove(conn: Connection, store: Store, key: str) -> bool:
     """Delete an artifact's row, and its blob if no other row names it; whether it existed."""
     existed = cat.get_artifact(conn, key) is not None
     freed = cat.delete_artifact(conn, key)

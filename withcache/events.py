@@ -9,17 +9,19 @@ as everywhere else they are shown.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import Connection, delete, func, select
 from twisted.application.internet import TimerService
 from twisted.internet import defer
 
 from withcache._log import make_logger
-from withcache.catalog import Catalog, transaction
+from withcache.catalog import Catalog
+from withcache.catalog_db import transaction
 from withcache.logs import redact_text, redact_url
+from withcache.tables import events
 
 log = make_logger()
 
@@ -75,11 +77,12 @@ class Event:
     detail: str | None
 
 
-_COLUMNS = "id, at, actor, client, action, subject, outcome, detail"
+e = events.c
+_COLUMNS = (e.id, e.at, e.actor, e.client, e.action, e.subject, e.outcome, e.detail)
 
 
 def append(
-    conn: sqlite3.Connection,
+    conn: Connection,
     at: float,
     actor: Actor,
     action: str,
@@ -88,26 +91,21 @@ def append(
     detail: str | None = None,
 ) -> int:
     """Add one event row (blocking); its id."""
+    row = events.insert().values(
+        at=at,
+        actor=actor.name,
+        client=actor.client,
+        action=action,
+        subject=None if subject is None else redact_url(subject),
+        outcome=outcome,
+        detail=None if detail is None else redact_text(detail)[:500],
+    )
     with transaction(conn):
-        cursor = conn.execute(
-            "INSERT INTO events (at, actor, client, action, subject, outcome, detail)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (
-                at,
-                actor.name,
-                actor.client,
-                action,
-                None if subject is None else redact_url(subject),
-                outcome,
-                None if detail is None else redact_text(detail)[:500],
-            ),
-        )
-        assert cursor.lastrowid is not None
-        return cursor.lastrowid
+        return conn.execute(row.returning(e.id)).scalar_one()
 
 
 def query(
-    conn: sqlite3.Connection,
+    conn: Connection,
     *,
     action: str = "",
     actor: str = "",
@@ -116,43 +114,37 @@ def query(
 ) -> tuple[list[Event], int]:
     """A page of events, newest first, filtered by action (exact, or a prefix ending in '.')
     and actor (exact); and how many match."""
-    where, params = [], []
+    where = []
     if action:
         if action.endswith("."):
-            where.append("substr(action, 1, ?) = ?")
-            params += [len(action), action]
+            where.append(func.substr(e.action, 1, len(action)) == action)
         else:
-            where.append("action = ?")
-            params.append(action)
+            where.append(e.action == action)
     if actor:
-        where.append("actor = ?")
-        params.append(actor)
-    clause = f"WHERE {' AND '.join(where)}" if where else ""
-    (total,) = conn.execute(f"SELECT COUNT(*) FROM events {clause}", params).fetchone()
+        where.append(e.actor == actor)
+    total = conn.execute(select(func.count()).select_from(events).where(*where)).scalar_one()
     rows = conn.execute(
-        f"SELECT {_COLUMNS} FROM events {clause} ORDER BY id DESC LIMIT ? OFFSET ?",
-        (*params, limit, offset),
+        select(*_COLUMNS).where(*where).order_by(e.id.desc()).limit(limit).offset(offset)
     )
     return [Event(*row) for row in rows], total
 
 
-def actors(conn: sqlite3.Connection) -> list[str]:
+def actors(conn: Connection) -> list[str]:
     """The actors the log names (for the Events page's filter)."""
-    return [row[0] for row in conn.execute("SELECT DISTINCT actor FROM events ORDER BY actor")]
+    return list(conn.execute(select(e.actor).distinct().order_by(e.actor)).scalars())
 
 
-def prune(conn: sqlite3.Connection, now: float, max_age: float, max_count: int) -> int:
+def prune(conn: Connection, now: float, max_age: float, max_count: int) -> int:
     """Drop events older than max_age seconds and beyond the newest max_count (0: no bound)."""
     with transaction(conn):
         removed = 0
         if max_age:
-            removed += conn.execute("DELETE FROM events WHERE at < ?", (now - max_age,)).rowcount
+            removed += conn.execute(delete(events).where(e.at < now - max_age)).rowcount
         if max_count:
-            removed += conn.execute(
-                "DELETE FROM events WHERE id <= (SELECT id FROM events ORDER BY id DESC"
-                " LIMIT 1 OFFSET ?)",
-                (max_count,),
-            ).rowcount
+            oldest_kept = (
+                select(e.id).order_by(e.id.desc()).limit(1).offset(max_count).scalar_subquery()
+            )
+            removed += conn.execute(delete(events).where(e.id <= oldest_kept)).rowcount
         return removed
 
 

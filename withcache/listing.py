@@ -6,38 +6,45 @@ artifacts_listed index from that row: the last page costs what the first does. A
 works, through the same index without reading the rows it skips.
 
 A search matches a substring of the URL in any case, or a sha256 prefix. Needles of 3 characters
-or more go through a trigram index (schema/009-scale.sql), which finds the candidates; each is
-then checked exactly (`instr`, so % and _ are literal). When at most COUNT_CAP rows match, they
-are sorted and paged in memory and their total is exact; when more match, the needle is common
-and the list itself is walked with the filter (a page needs about limit / share-of-matches rows),
-and the total is reported as "more than COUNT_CAP". A needle shorter than 3 characters has no
-trigrams: it is matched against the newest SHORT_WINDOW artifacts only (and sha256 prefixes,
-which have their own index), and the page says so.
+or more go through a trigram index (migration 010_scale: FTS5 on SQLite, pg_trgm on PostgreSQL),
+which finds the candidates, each checked exactly (% and _ are literal). When at most COUNT_CAP
+rows match, they are sorted and paged in memory and their total is exact; when more match, the
+needle is common and the list itself is walked with the filter (a page needs about limit /
+share-of-matches rows), and the total is "more than COUNT_CAP". A needle shorter than 3
+characters has no trigrams: it is matched against the newest SHORT_WINDOW artifacts only, and
+the page says so.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
+from typing import Any
 
-from withcache.catalog import _ARTIFACT_COLUMNS, Artifact, _artifact
+from sqlalchemy import Connection, and_, func, or_, select, text, true
+
+from withcache.catalog import _ARTIFACT_COLUMNS, _NEWEST_FIRST, Artifact, _artifact
+from withcache.catalog_db import SQLITE
+from withcache.tables import artifacts
 
 # A search counts its matches up to this many; past it, "more than COUNT_CAP".
 COUNT_CAP = 1000
 # A search shorter than MIN_INDEXED characters looks at this many of the newest artifacts.
 SHORT_WINDOW = 10_000
-# The trigram index needs a run of this many literal characters.
+# A trigram index needs a run of this many literal characters.
 MIN_INDEXED = 3
 HEX = frozenset("0123456789abcdef")
 
 # An artifact's place in the list: its (fetched_at, key).
 Cursor = tuple[float, str]
 
-_NEWEST_FIRST = "ORDER BY fetched_at DESC, key"
-_OLDEST_FIRST = "ORDER BY fetched_at ASC, key DESC"
-# Rows after / before a cursor in the list's order, written so the index range applies.
-_AFTER = "fetched_at <= ? AND NOT (fetched_at = ? AND key <= ?)"
-_BEFORE = "fetched_at >= ? AND NOT (fetched_at = ? AND key >= ?)"
+a = artifacts.c
+_OLDEST_FIRST = (a.fetched_at.asc(), a.key.desc())
+# The trigram index's candidates on SQLite: LIKE on the FTS5 table (the needle's own % and _
+# make it a superset, which instr then narrows to the exact matches).
+_FTS_CANDIDATES = text(
+    "SELECT u.key FROM artifact_urls_search s JOIN artifact_urls u ON u.id = s.rowid"
+    " WHERE s.url LIKE :pattern AND instr(lower(u.url), :needle) > 0 LIMIT :cap"
+)
 
 
 @dataclass(frozen=True)
@@ -58,19 +65,28 @@ def cursor_of(artifact: Artifact) -> Cursor:
     return artifact.fetched_at, artifact.key
 
 
-def _keyset(after: Cursor | None, before: Cursor | None) -> tuple[str, tuple, str, bool]:
-    """(condition, its parameters, ORDER BY, whether the rows come oldest first)."""
+def _keyset(after: Cursor | None, before: Cursor | None, table: Any = a) -> tuple[Any, Any, bool]:
+    """(condition, order, whether the rows come oldest first) for rows after/before a cursor,
+    written so an index range applies."""
     if after is not None and before is not None:
         raise ValueError("after and before do not go together")
+    newest = (table.fetched_at.desc(), table.key)
     if after is not None:
-        return _AFTER, (after[0], after[0], after[1]), _NEWEST_FIRST, False
+        at, key = after
+        return (
+            and_(table.fetched_at <= at, ~and_(table.fetched_at == at, table.key <= key)),
+            newest,
+            False,
+        )
     if before is not None:
-        return _BEFORE, (before[0], before[0], before[1]), _OLDEST_FIRST, True
-    return "1 = 1", (), _NEWEST_FIRST, False
+        at, key = before
+        condition = and_(table.fetched_at >= at, ~and_(table.fetched_at == at, table.key >= key))
+        return condition, (table.fetched_at.asc(), table.key.desc()), True
+    return true(), newest, False
 
 
 def artifacts_page(
-    conn: sqlite3.Connection,
+    conn: Connection,
     limit: int,
     *,
     offset: int = 0,
@@ -79,20 +95,17 @@ def artifacts_page(
 ) -> list[Artifact]:
     """A page of the artifact list, newest first: `limit` rows after/before a cursor, or from
     an offset (which walks only the index, not the rows it skips)."""
-    where, params, order, reverse = _keyset(after, before)
-    # The page's keys from the covering index, then its rows: an OFFSET over full rows would
-    # read every row it skips (990 ms for the last of 1,000,000 here).
-    rows = conn.execute(
-        f"SELECT {_ARTIFACT_COLUMNS} FROM artifacts WHERE key IN"
-        f" (SELECT key FROM artifacts WHERE {where} {order} LIMIT ? OFFSET ?) {order}",
-        (*params, limit, offset),
-    ).fetchall()
+    where, order, reverse = _keyset(after, before)
+    # The page's keys from the covering index, then its rows: an OFFSET over whole rows reads
+    # every row it skips (990 ms for the last of 1,000,000 on SQLite).
+    keys = select(a.key).where(where).order_by(*order).limit(limit).offset(offset)
+    rows = conn.execute(select(*_ARTIFACT_COLUMNS).where(a.key.in_(keys)).order_by(*order))
     found = [_artifact(row) for row in rows]
     return found[::-1] if reverse else found
 
 
 def search(
-    conn: sqlite3.Connection,
+    conn: Connection,
     needle: str,
     limit: int,
     *,
@@ -113,78 +126,76 @@ def search(
 
 
 def _indexable(needle: str) -> bool:
-    """Whether the trigram index can narrow a LIKE for needle: a run of MIN_INDEXED characters
+    """Whether a trigram index can narrow a LIKE for needle: a run of MIN_INDEXED characters
     that are not LIKE's wildcards."""
     run = 0
     for c in needle:
-        run = 0 if c in "%_" else run + 1
+        run = 0 if c in "%_\\" else run + 1
         if run >= MIN_INDEXED:
             return True
     return False
 
 
-def _sha_range(needle: str) -> tuple[str, str] | None:
-    """The sha256 range a hex needle is a prefix of (an index range in any collation)."""
+def _sha_prefix(needle: str) -> Any:
+    """The condition for sha256s needle is a prefix of (an index range), or None."""
     if needle and len(needle) <= 64 and set(needle) <= HEX:
-        return needle, needle + "g"
+        return and_(a.sha256 >= needle, a.sha256 < needle + "g")
     return None
 
 
-def _candidates(conn: sqlite3.Connection, needle: str) -> list[str]:
-    """The keys matching needle, up to COUNT_CAP + 1 of them."""
-    # The wildcards a needle may hold make the LIKE a superset; instr keeps it exact.
-    keys = [
-        row[0]
-        for row in conn.execute(
-            "SELECT u.key FROM artifact_urls_search s JOIN artifact_urls u ON u.id = s.rowid"
-            " WHERE s.url LIKE ? AND instr(lower(u.url), ?) > 0 LIMIT ?",
-            (f"%{needle}%", needle, COUNT_CAP + 1),
+def _escaped(needle: str) -> str:
+    return needle.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _candidates(conn: Connection, needle: str) -> list[str]:
+    """The keys matching needle, up to COUNT_CAP + 1 of them, through the trigram index."""
+    cap = COUNT_CAP + 1
+    if conn.dialect.name == SQLITE:
+        found = conn.execute(
+            _FTS_CANDIDATES, {"pattern": f"%{needle}%", "needle": needle, "cap": cap}
         )
-    ]
-    shas = _sha_range(needle)
+    else:
+        pattern = f"%{_escaped(needle)}%"
+        found = conn.execute(select(a.key).where(a.url.ilike(pattern, escape="\\")).limit(cap))
+    keys = [row[0] for row in found]
+    shas = _sha_prefix(needle)
     if shas is not None and len(keys) <= COUNT_CAP:
-        keys += [
-            row[0]
-            for row in conn.execute(
-                "SELECT key FROM artifacts WHERE sha256 >= ? AND sha256 < ? LIMIT ?",
-                (*shas, COUNT_CAP + 1),
-            )
-        ]
+        keys += conn.execute(select(a.key).where(shas).limit(cap)).scalars().all()
     return list(dict.fromkeys(keys))
 
 
-def _rows(conn: sqlite3.Connection, keys: list[str]) -> list[Artifact]:
+def _rows(conn: Connection, keys: list[str]) -> list[Artifact]:
     if not keys:
         return []
-    marks = ", ".join("?" * len(keys))
-    rows = conn.execute(f"SELECT {_ARTIFACT_COLUMNS} FROM artifacts WHERE key IN ({marks})", keys)
-    return [_artifact(row) for row in rows]
+    return [
+        _artifact(row) for row in conn.execute(select(*_ARTIFACT_COLUMNS).where(a.key.in_(keys)))
+    ]
 
 
 def _page_of(
     found: list[Artifact], limit: int, offset: int, after: Cursor | None, before: Cursor | None
 ) -> list[Artifact]:
     """A page of rows held in memory, in the list's order."""
-    found.sort(key=lambda a: (-a.fetched_at, a.key))
+    found.sort(key=lambda x: (-x.fetched_at, x.key))
     if after is not None:
-        found = [a for a in found if (-a.fetched_at, a.key) > (-after[0], after[1])]
+        found = [x for x in found if (-x.fetched_at, x.key) > (-after[0], after[1])]
     elif before is not None:
-        earlier = [a for a in found if (-a.fetched_at, a.key) < (-before[0], before[1])]
+        earlier = [x for x in found if (-x.fetched_at, x.key) < (-before[0], before[1])]
         return earlier[-limit:]
     return found[offset : offset + limit]
 
 
-def _matches(needle: str) -> tuple[str, tuple]:
-    """The exact match as an SQL condition over artifacts."""
-    condition, params = "instr(lower(url), ?) > 0", (needle,)
-    shas = _sha_range(needle)
-    if shas is not None:
-        condition, params = f"({condition} OR (sha256 >= ? AND sha256 < ?))", (*params, *shas)
-    return condition, params
+def _matches(needle: str, table: Any = a) -> Any:
+    """The exact match as a condition: the URL holds needle in any case, or the sha256 starts
+    with it."""
+    condition = func.lower(table.url).contains(needle, autoescape=True)
+    if needle and len(needle) <= 64 and set(needle) <= HEX:
+        condition = or_(condition, and_(table.sha256 >= needle, table.sha256 < needle + "g"))
+    return condition
 
 
 def _walk(
-    conn: sqlite3.Connection,
+    conn: Connection,
     needle: str,
     limit: int,
     offset: int,
@@ -193,37 +204,35 @@ def _walk(
 ) -> list[Artifact]:
     """A page of a common needle's matches by walking the list in order (more than COUNT_CAP
     match, so a page is near)."""
-    where, params, order, reverse = _keyset(after, before)
-    match, match_params = _matches(needle)
+    where, order, reverse = _keyset(after, before)
     rows = conn.execute(
-        f"SELECT {_ARTIFACT_COLUMNS} FROM artifacts WHERE {where} AND {match}"
-        f" {order} LIMIT ? OFFSET ?",
-        (*params, *match_params, limit, offset),
-    ).fetchall()
+        select(*_ARTIFACT_COLUMNS)
+        .where(where, _matches(needle))
+        .order_by(*order)
+        .limit(limit)
+        .offset(offset)
+    )
     found = [_artifact(row) for row in rows]
     return found[::-1] if reverse else found
 
 
 def _search_window(
-    conn: sqlite3.Connection,
+    conn: Connection,
     needle: str,
     limit: int,
     offset: int,
     after: Cursor | None,
     before: Cursor | None,
 ) -> Found:
-    """A needle the trigram index cannot narrow, matched (URL and sha256 prefix) against the
+    """A needle a trigram index cannot narrow, matched (URL and sha256 prefix) against the
     newest SHORT_WINDOW artifacts only: a bounded read whatever the catalog holds."""
-    where, params, order, reverse = _keyset(after, before)
-    match, match_params = _matches(needle)
-    window = (
-        f"(SELECT {_ARTIFACT_COLUMNS} FROM artifacts {_NEWEST_FIRST} LIMIT {SHORT_WINDOW}) AS w"
-    )
-    (total,) = conn.execute(f"SELECT COUNT(*) FROM {window} WHERE {match}", match_params).fetchone()
+    window = select(*_ARTIFACT_COLUMNS).order_by(*_NEWEST_FIRST).limit(SHORT_WINDOW).subquery("w")
+    w = window.c
+    match = _matches(needle, w)
+    total = conn.execute(select(func.count()).select_from(window).where(match)).scalar_one()
+    where, order, reverse = _keyset(after, before, w)
     rows = conn.execute(
-        f"SELECT {_ARTIFACT_COLUMNS} FROM {window} WHERE {where} AND {match}"
-        f" {order} LIMIT ? OFFSET ?",
-        (*params, *match_params, limit, offset),
-    ).fetchall()
+        select(window).where(where, match).order_by(*order).limit(limit).offset(offset)
+    )
     found = [_artifact(row) for row in rows]
-    return Found(found[::-1] if reverse else found, total, windowed=True)
+    return Found(found[::-1] if reverse else found, int(total), windowed=True)

@@ -18,11 +18,19 @@ connection, inside the caller's transaction:
 
 from __future__ import annotations
 
-import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
+from sqlalchemy import Connection, Table, bindparam, delete, func, select, update
+
+from withcache._log import make_logger
+from withcache.catalog_db import transaction
 from withcache.jobs import ACTIVE
 from withcache.keys import InvalidURL, cache_key
+from withcache.tables import artifacts, jobs, key_rules, misses
+
+log = make_logger()
 
 
 @dataclass
@@ -42,12 +50,12 @@ def _key(url: str, query: str) -> str | InvalidURL:
         return e
 
 
-def _group(rows: list[tuple], query: str) -> tuple[dict[str, list[tuple]], list[tuple]]:
-    """Rows (rowid, key, url, ...) by their new key, and the rows no key exists for."""
-    groups: dict[str, list[tuple]] = {}
+def _group(rows: Sequence[Any], query: str) -> tuple[dict[str, list[Any]], list[Any]]:
+    """Rows (key, url, ...) by their new key, and the rows no key exists for."""
+    groups: dict[str, list[Any]] = {}
     gone = []
     for row in rows:
-        key = _key(row[2], query)
+        key = _key(row[1], query)
         if isinstance(key, InvalidURL):
             gone.append(row)
         else:
@@ -55,101 +63,151 @@ def _group(rows: list[tuple], query: str) -> tuple[dict[str, list[tuple]], list[
     return groups, gone
 
 
-def _move_keys(conn: sqlite3.Connection, table: str, moves: list[tuple[int, str]]) -> None:
-    """Give rows (by rowid) their new keys. Through unique temporary keys first, so that no
-    row takes a key another row still holds (the key is the primary key)."""
-    for rowid, _key in moves:
-        conn.execute(f"UPDATE {table} SET key = ? WHERE rowid = ?", (f"\0rekey:{rowid}", rowid))
-    for rowid, key in moves:
-        conn.execute(f"UPDATE {table} SET key = ? WHERE rowid = ?", (key, rowid))
+def _delete(conn: Connection, table: Table, keys: list[str]) -> None:
+    if keys:
+        step = delete(table).where(table.c.key == bindparam("old"))
+        conn.execute(step, [{"old": k} for k in keys])
 
 
-def rekey(conn: sqlite3.Connection, query: str) -> Rekeyed:
+def _move_keys(conn: Connection, table: Table, moves: list[tuple[str, str]]) -> None:
+    """Give rows (by their old key) their new keys. Through unique temporary keys first, so that
+    no row takes a key another row still holds (the key is the primary key). A temporary key
+    starts with a control character: no cache key (a URL) does."""
+    if not moves:
+        return
+    step = update(table).where(table.c.key == bindparam("old")).values(key=bindparam("new"))
+    conn.execute(step, [{"old": old, "new": f"\x01rekey:{n}"} for n, (old, _) in enumerate(moves)])
+    conn.execute(step, [{"old": f"\x01rekey:{n}", "new": new} for n, (_, new) in enumerate(moves)])
+
+
+def rekey(conn: Connection, query: str) -> Rekeyed:
     """Re-key every row under the query mode, and record the mode. Blocking, in a transaction."""
     done = Rekeyed()
     _rekey_artifacts(conn, query, done)
     _rekey_misses(conn, query)
     _rekey_jobs(conn, query, done)
-    conn.execute("UPDATE key_rules SET query = ?", (query,))
+    conn.execute(update(key_rules).values(query=query))
     return done
 
 
-def _rekey_artifacts(conn: sqlite3.Connection, query: str, done: Rekeyed) -> None:
+def _rekey_artifacts(conn: Connection, query: str, done: Rekeyed) -> None:
+    a = artifacts.c
     rows = conn.execute(
-        "SELECT rowid, key, url, COALESCE(last_hit_at, fetched_at), fetched_at, hits, misses,"
-        " pinned FROM artifacts"
-    ).fetchall()
+        select(
+            a.key, a.url, func.coalesce(a.last_hit_at, a.fetched_at), a.fetched_at, a.hits,
+            a.misses, a.pinned,
+        )
+    ).all()  # fmt: skip
     groups, gone = _group(rows, query)
-    conn.executemany("DELETE FROM artifacts WHERE rowid = ?", [(r[0],) for r in gone])
+    _delete(conn, artifacts, [r[0] for r in gone])
     done.removed += len(gone)
     moves = []
     for key, members in groups.items():
         # The most recently hit first; ties by fetch time, then by old key (deterministic).
-        members.sort(key=lambda r: (r[3], r[4], r[1]), reverse=True)
+        members.sort(key=lambda r: (r[2], r[3], r[0]), reverse=True)
         winner, losers = members[0], members[1:]
         if losers:
-            conn.executemany("DELETE FROM artifacts WHERE rowid = ?", [(r[0],) for r in losers])
+            _delete(conn, artifacts, [r[0] for r in losers])
             conn.execute(
-                "UPDATE artifacts SET hits = ?, misses = ?, pinned = ? WHERE rowid = ?",
-                (
-                    sum(r[5] for r in members),
-                    sum(r[6] for r in members),
-                    int(any(r[7] for r in members)),
-                    winner[0],
-                ),
+                update(artifacts)
+                .where(a.key == winner[0])
+                .values(
+                    hits=sum(r[4] for r in members),
+                    misses=sum(r[5] for r in members),
+                    pinned=int(any(r[6] for r in members)),
+                )
             )
             done.merged += len(losers)
-        if winner[1] != key:
+        if winner[0] != key:
             moves.append((winner[0], key))
-    _move_keys(conn, "artifacts", moves)
+    _move_keys(conn, artifacts, moves)
     done.moved += len(moves)
 
 
-def _rekey_misses(conn: sqlite3.Connection, query: str) -> None:
-    rows = conn.execute(
-        "SELECT rowid, key, url, count, first_seen, last_seen FROM misses"
-    ).fetchall()
+def _rekey_misses(conn: Connection, query: str) -> None:
+    m = misses.c
+    rows = conn.execute(select(m.key, m.url, m.count, m.first_seen, m.last_seen)).all()
     groups, gone = _group(rows, query)
-    conn.executemany("DELETE FROM misses WHERE rowid = ?", [(r[0],) for r in gone])
+    _delete(conn, misses, [r[0] for r in gone])
     moves = []
     for key, members in groups.items():
-        members.sort(key=lambda r: (r[5], r[1]), reverse=True)
+        members.sort(key=lambda r: (r[4], r[0]), reverse=True)
         winner, losers = members[0], members[1:]
         if losers:
-            conn.executemany("DELETE FROM misses WHERE rowid = ?", [(r[0],) for r in losers])
+            _delete(conn, misses, [r[0] for r in losers])
             conn.execute(
-                "UPDATE misses SET count = ?, first_seen = ?, last_seen = ? WHERE rowid = ?",
-                (
-                    sum(r[3] for r in members),
-                    min(r[4] for r in members),
-                    max(r[5] for r in members),
-                    winner[0],
-                ),
+                update(misses)
+                .where(m.key == winner[0])
+                .values(
+                    count=sum(r[2] for r in members),
+                    first_seen=min(r[3] for r in members),
+                    last_seen=max(r[4] for r in members),
+                )
             )
-        if winner[1] != key:
+        if winner[0] != key:
             moves.append((winner[0], key))
-    _move_keys(conn, "misses", moves)
+    _move_keys(conn, misses, moves)
     # A miss of what is now an artifact's key: the artifact takes it over (put_artifact does
     # the same when a fill lands).
+    pending = select(m.count).where(m.key == artifacts.c.key).scalar_subquery()
     conn.execute(
-        "UPDATE artifacts SET misses = misses"
-        " + (SELECT count FROM misses WHERE misses.key = artifacts.key)"
-        " WHERE key IN (SELECT key FROM misses)"
+        update(artifacts)
+        .where(artifacts.c.key.in_(select(m.key)))
+        .values(misses=artifacts.c.misses + pending)
     )
-    conn.execute("DELETE FROM misses WHERE key IN (SELECT key FROM artifacts)")
+    conn.execute(delete(misses).where(m.key.in_(select(artifacts.c.key))))
 
 
-def _rekey_jobs(conn: sqlite3.Connection, query: str, done: Rekeyed) -> None:
-    rows = conn.execute("SELECT id, key, url, state FROM jobs").fetchall()
+def _rekey_jobs(conn: Connection, query: str, done: Rekeyed) -> None:
+    j = jobs.c
+    rows = conn.execute(select(j.id, j.key, j.url, j.state)).all()
     for job_id, old, url, state in rows:
         key = _key(url, query)
         if isinstance(key, InvalidURL):
             if state in ACTIVE:
                 conn.execute(
-                    "UPDATE jobs SET state = 'failed', error = ?,"
-                    " finished_at = COALESCE(started_at, created_at) WHERE id = ?",
-                    (f"not cacheable: {key}", job_id),
+                    update(jobs)
+                    .where(j.id == job_id)
+                    .values(
+                        state="failed",
+                        error=f"not cacheable: {key}",
+                        finished_at=func.coalesce(j.started_at, j.created_at),
+                    )
                 )
                 done.failed_jobs.append(job_id)
         elif key != old:
-            conn.execute("UPDATE jobs SET key = ? WHERE id = ?", (key, job_id))
+            conn.execute(update(jobs).where(j.id == job_id).values(key=key))
+
+
+def keyed_with(conn: Connection) -> str:
+    """The query mode the catalog's keys were made with (see withcache.keys)."""
+    return conn.execute(select(key_rules.c.query)).scalar_one()
+
+
+def ensure_keyed(conn: Connection, query: str) -> bool:
+    """Re-key the catalog under a query mode unless its keys were made with it already;
+    whether it had to. Safe against another process doing the same at the same time."""
+    if keyed_with(conn) == query:
+        return False
+    with transaction(conn):
+        if keyed_with(conn) == query:
+            return False  # another process re-keyed it while we waited for the lock
+        rekey_logged(conn, query)
+    return True
+
+
+def rekey_logged(conn: Connection, query: str) -> None:
+    """rekey, with a log line saying what it did when it did anything."""
+    done = rekey(conn, query)
+    if not (done.moved or done.merged or done.removed or done.failed_jobs):
+        return  # a new catalog, or one whose keys the mode does not change
+    log.info(
+        "re-keyed the catalog for query mode {query}: {moved} artifacts under new keys,"
+        " {merged} merged into a more recently hit one, {removed} removed (credentials in"
+        " their query), {failed} fills failed",
+        query=query,
+        moved=done.moved,
+        merged=done.merged,
+        removed=done.removed,
+        failed=len(done.failed_jobs),
+    )

@@ -10,10 +10,13 @@ the oldest end (those operators log in again) - a refusal too many, never a sess
 from __future__ import annotations
 
 import hashlib
-import sqlite3
 from typing import Any
 
-from withcache.catalog import Catalog, transaction
+from sqlalchemy import Connection, delete, select
+
+from withcache.catalog import Catalog
+from withcache.catalog_db import insert, transaction
+from withcache.tables import sessions
 
 MAX_LIVE = 1000
 
@@ -24,32 +27,28 @@ def _row_id(session_id: str) -> str:
 
 
 def begin_session(
-    conn: sqlite3.Connection, session_id: str, expires: float, now: float, cap: int = MAX_LIVE
+    conn: Connection, session_id: str, expires: float, now: float, cap: int = MAX_LIVE
 ) -> None:
+    s = sessions.c
+    row = insert(conn, sessions).values(id=_row_id(session_id), expires=expires)
     with transaction(conn):
-        conn.execute("DELETE FROM sessions WHERE expires <= ?", (now,))
-        conn.execute(
-            "INSERT OR REPLACE INTO sessions (id, expires) VALUES (?, ?)",
-            (_row_id(session_id), expires),
-        )
-        conn.execute(
-            "DELETE FROM sessions WHERE id IN"
-            " (SELECT id FROM sessions ORDER BY expires DESC, rowid DESC LIMIT -1 OFFSET ?)",
-            (cap,),
-        )
+        conn.execute(delete(sessions).where(s.expires <= now))
+        conn.execute(row.on_conflict_do_update(index_elements=[s.id], set_={"expires": expires}))
+        # Beyond the cap, the sessions that expire first end (ties: by id, for a fixed order).
+        beyond = select(s.id).order_by(s.expires.desc(), s.id.desc()).offset(cap)
+        conn.execute(delete(sessions).where(s.id.in_(beyond)))
 
 
-def session_live(conn: sqlite3.Connection, session_id: str, now: float) -> bool:
-    row = conn.execute(
-        "SELECT 1 FROM sessions WHERE id = ? AND expires > ?", (_row_id(session_id), now)
-    ).fetchone()
+def session_live(conn: Connection, session_id: str, now: float) -> bool:
+    s = sessions.c
+    row = conn.execute(select(s.id).where(s.id == _row_id(session_id), s.expires > now)).first()
     return row is not None
 
 
-def end_session(conn: sqlite3.Connection, session_id: str) -> bool:
+def end_session(conn: Connection, session_id: str) -> bool:
     with transaction(conn):
-        cursor = conn.execute("DELETE FROM sessions WHERE id = ?", (_row_id(session_id),))
-        return cursor.rowcount > 0
+        done = conn.execute(delete(sessions).where(sessions.c.id == _row_id(session_id)))
+        return done.rowcount > 0
 
 
 class CatalogSessions:

@@ -19,6 +19,15 @@ from withcache import freshness
 from withcache._log import make_logger
 from withcache.cache import STREAM_WAIT, Cache, Settings
 from withcache.catalog import Catalog
+from withcache.catalog_db import (
+    DEFAULT_POOL,
+    SQLITE,
+    CatalogURLError,
+    catalog_of,
+    has_password,
+    parse_url,
+    redact,
+)
 from withcache.events import DEFAULT_MAX_AGE, DEFAULT_MAX_COUNT, EventRetention
 from withcache.fetcher import Fetcher
 from withcache.keys import DROP, KEEP, SIGNED
@@ -117,6 +126,14 @@ def _log_format(name: str, value: str) -> str:
     return value
 
 
+def _catalog(name: str, value: str) -> str:
+    try:
+        parse_url(value)
+    except CatalogURLError as e:
+        raise usage.UsageError(f"{name}: {e}") from None
+    return value
+
+
 def _processes(name: str, value: str) -> int:
     return (os.cpu_count() or 1) if value == "auto" else _integer(name, value, upper=64)
 
@@ -156,6 +173,22 @@ class Options(usage.Options):
     optParameters = [
         _option(
             "data-dir", "d", "./data", "Directory for cache.db, blobs/ and tmp/ (created).", _text
+        ),
+        _option(
+            "catalog",
+            None,
+            None,
+            "The catalog: a SQLite path, or postgresql://user@host:port/db (password in"
+            " PGPASSWORD or ~/.pgpass, not here: argv is public); default $WITHCACHE_CATALOG,"
+            " else <data-dir>/cache.db.",
+            _catalog,
+        ),
+        _option(
+            "catalog-pool",
+            None,
+            str(DEFAULT_POOL),
+            "PostgreSQL catalog: threads (each with a connection) its queries run on.",
+            partial(_integer, upper=64),
         ),
         _option("listen", "l", "tcp:3000", "Twisted endpoint string to serve HTTP on.", _text),
         _option(
@@ -356,6 +389,10 @@ class Options(usage.Options):
             raise usage.UsageError(str(e)) from None
         if self["keep-query"] and self["drop-query"]:
             raise usage.UsageError("--keep-query and --drop-query cannot be used together")
+        # Resolved now (not in makeService) so a bad $WITHCACHE_CATALOG is a usage error too.
+        self["catalog-url"] = _catalog(
+            "--catalog", catalog_of(self["catalog"], os.path.abspath(self["data-dir"]))
+        )
 
     def settings(self) -> Settings:
         return Settings(
@@ -448,7 +485,14 @@ def build_service(options: Options, reactor: Any) -> WithcacheService:
         top.log_observer = json_observer(sys.stdout)
     store = Store(data_dir)
     settings.freshness.save(data_dir)
-    catalog = Catalog(os.path.join(data_dir, "cache.db"), reactor, query=settings.query)
+    catalog = Catalog(
+        options["catalog-url"], reactor, query=settings.query, threads=options["catalog-pool"]
+    )
+    if catalog.dialect != SQLITE and options["catalog"] and has_password(catalog.url):
+        log.warn(
+            "--catalog carries a password, which anyone on this machine can read in the process"
+            " list: give it in PGPASSWORD, ~/.pgpass (PGPASSFILE) or $WITHCACHE_CATALOG instead"
+        )
     catalog.setServiceParent(top)
     fetcher = Fetcher(
         reactor,
@@ -499,10 +543,11 @@ def build_service(options: Options, reactor: Any) -> WithcacheService:
         )
         workers.setServiceParent(top)
     log.info(
-        "withcache data dir {data_dir} (curate={curate}, query={query},"
+        "withcache data dir {data_dir}, catalog {catalog} (curate={curate}, query={query},"
         " workers={workers}, allow_private={allow_private}, allow_hosts={allow_hosts},"
         " origin credentials for {logins} hosts; operator UI names {admin_hosts})",
         data_dir=data_dir,
+        catalog=redact(catalog.url),
         curate=settings.curate,
         query=settings.query,
         workers=settings.workers,

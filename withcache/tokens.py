@@ -13,10 +13,13 @@ import hashlib
 import hmac
 import re
 import secrets
-import sqlite3
 from dataclasses import dataclass
 
-from withcache.catalog import transaction
+from sqlalchemy import Connection, delete, select, update
+from sqlalchemy.exc import OperationalError
+
+from withcache.catalog_db import transaction
+from withcache.tables import api_tokens
 
 READ, FILL, ADMIN = "read", "fill", "admin"
 SCOPES = (READ, FILL, ADMIN)
@@ -71,7 +74,8 @@ def _digest(whole: str) -> str:
     return hashlib.sha256(whole.encode("ascii")).hexdigest()
 
 
-_COLUMNS = "id, name, scopes, created_at, last_used_at, revoked_at"
+t = api_tokens.c
+_COLUMNS = (t.id, t.name, t.scopes, t.created_at, t.last_used_at, t.revoked_at)
 
 
 def _token(row: tuple) -> Token:
@@ -80,7 +84,7 @@ def _token(row: tuple) -> Token:
 
 
 def create_token(
-    conn: sqlite3.Connection, name: str, scopes: list[str] | tuple[str, ...], now: float
+    conn: Connection, name: str, scopes: list[str] | tuple[str, ...], now: float
 ) -> tuple[Token, str]:
     """A new token and its bearer string (the only time anyone sees it). Raises TokenError for
     a bad name or scopes, or a name a live token already has."""
@@ -89,53 +93,52 @@ def create_token(
     tid, secret = secrets.token_hex(8), secrets.token_urlsafe(32)
     whole = f"{PREFIX}{tid}_{secret}"
     with transaction(conn):
-        taken = conn.execute("SELECT revoked_at FROM api_tokens WHERE name = ?", (name,)).fetchone()
+        taken = conn.execute(select(t.revoked_at).where(t.name == name)).first()
         if taken is not None and taken[0] is None:
             raise TokenError(f"a token named {name!r} exists; revoke it first")
         # A revoked token's name may be used again; its row goes (its events keep the name).
-        conn.execute("DELETE FROM api_tokens WHERE name = ?", (name,))
+        conn.execute(delete(api_tokens).where(t.name == name))
         conn.execute(
-            "INSERT INTO api_tokens (id, name, hash, scopes, created_at) VALUES (?, ?, ?, ?, ?)",
-            (tid, name, _digest(whole), " ".join(scopes), now),
+            api_tokens.insert().values(
+                id=tid, name=name, hash=_digest(whole), scopes=" ".join(scopes), created_at=now
+            )
         )
     return Token(tid, name, scopes, now), whole
 
 
-def check_token(conn: sqlite3.Connection, presented: str, now: float) -> Token | None:
+def check_token(conn: Connection, presented: str, now: float) -> Token | None:
     """The live token a bearer string names, recording its use; None for anything else."""
     match = _TOKEN.fullmatch(presented)
     if match is None:
         return None
-    row = conn.execute(
-        f"SELECT {_COLUMNS}, hash FROM api_tokens WHERE id = ?", (match.group(1),)
-    ).fetchone()
+    row = conn.execute(select(*_COLUMNS, t.hash).where(t.id == match.group(1))).first()
     # A digest is compared even when there is no row, so a miss costs what a hit costs.
     stored = row[-1] if row else "0" * 64
     if not hmac.compare_digest(stored, _digest(presented)) or row is None:
         return None
-    token = _token(row[:-1])
+    token = _token(tuple(row[:-1]))
     if token.revoked_at is not None:
         return None
     if token.last_used_at is None or now - token.last_used_at >= LAST_USED_EVERY:
         try:
             with transaction(conn):
-                conn.execute("UPDATE api_tokens SET last_used_at = ? WHERE id = ?", (now, token.id))
-        except sqlite3.OperationalError:
+                conn.execute(update(api_tokens).where(t.id == token.id).values(last_used_at=now))
+        except OperationalError:
             pass  # bookkeeping: a busy or full disk must not refuse a good token
     return token
 
 
-def list_tokens(conn: sqlite3.Connection, include_revoked: bool = True) -> list[Token]:
-    where = "" if include_revoked else "WHERE revoked_at IS NULL"
-    rows = conn.execute(f"SELECT {_COLUMNS} FROM api_tokens {where} ORDER BY created_at, name")
-    return [_token(row) for row in rows]
+def list_tokens(conn: Connection, include_revoked: bool = True) -> list[Token]:
+    query = select(*_COLUMNS).order_by(t.created_at, t.name)
+    if not include_revoked:
+        query = query.where(t.revoked_at.is_(None))
+    return [_token(tuple(row)) for row in conn.execute(query)]
 
 
-def revoke_token(conn: sqlite3.Connection, name: str, now: float) -> bool:
+def revoke_token(conn: Connection, name: str, now: float) -> bool:
     """Revoke the live token of that name; whether there was one."""
     with transaction(conn):
-        cursor = conn.execute(
-            "UPDATE api_tokens SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL",
-            (now, name),
+        done = conn.execute(
+            update(api_tokens).where(t.name == name, t.revoked_at.is_(None)).values(revoked_at=now)
         )
-        return cursor.rowcount > 0
+        return done.rowcount > 0

@@ -7,17 +7,19 @@ every few seconds the growth since the last look is added to today's row, so the
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Callable
 from typing import Any
 
+from sqlalchemy import Connection, select
 from twisted.application.internet import TimerService
 from twisted.internet import defer
 
 from withcache._log import make_logger
-from withcache.catalog import Catalog, transaction
+from withcache.catalog import Catalog
+from withcache.catalog_db import insert, transaction
 from withcache.metrics import Metrics
+from withcache.tables import daily_traffic
 
 log = make_logger()
 
@@ -28,28 +30,34 @@ def day_of(ts: float) -> str:
     return time.strftime("%Y-%m-%d", time.gmtime(ts))
 
 
-def add_traffic(conn: sqlite3.Connection, day: str, served: int, fetched: int) -> None:
+def add_traffic(conn: Connection, day: str, served: int, fetched: int) -> None:
     if not (served or fetched):
         return
+    t = daily_traffic.c
+    row = insert(conn, daily_traffic).values(day=day, served=served, fetched=fetched)
     with transaction(conn):
         conn.execute(
-            "INSERT INTO daily_traffic (day, served, fetched) VALUES (?, ?, ?)"
-            " ON CONFLICT (day) DO UPDATE SET served = served + excluded.served,"
-            " fetched = fetched + excluded.fetched",
-            (day, served, fetched),
+            row.on_conflict_do_update(
+                index_elements=[t.day],
+                set_={
+                    "served": t.served + row.excluded.served,
+                    "fetched": t.fetched + row.excluded.fetched,
+                },
+            )
         )
 
 
-def last_days(conn: sqlite3.Connection, now: float, days: int = 30) -> list[tuple[str, int, int]]:
+def last_days(conn: Connection, now: float, days: int = 30) -> list[tuple[str, int, int]]:
     """(day, served, fetched) for each of the `days` UTC days up to today, oldest first; days
     with no row are zeros."""
     wanted = [day_of(now - 86400 * n) for n in range(days - 1, -1, -1)]
-    rows = dict(
-        (day, (served, fetched))
+    t = daily_traffic.c
+    rows = {
+        day: (served, fetched)
         for day, served, fetched in conn.execute(
-            "SELECT day, served, fetched FROM daily_traffic WHERE day >= ?", (wanted[0],)
+            select(t.day, t.served, t.fetched).where(t.day >= wanted[0])
         )
-    )
+    }
     return [(day, *rows.get(day, (0, 0))) for day in wanted]
 
 

@@ -50,7 +50,7 @@ async def test_finding6_a_query_that_selects_content_cannot_poison_another(web, 
     status, _h, body = await answer(web, blob(f"{tool}?version=1.2.3"))
     assert status == 404 and b"pwned" not in body
     (count,) = await web.catalog.run(
-        lambda conn: conn.execute(
+        lambda conn: conn.exec_driver_sql(
             "SELECT count FROM misses WHERE key = ?", (f"{tool}?version=1.2.3",)
         ).fetchone()
     )
@@ -143,7 +143,7 @@ async def test_a_miss_is_a_404_with_one_line_and_is_recorded(web):
     await web.request("HEAD", blob(url.replace("Signature=1", "Signature=2")))
     key = "https://vendor.example.com/rocm/amdgpu-install_6.1.deb"
     (url_seen, count, first, last) = await web.catalog.run(
-        lambda conn: conn.execute(
+        lambda conn: conn.exec_driver_sql(
             "SELECT url, count, first_seen, last_seen FROM misses WHERE key = ?", (key,)
         ).fetchone()
     )

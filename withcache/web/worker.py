@@ -13,7 +13,7 @@ host starts it as
 
     python -c 'from withcache.web.worker import main; main()' --data-dir D --upstream PORT
         --fd 3 [--family 6] [--query signed|keep|drop] [--no-access-log]
-        (secret: $WITHCACHE_WORKER_SECRET)
+        (secret: $WITHCACHE_WORKER_SECRET; the host's catalog: $WITHCACHE_CATALOG)
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ from zope.interface import implementer
 from withcache import catalog as cat
 from withcache import freshness
 from withcache._log import make_logger
+from withcache.catalog_db import ENV as CATALOG_ENV
+from withcache.catalog_db import catalog_of
 from withcache.hits import Hit, KnownHits
 from withcache.index import PendingHits
 from withcache.keys import DEFAULT_QUERY, QUERY_MODES
@@ -204,7 +206,9 @@ def main(argv: list[str] | None = None) -> None:
 
     observers: list[Any] = [to_stderr]
     globalLogBeginner.beginLoggingTo(observers, redirectStandardIO=False)
-    catalog = cat.Catalog(os.path.join(args.data_dir, "cache.db"), reactor, query=args.query)
+    # Read only, a call at a time mostly: two threads are plenty for a worker.
+    where = catalog_of(os.environ.pop(CATALOG_ENV, None), args.data_dir)
+    catalog = cat.Catalog(where, reactor, query=args.query, threads=2)
     catalog.startService()
     cache = WorkerCache(Store(args.data_dir), catalog, args.query, reactor, args.freshness)
     read_path = HitServer(cache)

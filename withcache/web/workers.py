@@ -158,7 +158,9 @@ class ServingWorkers(service.Service):
         argv += ["--freshness", self.cache.settings.freshness.to_json()]
         argv += [] if self._site.access_log else ["--no-access-log"]
         worker = WorkerProtocol(self)
-        env = dict(os.environ, WITHCACHE_WORKER_SECRET=self._secret)
+        # The catalog goes in the environment, not argv: its URL may carry a password.
+        catalog = self.cache.catalog.url.render_as_string(hide_password=False)
+        env = dict(os.environ, WITHCACHE_WORKER_SECRET=self._secret, WITHCACHE_CATALOG=catalog)
         fds = {0: "w", 1: "r", 2: "r", 3: self._port.fileno()}
         self._reactor.spawnProcess(worker, sys.executable, argv, env=env, childFDs=fds)
         self.live.append(worker)
