@@ -322,3 +322,15 @@ def test_a_sqlite_catalog_from_before_alembic_gets_totals_and_search(tmp_path):
         assert_built(conn)
     finally:
         conn.close()
+
+
+def test_deep_offsets_count_from_the_nearer_end_and_the_middle_is_refused(conn, monkeypatch):
+    monkeypatch.setattr(listing, "MAX_OFFSET", 10)
+    for i in range(40):
+        cat.put_artifact(conn, art(f"https://e.com/{i:02d}", at=float(i // 4)))
+    everything = [a.key for a in cat.list_artifacts(conn)]
+    for offset in (0, 7, 10, 26, 30, 35, 39, 40, 45):
+        page = listing.artifacts_page(conn, 6, offset=offset)
+        assert [a.key for a in page] == everything[offset : offset + 6], offset
+    with pytest.raises(listing.TooDeep):
+        listing.artifacts_page(conn, 6, offset=15)  # 15 from the newest, 19 from the oldest

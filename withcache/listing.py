@@ -3,16 +3,19 @@
 The list is newest first (fetched_at descending, ties by key). A page is found by a cursor — the
 (fetched_at, key) of the row before it (`after`) or after it (`before`) — which is a walk of the
 artifacts_listed index from that row: the last page costs what the first does. An `offset` still
-works, through the same index without reading the rows it skips.
+works, through the same index without reading the rows it skips, and from whichever end of the
+list is nearer, up to MAX_OFFSET rows deep (an OFFSET of a million index entries is ~300 ms on
+PostgreSQL here).
 
 A search matches a substring of the URL in any case, or a sha256 prefix. Needles of 3 characters
-or more go through a trigram index (migration 010_scale: FTS5 on SQLite, pg_trgm on PostgreSQL),
-which finds the candidates, each checked exactly (% and _ are literal). When at most COUNT_CAP
-rows match, they are sorted and paged in memory and their total is exact; when more match, the
-needle is common and the list itself is walked with the filter (a page needs about limit /
-share-of-matches rows), and the total is "more than COUNT_CAP". A needle shorter than 3
-characters has no trigrams: it is matched against the newest SHORT_WINDOW artifacts only, and
-the page says so.
+or more go through a trigram index (migration 010_scale): on SQLite an FTS5 trigram index finds
+the candidates, each checked exactly (% and _ are literal); on PostgreSQL the newest matches are
+asked for in order, and the planner either reads pg_trgm's index (a rare needle) or walks the
+list (a common one, where a page is near). When at most COUNT_CAP rows match, they are sorted
+and paged in memory and their total is exact; when more match, the list itself is walked with
+the filter (a page needs about limit / share-of-matches rows) and the total is "more than
+COUNT_CAP". A needle shorter than 3 characters has no trigrams: it is matched against the newest
+SHORT_WINDOW artifacts only, and the page says so.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, func, or_, select, text, true
 
-from withcache.catalog import _ARTIFACT_COLUMNS, _NEWEST_FIRST, Artifact, _artifact
+from withcache.catalog import _ARTIFACT_COLUMNS, _NEWEST_FIRST, Artifact, _artifact, count_artifacts
 from withcache.catalog_db import SQLITE
 from withcache.tables import artifacts
 
@@ -30,6 +33,8 @@ from withcache.tables import artifacts
 COUNT_CAP = 1000
 # A search shorter than MIN_INDEXED characters looks at this many of the newest artifacts.
 SHORT_WINDOW = 10_000
+# An offset reaches this many rows into the list from either end; past that, a cursor does.
+MAX_OFFSET = 100_000
 # A trigram index needs a run of this many literal characters.
 MIN_INDEXED = 3
 HEX = frozenset("0123456789abcdef")
@@ -58,7 +63,8 @@ class Found:
 
 
 class TooDeep(ValueError):
-    """An offset into a search past its first COUNT_CAP matches: page on by cursor."""
+    """An offset into a search past its first COUNT_CAP matches, or into the list more than
+    MAX_OFFSET rows from both its ends: page on by cursor."""
 
 
 def cursor_of(artifact: Artifact) -> Cursor:
@@ -94,7 +100,10 @@ def artifacts_page(
     before: Cursor | None = None,
 ) -> list[Artifact]:
     """A page of the artifact list, newest first: `limit` rows after/before a cursor, or from
-    an offset (which walks only the index, not the rows it skips)."""
+    an offset. An offset walks the index only (not the rows it skips), from whichever end of
+    the list is nearer; one more than MAX_OFFSET rows from both ends raises TooDeep."""
+    if offset > MAX_OFFSET and after is None and before is None:
+        return _from_the_end(conn, limit, offset)
     where, order, reverse = _keyset(after, before)
     # The page's keys from the covering index, then its rows: an OFFSET over whole rows reads
     # every row it skips (990 ms for the last of 1,000,000 on SQLite).
@@ -102,6 +111,22 @@ def artifacts_page(
     rows = conn.execute(select(*_ARTIFACT_COLUMNS).where(a.key.in_(keys)).order_by(*order))
     found = [_artifact(row) for row in rows]
     return found[::-1] if reverse else found
+
+
+def _from_the_end(conn: Connection, limit: int, offset: int) -> list[Artifact]:
+    """A deep page by offset, counted from the oldest artifact (the totals know how many)."""
+    total = count_artifacts(conn)
+    if offset >= total:
+        return []
+    skip = total - offset - limit  # rows older than the page
+    if skip > MAX_OFFSET:
+        raise TooDeep(
+            f"offset {offset} is more than {MAX_OFFSET} rows from both ends of the list:"
+            " page by cursor"
+        )
+    keys = select(a.key).order_by(*_OLDEST_FIRST).limit(limit + min(0, skip)).offset(max(0, skip))
+    rows = conn.execute(select(*_ARTIFACT_COLUMNS).where(a.key.in_(keys)).order_by(*_NEWEST_FIRST))
+    return [_artifact(row) for row in rows]
 
 
 def search(
@@ -150,14 +175,16 @@ def _escaped(needle: str) -> str:
 def _candidates(conn: Connection, needle: str) -> list[str]:
     """The keys matching needle, up to COUNT_CAP + 1 of them, through the trigram index."""
     cap = COUNT_CAP + 1
-    if conn.dialect.name == SQLITE:
+    if conn.dialect.name != SQLITE:
+        # The newest matches, in order: PostgreSQL's planner walks artifacts_listed when its
+        # statistics say the needle is common (a page is near) and reads pg_trgm's index when
+        # it is rare, so neither a common nor a rare needle reads every row.
         found = conn.execute(
-            _FTS_CANDIDATES, {"pattern": f"%{needle}%", "needle": needle, "cap": cap}
+            select(a.key).where(_matches(conn, needle)).order_by(*_NEWEST_FIRST).limit(cap)
         )
-    else:
-        pattern = f"%{_escaped(needle)}%"
-        found = conn.execute(select(a.key).where(a.url.ilike(pattern, escape="\\")).limit(cap))
-    keys = [row[0] for row in found]
+        return list(found.scalars())
+    params = {"pattern": f"%{needle}%", "needle": needle, "cap": cap}
+    keys = list(conn.execute(_FTS_CANDIDATES, params).scalars())
     shas = _sha_prefix(needle)
     if shas is not None and len(keys) <= COUNT_CAP:
         keys += conn.execute(select(a.key).where(shas).limit(cap)).scalars().all()
@@ -185,10 +212,13 @@ def _page_of(
     return found[offset : offset + limit]
 
 
-def _matches(needle: str, table: Any = a) -> Any:
-    """The exact match as a condition: the URL holds needle in any case, or the sha256 starts
-    with it."""
-    condition = func.lower(table.url).contains(needle, autoescape=True)
+def _matches(conn: Connection, needle: str, table: Any = a) -> Any:
+    """The exact match as a condition: the URL holds needle in any case (% and _ literal), or
+    the sha256 starts with it. ILIKE on PostgreSQL, where pg_trgm's statistics estimate it."""
+    if conn.dialect.name == SQLITE:
+        condition = func.lower(table.url).contains(needle, autoescape=True)
+    else:
+        condition = table.url.ilike(f"%{_escaped(needle)}%", escape="\\")
     if needle and len(needle) <= 64 and set(needle) <= HEX:
         condition = or_(condition, and_(table.sha256 >= needle, table.sha256 < needle + "g"))
     return condition
@@ -207,7 +237,7 @@ def _walk(
     where, order, reverse = _keyset(after, before)
     rows = conn.execute(
         select(*_ARTIFACT_COLUMNS)
-        .where(where, _matches(needle))
+        .where(where, _matches(conn, needle))
         .order_by(*order)
         .limit(limit)
         .offset(offset)
@@ -228,7 +258,7 @@ def _search_window(
     newest SHORT_WINDOW artifacts only: a bounded read whatever the catalog holds."""
     window = select(*_ARTIFACT_COLUMNS).order_by(*_NEWEST_FIRST).limit(SHORT_WINDOW).subquery("w")
     w = window.c
-    match = _matches(needle, w)
+    match = _matches(conn, needle, w)
     total = conn.execute(select(func.count()).select_from(window).where(match)).scalar_one()
     where, order, reverse = _keyset(after, before, w)
     rows = conn.execute(

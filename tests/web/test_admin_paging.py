@@ -92,3 +92,25 @@ def _back_fields(body: str) -> dict[str, str]:
     fields = dict(re.findall(r'name="(q|page|after|before)" value="([^"]*)"', form))
     assert "after" in fields
     return {k: unescape(v) for k, v in fields.items()}
+
+
+@ensure
+async def test_a_page_number_too_deep_to_jump_to_shows_the_first_page(web, monkeypatch):
+    monkeypatch.setattr(listing, "MAX_OFFSET", 60)
+    client = await web.client().logged_in()
+    everything = await fill(web, 300)
+    last = (await client.get("/?page=6")).body  # 250 rows before it, 0 after: from the end
+    assert rows(last) == everything[250:] and "page 6 of 6" in last
+    middle = (await client.get("/?page=3")).body  # 100 rows before, 150 after
+    assert rows(middle) == everything[:50] and "page 1 of 6" in middle
+
+
+@ensure
+async def test_the_api_answers_a_too_deep_offset_with_a_problem_naming_the_cursor(web, monkeypatch):
+    monkeypatch.setattr(listing, "MAX_OFFSET", 60)
+    client = await web.client().logged_in()
+    await fill(web, 300)
+    reply = await client.get("/api/v1/artifacts?offset=120")
+    assert reply.status == 400
+    assert "invalid-parameter" in reply.body and "after=" in reply.body
+    assert (await client.get("/api/v1/artifacts?offset=240")).status == 200

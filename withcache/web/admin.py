@@ -410,11 +410,15 @@ class AdminUI:
     async def _artifacts(self, request, query: str, page: int, count: int) -> ArtifactPage:
         """One page of artifacts (newest first), searched or not: by the cursor of the page's
         neighbour when the request names one (the Older/Newer links do), else by page number
-        (withcache.listing: a search by page number reaches its first COUNT_CAP matches)."""
+        (withcache.listing: a search by page number reaches its first COUNT_CAP matches, the
+        list its first and last MAX_OFFSET rows; a page too deep for that shows the first)."""
         cursors = page_cursors(_field(request, "after"), _field(request, "before"))
         offset = 0 if cursors else (page - 1) * PAGE_SIZE
         if not query:
-            found = await self.cache.artifacts(PAGE_SIZE, offset, **cursors)
+            try:
+                found = await self.cache.artifacts(PAGE_SIZE, offset, **cursors)
+            except listing.TooDeep:
+                page, found = 1, await self.cache.artifacts(PAGE_SIZE)
             return ArtifactPage(found, page, count, cursors)
         try:
             searched = await self.cache.search_artifacts(query, PAGE_SIZE, offset, **cursors)

@@ -101,17 +101,17 @@ class API:
         # The next page is named by a cursor, so the last of 100k pages costs what the first
         # does (withcache.listing).
         extra: dict[str, Any] = {}
-        if needle:
-            try:
+        try:
+            if needle:
                 found = await self.cache.search_artifacts(needle, limit, offset, after)
-            except listing.TooDeep as e:
-                raise Problem("invalid-parameter", f"{e}: follow `next` (after=)") from None
-            page, total = found.artifacts, found.total
-            if found.windowed:
-                extra["window"] = listing.SHORT_WINDOW
-        else:
-            page = await self.cache.artifacts(limit, offset, after)
-            total = await self.cache.count_artifacts()
+                page, total = found.artifacts, found.total
+                if found.windowed:
+                    extra["window"] = listing.SHORT_WINDOW
+            else:
+                page = await self.cache.artifacts(limit, offset, after)
+                total = await self.cache.count_artifacts()
+        except listing.TooDeep as e:
+            raise Problem("invalid-parameter", f"{e}: follow `next` links (after=)") from None
         cursor = aj.cursor(page[-1]) if page else ""
         items = [self._artifact_json(a) for a in page]
         return self._json(
