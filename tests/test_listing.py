@@ -334,3 +334,12 @@ def test_deep_offsets_count_from_the_nearer_end_and_the_middle_is_refused(conn, 
         assert [a.key for a in page] == everything[offset : offset + 6], offset
     with pytest.raises(listing.TooDeep):
         listing.artifacts_page(conn, 6, offset=15)  # 15 from the newest, 19 from the oldest
+
+
+def test_the_events_page_lists_each_actor_once_in_order(conn):
+    from withcache import events as ev
+
+    assert ev.actors(conn) == []
+    for i, name in enumerate(["token:ci", "operator", "token:ci", "host", "operator", "a b"] * 3):
+        ev.append(conn, float(i), ev.Actor(name), "artifact.pinned", None)
+    assert ev.actors(conn) == ["a b", "host", "operator", "token:ci"]
