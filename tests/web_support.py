@@ -74,6 +74,7 @@ class WebHost:
         *,
         password: str | None = PASSWORD,
         fills: bool = False,
+        catalog: str | None = None,
         **settings,
     ):
         from twisted.internet import reactor
@@ -84,7 +85,7 @@ class WebHost:
         self.settings = Settings(**settings)
         self.data_dir = data_dir
         self.store = Store(str(data_dir))
-        self.catalog = Catalog(str(data_dir / "cache.db"), reactor)
+        self.catalog = Catalog(catalog or str(data_dir / "cache.db"), reactor)
         self._client = make_http_client(reactor, self.settings.policy) if fills else None
         fetcher = None
         if self._client is not None:

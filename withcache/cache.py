@@ -475,9 +475,12 @@ class Cache(KnownHits, CacheViews, service.MultiService):
 
     def _referenced(self, sha256: str) -> bool:
         """Blocking, from a thread that is not the reactor's: whether a row names the blob."""
-        return threads.blockingCallFromThread(
-            self._reactor, self.catalog.run, cat.referenced, sha256
+        asked: Callable[[], defer.Deferred[bool]] = partial(
+            self.catalog.run, cat.referenced, sha256
         )
+        # mypy infers Never through blockingCallFromThread's union of a plain and a Deferred
+        # callable; the Deferred's result is what comes back.
+        return threads.blockingCallFromThread(self._reactor, asked)  # type: ignore[arg-type]
 
     def _in_thread(self, fn: Callable[..., Any], *args: Any) -> defer.Deferred:
         """Blocking file work (fsync, rename, sweeps) on the given reactor's thread pool."""

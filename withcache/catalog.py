@@ -153,8 +153,21 @@ def prepare(conn: Connection, query: str | None) -> None:
     end_reads(conn)
 
 
+# The statements of the hit and miss paths, built once: SQLAlchemy then only binds values
+# (building one per call cost ~4 times the query itself on SQLite).
+_GET = select(*_ARTIFACT_COLUMNS).where(a.key == bindparam("b_key"))
+_COUNT_HIT = (
+    update(artifacts)
+    .where(a.key == bindparam("b_key"))
+    .values(hits=a.hits + 1, last_hit_at=bindparam("b_at"))
+)
+_GENERATION = select(generation.c.artifacts)
+_REFERENCED = select(literal(1)).where(a.sha256 == bindparam("b_sha256")).limit(1)
+_COUNT_MISS: dict[str, Any] = {}  # by dialect: an upsert is the dialect's own statement
+
+
 def get_artifact(conn: Connection, key: str) -> Artifact | None:
-    row = conn.execute(select(*_ARTIFACT_COLUMNS).where(a.key == key)).first()
+    row = conn.execute(_GET, {"b_key": key}).first()
     return _artifact(row) if row else None
 
 
@@ -170,9 +183,7 @@ def lookup(conn: Connection, key: str, url: str, now: float, count_hit: bool) ->
             if found is None:
                 _count_miss(conn, key, url, now)
             elif count_hit:
-                conn.execute(
-                    update(artifacts).where(a.key == key).values(hits=a.hits + 1, last_hit_at=now)
-                )
+                conn.execute(_COUNT_HIT, {"b_key": key, "b_at": now})
     except OperationalError as e:
         log.warn(
             "could not record a {what} of {key}: {error}",
@@ -184,9 +195,16 @@ def lookup(conn: Connection, key: str, url: str, now: float, count_hit: bool) ->
 
 
 def _count_miss(conn: Connection, key: str, url: str, now: float) -> None:
-    stmt = insert(conn, misses).values(key=key, url=url, count=1, first_seen=now, last_seen=now)
-    conn.execute(
-        stmt.on_conflict_do_update(
+    upsert = _COUNT_MISS.get(conn.dialect.name)
+    if upsert is None:
+        stmt = insert(conn, misses).values(
+            key=bindparam("b_key"),
+            url=bindparam("b_url"),
+            count=1,
+            first_seen=bindparam("b_at"),
+            last_seen=bindparam("b_at"),
+        )
+        upsert = _COUNT_MISS[conn.dialect.name] = stmt.on_conflict_do_update(
             index_elements=[misses.c.key],
             set_={
                 "count": misses.c.count + 1,
@@ -194,7 +212,7 @@ def _count_miss(conn: Connection, key: str, url: str, now: float) -> None:
                 "url": stmt.excluded.url,
             },
         )
-    )
+    conn.execute(upsert, {"b_key": key, "b_url": url, "b_at": now})
 
 
 def record_miss(conn: Connection, key: str, url: str, now: float) -> None:
@@ -208,20 +226,24 @@ def add_hits(conn: Connection, hits: list[tuple[str, int, float]]) -> int:
     """Add batched GET hits, (key, count, last hit at) each, in one transaction; returns the
     artifacts generation after (which hit counts do not move)."""
     if hits:
-        last = func.coalesce(a.last_hit_at, 0)
-        at: Any = bindparam("b_at")
-        stmt = (
-            update(artifacts)
-            .where(a.key == bindparam("b_key"))
-            .values(
-                hits=a.hits + bindparam("b_count"),
-                # The later of the two: MAX() is an aggregate on PostgreSQL.
-                last_hit_at=case((last > at, last), else_=at),
-            )
-        )
         with transaction(conn):
-            conn.execute(stmt, [{"b_key": k, "b_count": n, "b_at": float(t)} for k, n, t in hits])
+            conn.execute(
+                _ADD_HITS, [{"b_key": k, "b_count": n, "b_at": float(t)} for k, n, t in hits]
+            )
     return artifacts_generation(conn)
+
+
+_last: Any = func.coalesce(a.last_hit_at, 0)
+_at: Any = bindparam("b_at")
+_ADD_HITS = (
+    update(artifacts)
+    .where(a.key == bindparam("b_key"))
+    .values(
+        hits=a.hits + bindparam("b_count"),
+        # The later of the two: MAX() is an aggregate on PostgreSQL.
+        last_hit_at=case((_last > _at, _last), else_=_at),
+    )
+)
 
 
 def artifacts_generation(conn: Connection) -> int:
@@ -230,7 +252,7 @@ def artifacts_generation(conn: Connection) -> int:
     A trigger moves it (migrations/versions/008_baseline); SQLite's PRAGMA data_version moves
     on any commit, and would have every serving process forget its hit index each second the
     host writes hit counts (issue 20)."""
-    return conn.execute(select(generation.c.artifacts)).scalar_one()
+    return conn.execute(_GENERATION).scalar_one()
 
 
 class NoRoom(Exception):
@@ -352,7 +374,7 @@ def blob_sizes(conn: Connection) -> dict[str, int]:
 
 
 def referenced(conn: Connection, sha256: str) -> bool:
-    return conn.execute(select(literal(1)).where(a.sha256 == sha256).limit(1)).first() is not None
+    return conn.execute(_REFERENCED, {"b_sha256": sha256}).first() is not None
 
 
 def totals(conn: Connection) -> dict[str, int]:
@@ -535,6 +557,8 @@ class Catalog(service.Service):
         self._conn: Connection | None = None  # SQLite's one connection
         self._prepared = False
         self._preparing = threading.Lock()
+        self._in_flight = 0
+        self._idle: list[defer.Deferred[None]] = []
 
     def __repr__(self) -> str:
         return f"<Catalog {redact(self.url)}>"
@@ -545,9 +569,27 @@ class Catalog(service.Service):
 
     def stopService(self) -> Any:
         super().stopService()
-        d = threads.deferToThreadPool(self._reactor, self._pool, self._close)
+        # Once the calls under way are done: a connection given back to the engine's pool
+        # after it was disposed would stay open.
+        d = self._when_idle()
+        d.addCallback(lambda _: threads.deferToThreadPool(self._reactor, self._pool, self._close))
         d.addBoth(lambda _: self._pool.stop())
         return d
+
+    def _when_idle(self) -> defer.Deferred[None]:
+        if not self._in_flight:
+            return defer.succeed(None)
+        idle: defer.Deferred[None] = defer.Deferred()
+        self._idle.append(idle)
+        return idle
+
+    def _finished(self, result: Any) -> Any:
+        self._in_flight -= 1
+        if not self._in_flight:
+            waiting, self._idle = self._idle, []
+            for idle in waiting:
+                idle.callback(None)
+        return result
 
     def run(
         self,
@@ -559,7 +601,8 @@ class Catalog(service.Service):
         queries the catalog (fn is one of the catalog's query functions, or a blocking
         data-dir operation of withcache.datadir)."""
         call = partial(self._call, fn, *args, **kwargs)
-        return threads.deferToThreadPool(self._reactor, self._pool, call)
+        self._in_flight += 1
+        return threads.deferToThreadPool(self._reactor, self._pool, call).addBoth(self._finished)
 
     def _call(
         self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs

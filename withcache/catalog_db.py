@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, Table, create_engine, event, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.pool import NullPool
 
 SQLITE, POSTGRESQL = "sqlite", "postgresql"
@@ -32,6 +32,11 @@ CONNECT_TIMEOUT = 10
 WRITE_LOCK = int.from_bytes(b"withcach", "big") & 0x7FFF_FFFF_FFFF_FFFF
 _IN_WRITE = "withcache_in_write"
 USAGE = "a catalog is a path, sqlite:///PATH, or postgresql://[user[:password]@]host[:port]/db"
+
+
+# A catalog that cannot answer now (a PostgreSQL server restarting, a SQLite lock held past the
+# busy timeout, a full disk): the call fails, and a later one may work.
+CatalogUnavailable = OperationalError
 
 
 class CatalogURLError(ValueError):

@@ -11,3 +11,9 @@ from tests.web_support import WebHost, started
 def web(tmp_path):
     """A curating in-process host with a password (a fresh one per test)."""
     yield from started(WebHost(tmp_path / "data"))
+
+
+@pytest.fixture
+def web_both(tmp_path, catalog_url):
+    """`web` on each catalog backend (SQLite, PostgreSQL)."""
+    yield from started(WebHost(tmp_path / "data", catalog=catalog_url))

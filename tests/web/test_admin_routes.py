@@ -197,7 +197,8 @@ async def test_artifacts_show_digest_and_cache_url(web, tmp_path):
 
 
 @ensure
-async def test_search_and_pagination(web, tmp_path):
+async def test_search_and_pagination(web_both, tmp_path):
+    web = web_both
     client = await web.client().logged_in()
     digest = await web.seed("https://bulk.example/seed.bin", write_file(tmp_path / "b", 512, 7))
     rows = [
@@ -217,7 +218,8 @@ async def test_search_and_pagination(web, tmp_path):
 
 
 @ensure
-async def test_logout_ends_the_session(web):
+async def test_logout_ends_the_session(web_both):
+    web = web_both
     client = await web.client().logged_in()
     reply = await client.post("/logout")
     assert (reply.status, reply.headers["Location"]) == (303, "/login")

@@ -183,3 +183,22 @@ async def test_healthz_is_json(web):
     assert status == 200 and h["content-type"] == "application/json"
     doc = json.loads(body)
     assert doc["status"] == "ok" and doc["version"]
+
+
+@ensure
+async def test_a_catalog_that_cannot_answer_is_a_503_to_try_again_not_an_error(
+    web, monkeypatch, no_logged_errors
+):
+    """A PostgreSQL restart, a SQLite lock held too long: the miss answers 503 (a shim then
+    goes to the origin), and nothing is logged as an error."""
+    from sqlalchemy.exc import OperationalError
+    from twisted.internet import defer
+
+    def unavailable(fn, *args, **kwargs):
+        return defer.fail(OperationalError("SELECT", {}, Exception("server closed the connection")))
+
+    monkeypatch.setattr(web.catalog, "run", unavailable)
+    status, headers, body = await answer(web, blob("https://vendor.example.com/new.run"))
+    assert (status, headers["retry-after"]) == (503, "1")
+    assert body == b"catalog unavailable; try again\n"
+    assert no_logged_errors == []

@@ -26,13 +26,17 @@ from twisted.web.resource import Resource
 
 import withcache
 from withcache import freshness
+from withcache._log import make_logger
 from withcache.cache import Cache, Streaming
+from withcache.catalog_db import CatalogUnavailable
 from withcache.hits import Hit, HitSource
 from withcache.keys import InvalidURL
 from withcache.mediatypes import served_type
 from withcache.web.blob_request import known_url, query_url, token_url
 from withcache.web.sendfile import OpenBlob, blob_resource, open_blob
 from withcache.web.streaming import StreamedFill
+
+log = make_logger()
 
 # On every read-path answer (hits, 206, 304, 404, 400, 416, HEAD; host and serving workers): a
 # document served here gets an opaque origin and may load nothing, so a script an origin put in
@@ -161,6 +165,13 @@ class ReadPath:
     @app.handle_errors(InvalidURL)
     def invalid(self, request, failure):
         return plain(request, http.BAD_REQUEST, f"bad request: {failure.value}")
+
+    @app.handle_errors(CatalogUnavailable)
+    def catalog_unavailable(self, request, failure):
+        # Expected to pass (a database restarting): a shim falls back to the origin meanwhile.
+        log.warn("the catalog could not answer: {error}", error=str(failure.value.orig))
+        request.setHeader(b"Retry-After", b"1")
+        return plain(request, http.SERVICE_UNAVAILABLE, "catalog unavailable; try again")
 
     @app.route("/healthz", methods=["GET"])
     def healthz(self, request):
