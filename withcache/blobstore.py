@@ -14,7 +14,7 @@ A hit is served from the local copy at `path_for`; with a remote store that copy
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -73,7 +73,10 @@ class BlobStore(Protocol):
     def sweep_tmp(self, stopping: Callable[[], bool] = ...) -> int: ...
 
     def sweep_orphans(
-        self, is_referenced: Callable[[str], bool], stopping: Callable[[], bool] = ...
+        self,
+        is_referenced: Callable[[str], bool],
+        stopping: Callable[[], bool] = ...,
+        digests: Iterable[str] | None = ...,
     ) -> list[str]: ...
 
 

@@ -12,6 +12,7 @@ client.
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 import threading
 from collections.abc import Callable, Coroutine
@@ -60,6 +61,8 @@ INDEX_SYNC_INTERVAL = 1.0
 # How long a miss waits for a fill's origin headers so its client can stream: well inside the
 # shims' 3-second probe (curl --max-time 3, wget --timeout=3), with room for the round trip.
 STREAM_WAIT = 1.5
+# Blobs checked against the catalog per database call by the start-up orphan sweep.
+ORPHAN_BATCH = 500
 
 
 P = ParamSpec("P")
@@ -735,12 +738,25 @@ class Cache(KnownHits, CacheViews, service.MultiService):
         stopped = defer.maybeDeferred(super().stopService)
         return defer.gatherResults([final, stopped], consumeErrors=True)
 
+    async def _sweep_orphans(self, stopping: Callable[[], bool]) -> list[str]:
+        """Every blob no row names, deleted: the disk walked in a thread, the catalog asked on
+        its own thread a batch at a time (each blob under its lock), so that on SQLite's one
+        database thread pages, misses and fills are answered between batches rather than after
+        a million blobs."""
+        found = self.store.digests()
+        orphans: list[str] = []
+        while not stopping():
+            batch = await self._in_thread(list, itertools.islice(found, ORPHAN_BATCH))
+            if not batch:
+                break
+            orphans += await self.catalog.run(datadir.sweep_orphans, self.store, stopping, batch)
+        return orphans
+
     async def recover(self) -> None:
         """Sweep what a crash can leave behind, then resume the fills it interrupted."""
         stopping = self._stopping.is_set
         swept = await self._in_thread(self.store.sweep_tmp, stopping)
-        # On the database thread, so each blob is checked against the catalog under its lock.
-        orphans = await self.catalog.run(datadir.sweep_orphans, self.store, stopping)
+        orphans = await self._sweep_orphans(stopping)
         if stopping():
             log.info(
                 "stopped while recovering the data dir: {tmp} tmp files and {orphans} orphan"

@@ -62,10 +62,14 @@ def claim_unreferenced(
 
 
 def sweep_orphans(
-    conn: Connection, store: BlobStore, stopping: Callable[[], bool] = never
+    conn: Connection,
+    store: BlobStore,
+    stopping: Callable[[], bool] = never,
+    digests: list[str] | None = None,
 ) -> list[str]:
-    """Delete every blob no row names (what a crash between a blob and its row leaves)."""
-    return store.sweep_orphans(partial(cat.referenced, conn), stopping)
+    """Delete every blob (or each of digests) no row names (what a crash between a blob and its
+    row leaves)."""
+    return store.sweep_orphans(partial(cat.referenced, conn), stopping, digests)
 
 
 def quarantine(conn: Connection, store: BlobStore, sha256: str) -> tuple[str | None, list]:

@@ -24,7 +24,7 @@ import re
 import stat
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 _DIGEST_RE = re.compile(r"\A[0-9a-f]{64}\Z")
@@ -286,11 +286,15 @@ class Store:
                 os.close(fd)
 
     def sweep_orphans(
-        self, is_referenced: Callable[[str], bool], stopping: Callable[[], bool] = lambda: False
+        self,
+        is_referenced: Callable[[str], bool],
+        stopping: Callable[[], bool] = lambda: False,
+        digests: Iterable[str] | None = None,
     ) -> list[str]:
-        """Delete every blob no catalog row names (see delete_unreferenced), until stopping()."""
+        """Delete every blob (or each of digests) no catalog row names (see
+        delete_unreferenced), until stopping()."""
         removed = []
-        for d in list(self.digests()):
+        for d in list(self.digests()) if digests is None else digests:
             if stopping():
                 break
             if not is_referenced(d) and self.delete_unreferenced(d, is_referenced):
