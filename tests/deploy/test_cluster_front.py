@@ -39,6 +39,10 @@ class _Backend(BaseHTTPRequestHandler):
         self._answer(body=True)
 
     def _answer(self, body: bool) -> None:
+        if self.server.down.is_set():  # type: ignore[attr-defined]
+            # A dead host's kept-alive connections die with it: no answer, the socket closed.
+            self.close_connection = True
+            return
         name = self.server.name.encode()  # type: ignore[attr-defined]
         if self.path.startswith("/slow"):
             # The first bytes, then a pause the client must not have to wait out to see them.
@@ -66,6 +70,7 @@ def _serve(name: str) -> ThreadingHTTPServer:
     server.daemon_threads = True
     server.name = name  # type: ignore[attr-defined]
     server.release = threading.Event()  # type: ignore[attr-defined]
+    server.down = threading.Event()  # type: ignore[attr-defined]
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
 
@@ -176,6 +181,7 @@ def test_a_host_that_is_down_is_skipped(front):
         for i in range(100)
         if _ask(port, f"/b/{_token(f'https://h.example/{i}')}/f")[1] == "withcache-a"
     )
+    backends["withcache-a"].down.set()  # type: ignore[attr-defined]
     backends["withcache-a"].shutdown()
     backends["withcache-a"].server_close()
     for _ in range(5):
