@@ -235,11 +235,13 @@ def start_host(
     timeout: float = 30.0,
     env: dict[str, str] | None = None,
     twistd: list[str] | None = None,
+    log_path: Path | None = None,
 ) -> Host:
     """Start `twistd -n withcache` on an ephemeral port. env: extra environment variables;
-    twistd: the command that stands for twistd (e.g. tests.slow_disk_twistd)."""
+    twistd: the command that stands for twistd (e.g. tests.slow_disk_twistd); log_path: where
+    its output goes (by default beside the data dir; hosts sharing one need one each)."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    log_path = data_dir.parent / f"{data_dir.name}-twistd.log"
+    log_path = log_path or data_dir.parent / f"{data_dir.name}-twistd.log"
     offset = log_path.stat().st_size if log_path.exists() else 0
     with open(log_path, "ab") as log_file:
         proc = subprocess.Popen(

@@ -224,3 +224,20 @@ def test_rows_meeting_on_one_key_merge_on_either_backend(catalog_url):
     assert artifacts(conn) == {S3: (urls[1], "b", 5, 2 + 7, 1)}
     assert cat.list_misses(conn) == [cat.Miss(f"{V}/m", f"{V}/m?{sigv4('y', '2')}", 3, 1.0, 70.0)]
     conn.close()
+
+
+def test_active_jobs_meeting_on_one_key_leave_the_newest_active(catalog_url):
+    """One active job per key (fill leases, revision 009_leases) holds across a re-keying:
+    fills of two URLs that one key now names become one, the newest."""
+    conn = cat.connect(catalog_url)
+    urls = [f"{V}/tool.sh?v=1", f"{V}/tool.sh?v=2", f"{V}/other.sh"]
+    ids = [cat.insert_job(conn, cat.JobRow(None, cache_key(u), u, "auto", "queued")) for u in urls]
+    conn.close()
+    conn = cat.connect(catalog_url, "drop")
+    jobs = {j.id: (j.key, j.state) for j in cat.list_jobs(conn)}
+    assert jobs == {
+        ids[0]: (f"{V}/tool.sh?v=1", "cancelled"),  # finished: its key no longer matters
+        ids[1]: (f"{V}/tool.sh", "queued"),
+        ids[2]: (f"{V}/other.sh", "queued"),
+    }
+    conn.close()

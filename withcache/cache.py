@@ -3,7 +3,8 @@
 It owns the rules that span the store, the catalog and the download manager: commit a blob
 before its row; count a GET hit but never a HEAD; record a miss and, unless curating, queue a
 fill; make room under --max-bytes; hand a key whose fill is under way to its stream (and let a
-miss wait a moment for the fill's headers, so the first client streams too). It takes the
+miss wait a moment for the fill's headers, so the first client streams too), or, when another
+host on the catalog is filling it, name that host (FilledElsewhere). It takes the
 reactor, the fetcher and `now` as arguments so tests can drive it with a Clock and a stub HTTP
 client.
 """
@@ -26,7 +27,7 @@ from twisted.internet import defer, task, threads
 from twisted.python.failure import Failure
 
 from withcache import catalog as cat
-from withcache import datadir, freshness
+from withcache import datadir, freshness, leases
 from withcache._log import make_logger
 from withcache.blobstore import BlobStore, ObjectMissing, RemoteBlobStore
 from withcache.cache_views import CacheViews
@@ -40,6 +41,7 @@ from withcache.hits import artifact_verdict as artifact_verdict  # withcache-adm
 from withcache.index import PendingHits
 from withcache.jobs import ACTIVE, JobState
 from withcache.keys import DEFAULT_QUERY
+from withcache.leases import LEASE, Identity, LeaseLost
 from withcache.logs import redact_url
 from withcache.metrics import Metrics
 from withcache.policy import OriginPolicy
@@ -102,6 +104,7 @@ class Settings:
     max_queued: int = 100
     fills_per_client: int = 10
     stream_wait: float = STREAM_WAIT  # 0: a miss never waits (a servable fill still streams)
+    lease: float = LEASE  # seconds a fill's lease lasts unless renewed (withcache.leases)
     policy: OriginPolicy = field(default_factory=OriginPolicy)
     freshness: freshness.Policy = field(default_factory=freshness.Policy)
 
@@ -113,6 +116,15 @@ class Streaming:
     stream: FillStream
     # Set when the fill is a copy from the object store (withcache.storefill) of this artifact.
     artifact: cat.Artifact | None = None
+
+
+@dataclass(frozen=True)
+class FilledElsewhere:
+    """A key another host on the catalog is filling: its host id, and the URL it serves its
+    read path on (from the lease row; None when it advertises none)."""
+
+    owner: str
+    url: str | None
 
 
 @dataclass(frozen=True)
@@ -143,6 +155,7 @@ class Cache(KnownHits, CacheViews, service.MultiService):
         fetcher: Fetcher | None = None,
         metrics: Metrics | None = None,
         events: EventLog | None = None,
+        identity: Identity | None = None,
     ):
         service.MultiService.__init__(self)
         KnownHits.__init__(self)
@@ -167,6 +180,8 @@ class Cache(KnownHits, CacheViews, service.MultiService):
             max_queued=settings.max_queued,
             per_client=settings.fills_per_client,
             events=self.events,
+            identity=identity,
+            lease=settings.lease,
         )
         self.downloads.setServiceParent(self)
         # Hits of blobs whose home is a remote store and that have no local copy here.
@@ -233,11 +248,11 @@ class Cache(KnownHits, CacheViews, service.MultiService):
     @to_completion
     async def lookup(
         self, url: str, *, count_hit: bool, client: str | None = None
-    ) -> Hit | Streaming | None:
-        """The cached artifact for url; else its fill in progress, once servable; or None after
-        recording the miss (and queueing a fill on behalf of the client address, if given,
-        within its share of the queue). A miss with a fill under way waits up to
-        settings.stream_wait for the fill's headers."""
+    ) -> Hit | Streaming | FilledElsewhere | None:
+        """The cached artifact for url; else its fill in progress, once servable; else the host
+        filling it, if that is another; or None after recording the miss (and queueing a fill
+        on behalf of the client address, if given, within its share of the queue). A miss with
+        a fill under way here waits up to settings.stream_wait for the fill's headers."""
         hit = self.cached(url)
         if hit is not None:
             if _size_on_disk(hit.path) == hit.artifact.size:
@@ -249,6 +264,9 @@ class Cache(KnownHits, CacheViews, service.MultiService):
         streaming = self._streaming(key, count_hit)
         if streaming is not None:
             return streaming
+        remote = self.downloads.elsewhere(key)
+        if remote is not None:
+            return _filled_elsewhere(remote)
         generation = self.index.generation
         found = await self.catalog.run(cat.lookup, key, url, self._now(), False)
         if found is not None:
@@ -273,12 +291,23 @@ class Cache(KnownHits, CacheViews, service.MultiService):
             bad = defer.ensureDeferred(self.quarantine(found.sha256, "blob size on disk is wrong"))
             bad.addErrback(lambda f: log.failure("could not quarantine {sha}", f, sha=found.sha256))
         self.metrics.misses.inc()
-        if self._should_auto_fill(url, key):
-            queued = defer.ensureDeferred(self.downloads.enqueue(url, key, "auto", client))
-            queued.addErrback(
-                lambda f: log.failure("could not queue a fill of {url}", f, url=redact_url(url))
-            )
+        if self.downloads.active(key) is None:
+            remote = await self._fill_or_find(url, key, client)
+            if remote is not None:
+                return _filled_elsewhere(remote)
         return await self._wait_for_stream(key)
+
+    async def _fill_or_find(self, url: str, key: str, client: str | None) -> Job | None:
+        """Queue a fill of a miss if this host auto-fills it; another host's job filling key
+        (which the claim found, or the catalog names), if there is one."""
+        try:
+            if self._should_auto_fill(url, key):
+                job = await self.downloads.enqueue(url, key, "auto", client)
+                return job if job.elsewhere else None
+            return await self.downloads.holder(key)
+        except Exception:
+            log.failure("could not queue a fill of {url}", url=redact_url(url))
+            return None
 
     def _streaming(self, key: str, count_hit: bool) -> Streaming | None:
         """The servable stream of key's fill in progress, if any; a GET of it counts a hit
@@ -292,9 +321,10 @@ class Cache(KnownHits, CacheViews, service.MultiService):
             self.metrics.hits.inc()
         return Streaming(stream)
 
-    async def _wait_for_stream(self, key: str) -> Streaming | None:
+    async def _wait_for_stream(self, key: str) -> Streaming | FilledElsewhere | None:
         """Key's fill as soon as its headers are in, if that is within settings.stream_wait;
-        else None (the client falls through to the origin, as before streaming)."""
+        else None (the client falls through to the origin, as before streaming). A fill whose
+        claim finds another host filling the key ends the wait with that host."""
         job = self.downloads.active(key)
         if job is None or self.settings.stream_wait <= 0:
             return None
@@ -304,6 +334,8 @@ class Cache(KnownHits, CacheViews, service.MultiService):
         timer = task.deferLater(self._reactor, self.settings.stream_wait, lambda: False)
         # The first to fire wins; race cancels the others (the timer's call, our waits).
         _which, ok = await defer.race([stream.when_servable(), finished, timer])
+        if job.elsewhere:
+            return _filled_elsewhere(job)
         return Streaming(stream) if ok and not stream.ended else None
 
     def stream_of(self, job: Job) -> FillStream:
@@ -511,7 +543,12 @@ class Cache(KnownHits, CacheViews, service.MultiService):
             validated_at=now,
         )
         try:
-            freed = await self.catalog.run(cat.put_artifact, artifact, self.settings.max_bytes)
+            freed = await self.catalog.run(
+                cat.put_artifact,
+                artifact,
+                self.settings.max_bytes,
+                leases.held_for_commit(job.id, job.token),
+            )
             # It may have replaced a row for this key or evicted others.
             self.index.invalidate()
             stream.complete(blob.size)
@@ -520,6 +557,11 @@ class Cache(KnownHits, CacheViews, service.MultiService):
         except cat.NoRoom:
             ingest.close()  # let go of the blob's digest lock so it can go
             await self._delete_blobs([blob.sha256])
+            raise
+        except LeaseLost:
+            # Another host fills this key now, most likely into the same digest: its upload
+            # may already be in the object store without its row yet, so nothing is deleted
+            # here (a local copy no row names is swept at the next start).
             raise
         finally:
             # The row is written (or never will be): a delete of this blob may go ahead now.
@@ -703,6 +745,11 @@ class Cache(KnownHits, CacheViews, service.MultiService):
             orphans=len(orphans),
             resumed=resumed,
         )
+
+
+def _filled_elsewhere(job: Job) -> FilledElsewhere:
+    assert job.lease is not None
+    return FilledElsewhere(job.lease.owner or "another host", job.lease.url)
 
 
 def _ingest_and_reader(store: Store) -> tuple[Ingest, int]:

@@ -258,13 +258,20 @@ class NoRoom(Exception):
     """An artifact that cannot fit under --max-bytes even after evicting what may be evicted."""
 
 
-def put_artifact(conn: Connection, artifact: Artifact, max_bytes: int = 0) -> list[str]:
+def put_artifact(
+    conn: Connection,
+    artifact: Artifact,
+    max_bytes: int = 0,
+    guard: Callable[[Connection], None] | None = None,
+) -> list[str]:
     """Record a stored artifact. Its pending misses move onto it and the miss row goes.
 
     Replacing an existing key keeps its counters. With max_bytes, the least recently hit unpinned
     artifacts are evicted to make room (raising NoRoom when that cannot be done). Returns the
     digests no row names any more, whose blobs the caller may delete. A content type that is
-    not a media type (an origin's header, an import's option) is stored as none.
+    not a media type (an origin's header, an import's option) is stored as none. A guard runs
+    first in the same transaction; what it raises writes nothing (withcache.leases: the fill's
+    lease must still be held).
     """
     artifact = replace(artifact, content_type=sanitise_media_type(artifact.content_type))
     served = {
@@ -278,6 +285,8 @@ def put_artifact(conn: Connection, artifact: Artifact, max_bytes: int = 0) -> li
         "refresh": int(artifact.refresh),
     }
     with transaction(conn):
+        if guard is not None:
+            guard(conn)
         freed = _make_room(conn, artifact, max_bytes) if max_bytes else []
         old = get_artifact(conn, artifact.key)
         pending = conn.execute(

@@ -160,9 +160,26 @@ def _rekey_misses(conn: Connection, query: str) -> None:
 
 def _rekey_jobs(conn: Connection, query: str, done: Rekeyed) -> None:
     j = jobs.c
-    rows = conn.execute(select(j.id, j.key, j.url, j.state)).all()
+    # Newest first: of two active jobs that end up under one key the newest stays (one active
+    # job per key: revision 009_leases).
+    rows = conn.execute(select(j.id, j.key, j.url, j.state).order_by(j.id.desc())).all()
+    active: set[str] = set()
+    moves: list[tuple[int, str]] = []
     for job_id, old, url, state in rows:
         key = _key(url, query)
+        if not isinstance(key, InvalidURL) and state in ACTIVE:
+            if key in active:
+                conn.execute(
+                    update(jobs)
+                    .where(j.id == job_id)
+                    .values(
+                        state="cancelled",
+                        error="duplicate of a newer job of this key",
+                        finished_at=func.coalesce(j.started_at, j.created_at),
+                    )
+                )
+                continue
+            active.add(key)
         if isinstance(key, InvalidURL):
             if state in ACTIVE:
                 conn.execute(
@@ -176,7 +193,12 @@ def _rekey_jobs(conn: Connection, query: str, done: Rekeyed) -> None:
                 )
                 done.failed_jobs.append(job_id)
         elif key != old:
-            conn.execute(update(jobs).where(j.id == job_id).values(key=key))
+            moves.append((job_id, key))
+    # Through a key of its own first: one job may move onto a key another is moving off.
+    for job_id, _key_after in moves:
+        conn.execute(update(jobs).where(j.id == job_id).values(key=f"rekeying:{job_id}"))
+    for job_id, key_after in moves:
+        conn.execute(update(jobs).where(j.id == job_id).values(key=key_after))
 
 
 def keyed_with(conn: Connection) -> str:

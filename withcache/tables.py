@@ -20,6 +20,7 @@ from sqlalchemy import (
     MetaData,
     Table,
     Text,
+    text,
 )
 
 # 64-bit on PostgreSQL; on SQLite plain INTEGER, which an `INTEGER PRIMARY KEY` needs to be the
@@ -27,6 +28,9 @@ from sqlalchemy import (
 Big = BigInteger().with_variant(Integer(), "sqlite")
 
 metadata = MetaData()
+
+# A job that is queued or running (withcache.jobs.ACTIVE), as SQL.
+ACTIVE_JOB = "state IN ('queued', 'running')"
 
 artifacts = Table(
     "artifacts",
@@ -75,8 +79,22 @@ jobs = Table(
     Column("created_at", Float, nullable=False),
     Column("started_at", Float),
     Column("finished_at", Float),
+    # Its lease (revision 009_leases, withcache.leases): the holding host's id, this claim's
+    # token, the holder's advertise URL, the expiry (seconds since the epoch; NULL: free).
+    Column("lease_owner", Text),
+    Column("lease_token", Text),
+    Column("lease_url", Text),
+    Column("lease_until", Float),
     Index("jobs_state", "state"),
     Index("jobs_key", "key"),
+    # One active job per key, on every host sharing the catalog.
+    Index(
+        "jobs_one_active_per_key",
+        "key",
+        unique=True,
+        sqlite_where=text(ACTIVE_JOB),
+        postgresql_where=text(ACTIVE_JOB),
+    ),
     sqlite_autoincrement=True,
 )
 

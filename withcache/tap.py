@@ -15,7 +15,7 @@ from twisted.internet import defer, endpoints
 from twisted.logger import ILogObserver
 from twisted.python import usage
 
-from withcache import freshness
+from withcache import freshness, leases
 from withcache._log import make_logger
 from withcache.blobstore import StoreUnavailable
 from withcache.cache import STREAM_WAIT, Cache, Settings
@@ -126,6 +126,35 @@ def _log_format(name: str, value: str) -> str:
     if value not in ("text", "json"):
         raise usage.UsageError(f"{name}: text or json, not {value!r}")
     return value
+
+
+def _host_id(name: str, value: str) -> str:
+    if not leases.HOST_ID.fullmatch(value):
+        raise usage.UsageError(
+            f"{name}: 1-64 letters, digits and . _ : @ - (starting with a letter or digit),"
+            f" not {value!r}"
+        )
+    return value
+
+
+def _advertise_url(name: str, value: str) -> str:
+    if not leases.valid_advertise_url(value):
+        raise usage.UsageError(
+            f"{name}: an http:// or https:// URL with a host and no user, query or fragment,"
+            f" not {value!r}"
+        )
+    return value.rstrip("/")
+
+
+def advertised_address(address: Any, listen: str) -> str | None:
+    """The URL other hosts reach a read path bound to address on (from --listen) by, when the
+    address names one interface (not 0.0.0.0 or ::, which could be any of them)."""
+    host = getattr(address, "host", None)
+    port = getattr(address, "port", None)
+    if not host or not port or host in ("0.0.0.0", "::"):
+        return None
+    scheme = "https" if listen.partition(":")[0] in ("ssl", "tls") else "http"
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
 
 def _catalog(name: str, value: str) -> str:
@@ -363,6 +392,32 @@ class Options(usage.Options):
             partial(_integer, least=0),
         ),
         _option(
+            "host-id",
+            None,
+            None,
+            "This host's name to the others on a shared catalog (fill leases, the UI); default"
+            " one made once and kept in <data-dir>/host-id (hosts sharing a data dir need one"
+            " each).",
+            _host_id,
+        ),
+        _option(
+            "advertise-url",
+            None,
+            None,
+            "The URL other hosts on the catalog reach this host's read path at, to stream a"
+            " fill it holds to their clients; default from --listen when it names one address"
+            " (tcp:3000:interface=10.0.0.5 -> http://10.0.0.5:3000), else none (they wait).",
+            _advertise_url,
+        ),
+        _option(
+            "lease",
+            None,
+            f"{leases.LEASE:g}",
+            "Seconds a fill's lease on the catalog lasts unless its host renews it (every third"
+            " of it); another host takes over a fill whose lease expired.",
+            partial(_seconds, zero_ok=False),
+        ),
+        _option(
             "processes",
             None,
             "1",
@@ -454,6 +509,7 @@ class Options(usage.Options):
             max_queued=self["max-queued"],
             fills_per_client=self["max-fills-per-client"],
             stream_wait=self["stream-wait"],
+            lease=self["lease"],
             policy=OriginPolicy.of(
                 bool(self["allow-private"]), self["allow-host"], self["max-size"]
             ),
@@ -557,7 +613,21 @@ def build_service(options: Options, reactor: Any) -> WithcacheService:
         header_timeout=options["idle-timeout"],
         freshness_policy=settings.freshness,
     )
-    cache = Cache(store, catalog, settings, reactor=reactor, now=reactor.seconds, fetcher=fetcher)
+
+    def advertise() -> str | None:
+        """Where other hosts reach this one's read path (known once it is bound)."""
+        return options["advertise-url"] or advertised_address(web.address, options["listen"])
+
+    identity = leases.Identity(options["host-id"] or leases.persisted_host_id(data_dir), advertise)
+    cache = Cache(
+        store,
+        catalog,
+        settings,
+        reactor=reactor,
+        now=reactor.seconds,
+        fetcher=fetcher,
+        identity=identity,
+    )
     cache.setServiceParent(top)
     DailyTraffic(catalog, cache.metrics, reactor.seconds).setServiceParent(top)
     EventRetention(
@@ -596,9 +666,11 @@ def build_service(options: Options, reactor: Any) -> WithcacheService:
         )
         workers.setServiceParent(top)
     log.info(
-        "withcache data dir {data_dir}, catalog {catalog} (curate={curate}, query={query},"
+        "withcache host {host_id}, data dir {data_dir}, catalog {catalog} (curate={curate},"
+        " query={query},"
         " workers={workers}, allow_private={allow_private}, allow_hosts={allow_hosts},"
         " origin credentials for {logins} hosts; operator UI names {admin_hosts})",
+        host_id=identity.host_id,
         data_dir=data_dir,
         catalog=redact(catalog.url),
         curate=settings.curate,

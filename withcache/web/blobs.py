@@ -27,12 +27,13 @@ from twisted.web.resource import Resource
 import withcache
 from withcache import freshness
 from withcache._log import make_logger
-from withcache.cache import Cache, Streaming
+from withcache.cache import Cache, FilledElsewhere, Streaming
 from withcache.catalog_db import CatalogUnavailable
 from withcache.hits import Hit, HitSource
 from withcache.keys import InvalidURL
 from withcache.mediatypes import served_type
 from withcache.web.blob_request import known_url, query_url, token_url
+from withcache.web.peer_relay import PeerRelays
 from withcache.web.sendfile import OpenBlob, blob_resource, open_blob
 from withcache.web.storerange import ranged_answer
 from withcache.web.streaming import StreamedFill
@@ -149,6 +150,10 @@ class ReadPath:
     def __init__(self, cache: Cache):
         self.cache = cache
         self.hits = HitServer(cache)
+        # Misses of keys other hosts are filling go to them (withcache.web.peer_relay).
+        self.peers = PeerRelays(
+            cache.reactor, cache.downloads.identity.advertise, cache.settings.stream_wait
+        )
         self._metrics = None
         self._app_resource: Any = None  # the Klein app's resource, made on first use
 
@@ -202,6 +207,16 @@ class ReadPath:
     async def _serve(self, request, url: str):
         client = getattr(request.getClientAddress(), "host", None)
         hit = await self.cache.lookup(url, count_hit=request.method == b"GET", client=client)
+        if isinstance(hit, FilledElsewhere):
+            relayed = self.peers.resource(request, url, hit)
+            if relayed is not None:
+                request.postpath = []
+                return relayed
+            return plain(
+                request,
+                http.NOT_FOUND,
+                f"not cached: {self.cache.key_for(url)} (being filled by {hit.owner})",
+            )
         if hit is None:
             return plain(request, http.NOT_FOUND, f"not cached: {self.cache.key_for(url)}")
         if isinstance(hit, Streaming):

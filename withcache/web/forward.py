@@ -76,7 +76,7 @@ class Forward(resource.Resource):
             self._headers(request),
             FileBodyProducer(io.BytesIO(body)) if body else None,
         )
-        _Exchange(request, pending)
+        Exchange(request, pending)
         return server.NOT_DONE_YET
 
     def _headers(self, request: Any) -> Headers:
@@ -112,8 +112,15 @@ class _Loopback:
         return self._endpoint.connect(factory)
 
 
-class _Exchange:
-    """One forwarded request, from the client's request to the end of the host's answer."""
+class Exchange:
+    """One forwarded request, from the client's request to the end of the host's answer.
+
+    withcache.web.peer_relay relays to another cache-host with it, overriding `answer` (which
+    answers it passes on) and `failed` (what a client gets when there is no answer)."""
+
+    # Whether a body without framing that ends with its connection counts as whole: the host
+    # never sends one; a peer is held to its framing (see withcache.web.peer_relay).
+    close_delimited_whole = True
 
     def __init__(self, request: Any, pending: defer.Deferred):
         self.request = request
@@ -122,7 +129,7 @@ class _Exchange:
         self._answered = False
         self._pending = pending
         request.notifyFinish().addErrback(self._client_gone)
-        pending.addCallbacks(self._answer, self._failed)
+        pending.addCallbacks(self.answer, self.failed)
 
     def _client_gone(self, reason: Any) -> None:
         self.gone = True
@@ -131,7 +138,7 @@ class _Exchange:
         elif not self._answered:
             self._pending.cancel()  # no answer yet: the client agent drops the request
 
-    def _answer(self, response: Any) -> None:
+    def answer(self, response: Any) -> None:
         self._answered = True
         request = self.request
         if not self.gone:
@@ -142,9 +149,9 @@ class _Exchange:
             known = response.length is not UNKNOWN_LENGTH and request.method != b"HEAD"
             if known and response.code not in http.NO_BODY_CODES:
                 request.setHeader(b"content-length", b"%d" % response.length)
-        response.deliverBody(_Relay(self))
+        response.deliverBody(BodyRelay(self))
 
-    def _failed(self, reason: Any) -> None:
+    def failed(self, reason: Any) -> None:
         if self.gone:
             return  # cancelled, or the loopback connection closed because of it
         log.warn(
@@ -159,12 +166,12 @@ class _Exchange:
 
 
 @implementer(IPushProducer)
-class _Relay(protocol.Protocol):
+class BodyRelay(protocol.Protocol):
     transport: Any  # set by connectionMade's caller, before any of the methods below run
     """The host's answer body, written to the client's request; a push producer on it, so a
     client that cannot take more pauses reading from the host."""
 
-    def __init__(self, exchange: _Exchange):
+    def __init__(self, exchange: Exchange):
         self._exchange = exchange
 
     def connectionMade(self) -> None:
@@ -183,7 +190,8 @@ class _Relay(protocol.Protocol):
         if exchange.gone:
             return
         exchange.request.unregisterProducer()
-        if reason.check(ResponseDone, http.PotentialDataLoss):
+        whole = (ResponseDone, http.PotentialDataLoss) if exchange.close_delimited_whole else ()
+        if reason.check(ResponseDone, *whole):
             exchange.request.finish()
         else:
             # The host stopped mid-answer: end the client's connection so it sees a short body
