@@ -79,6 +79,7 @@ def timed(
 def sqlite_page(db: Path, limit: int, offset: int, needle: str, runs: int) -> float:
     """The API's own queries (withcache.catalog), run in process: the floor."""
     from withcache import catalog as cat
+    from withcache import listing
 
     conn = cat.connect(str(db))
     times = []
@@ -86,10 +87,10 @@ def sqlite_page(db: Path, limit: int, offset: int, needle: str, runs: int) -> fl
         for _ in range(runs):
             start = time.perf_counter()
             if needle:
-                cat.search_artifacts(conn, needle, limit, offset)
+                listing.search(conn, needle, limit, offset=offset)
             else:
-                cat.list_artifacts(conn, limit, offset)
-                conn.execute("SELECT COUNT(*) FROM artifacts").fetchone()
+                listing.artifacts_page(conn, limit, offset=offset)
+                cat.count_artifacts(conn)
             times.append(time.perf_counter() - start)
     finally:
         conn.close()
@@ -98,6 +99,7 @@ def sqlite_page(db: Path, limit: int, offset: int, needle: str, runs: int) -> fl
 
 def sqlite_cursor(db: Path, item: dict, runs: int) -> float:
     from withcache import catalog as cat
+    from withcache import listing
 
     conn = cat.connect(str(db))
     (fetched_at,) = conn.execute(
@@ -107,7 +109,7 @@ def sqlite_cursor(db: Path, item: dict, runs: int) -> float:
     try:
         for _ in range(runs):
             start = time.perf_counter()
-            cat.list_artifacts_after(conn, 50, (fetched_at, item["key"]))
+            listing.artifacts_page(conn, 50, after=(fetched_at, item["key"]))
             cat.count_artifacts(conn)
             times.append(time.perf_counter() - start)
     finally:

@@ -122,8 +122,23 @@ def test_cursor_pages_and_offset_pages_list_the_same_artifacts(api_host):
     assert [a["key"] for a in first["items"] + second["items"]] == [a["key"] for a in by_offset[:4]]
     bad = api(api_host, "GET", "/api/v1/artifacts?after=bm90IGEgY3Vyc29y", "read")
     assert bad.status == 400 and bad.doc["type"] == PROBLEM + "invalid-parameter"
-    mixed = api(api_host, "GET", first["next"] + "&q=tool", "read")
-    assert mixed.status == 400
+    mixed = api(api_host, "GET", first["next"] + "&offset=2", "read")
+    assert mixed.status == 400 and mixed.doc["type"] == PROBLEM + "invalid-parameter"
+
+
+def test_a_search_pages_by_cursor_like_the_list(api_host):
+    """A search's next link is a cursor too (withcache.listing): its pages cover the matches
+    once each, in the list's order; a short needle says it searched the newest artifacts."""
+    everything = api(api_host, "GET", "/api/v1/artifacts?q=tool-&limit=100", "read").doc
+    seen, path = [], "/api/v1/artifacts?q=tool-&limit=2"
+    while path:
+        page = api(api_host, "GET", path, "read").doc
+        assert page["total"] == everything["total"] and "window" not in page
+        seen += [a["key"] for a in page["items"]]
+        path = page["next"]
+    assert seen == [a["key"] for a in everything["items"]] and len(seen) > 2
+    short = api(api_host, "GET", "/api/v1/artifacts?q=ol", "read").doc
+    assert short["window"] == 10_000 and short["total"] == everything["total"]
 
 
 @pytest.mark.parametrize(

@@ -9,13 +9,14 @@ with them implements withcache.scrub.ScrubTarget.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer, threads
 
 from withcache import catalog as cat
 from withcache import events as ev
-from withcache import tokens
+from withcache import listing, tokens
 from withcache.origin_client import precheck_origin
 from withcache.traffic import last_days
 
@@ -61,9 +62,38 @@ class CacheViews:
     async def artifact(self, key: str) -> cat.Artifact | None:
         return await self.catalog.run(cat.get_artifact, key)
 
-    async def artifacts_after(self, limit: int, after: tuple[float, str]) -> list[cat.Artifact]:
-        """A page of artifacts (newest first) after a cursor (withcache.web.api_json.cursor)."""
-        return await self.catalog.run(cat.list_artifacts_after, limit, after)
+    async def artifacts(
+        self,
+        limit: int = -1,
+        offset: int = 0,
+        after: listing.Cursor | None = None,
+        before: listing.Cursor | None = None,
+    ) -> list[cat.Artifact]:
+        """A page of artifacts, newest first: from an offset, or after/before a cursor
+        (withcache.listing); every artifact without a limit."""
+        if limit < 0:
+            return await self.catalog.run(cat.list_artifacts)
+        return await self.catalog.run(
+            partial(listing.artifacts_page, limit=limit, offset=offset, after=after, before=before)
+        )
+
+    async def search_artifacts(
+        self,
+        needle: str,
+        limit: int,
+        offset: int = 0,
+        after: listing.Cursor | None = None,
+        before: listing.Cursor | None = None,
+    ) -> listing.Found:
+        """A page of artifacts whose URL contains needle or whose sha256 starts with it, and
+        how many match (withcache.listing.search); raises listing.TooDeep."""
+        return await self.catalog.run(
+            partial(listing.search, needle=needle, limit=limit, offset=offset, after=after,
+                    before=before)
+        )  # fmt: skip
+
+    async def artifact_by_sha256(self, sha256: str) -> cat.Artifact | None:
+        return await self.catalog.run(cat.artifact_by_sha256, sha256)
 
     async def count_artifacts(self) -> int:
         return await self.catalog.run(cat.count_artifacts)

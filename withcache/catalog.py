@@ -50,6 +50,7 @@ from withcache.rekey import ensure_keyed, keyed_with
 from withcache.sanitise import sanitise_media_type
 from withcache.tables import artifacts, jobs, misses
 from withcache.tables import catalog_generation as generation
+from withcache.tables import catalog_totals as totals_table
 
 __all__ = ["ensure_keyed", "keyed_with", "migrate", "transaction"]
 
@@ -315,11 +316,11 @@ def put_artifact(
 
 
 def _make_room(conn: Connection, artifact: Artifact, max_bytes: int) -> list[str]:
-    used = int(
-        conn.execute(
-            select(func.coalesce(func.sum(a.size), 0)).where(a.key != artifact.key)
-        ).scalar_one()
-    )
+    """Evict to fit artifact under max_bytes: the bytes held come from catalog_totals and the
+    victims from the artifacts_eviction index, so a pass reads what it evicts, not the catalog."""
+    held = conn.execute(select(totals_table.c.bytes)).scalar_one()
+    replaced = conn.execute(select(a.size).where(a.key == artifact.key)).scalar()
+    used = int(held) - (replaced or 0)
     excess = used + artifact.size - max_bytes
     if excess <= 0:
         return []
@@ -386,19 +387,12 @@ def referenced(conn: Connection, sha256: str) -> bool:
 
 
 def totals(conn: Connection) -> dict[str, int]:
-    """Counts for the dashboard: artifacts, bytes held, hits, misses, origin bytes saved."""
-    zero = 0
-    artifacts_, size, hits, saved, absorbed = conn.execute(
-        select(
-            func.count(),
-            func.coalesce(func.sum(a.size), zero),
-            func.coalesce(func.sum(a.hits), zero),
-            func.coalesce(func.sum(a.size * a.hits), zero),
-            func.coalesce(func.sum(a.misses), zero),
-        )
+    """Counts for the dashboard: artifacts, bytes held, hits, misses, origin bytes saved. Read
+    from catalog_totals, which triggers keep in each write's transaction (010_scale)."""
+    t = totals_table.c
+    artifacts_, size, hits, saved, absorbed, pending = conn.execute(
+        select(t.artifacts, t.bytes, t.hits, t.bytes_saved, t.absorbed, t.pending)
     ).one()
-    pending = conn.execute(select(func.coalesce(func.sum(misses.c.count), zero))).scalar_one()
-    # int(): PostgreSQL sums 64-bit integers as numeric.
     return {
         "artifacts": int(artifacts_),
         "bytes": int(size),
@@ -450,44 +444,16 @@ def list_artifacts(conn: Connection, limit: int = -1, offset: int = 0) -> list[A
     return [_artifact(row) for row in rows]
 
 
-def list_artifacts_after(
-    conn: Connection, limit: int, after: tuple[float, str] | None
-) -> list[Artifact]:
-    """A page of artifacts in list_artifacts' order (newest first) that come after the one
-    whose (fetched_at, key) is `after`: keyset paging, as fast on the last page as the first."""
-    if after is None:
-        return list_artifacts(conn, limit)
-    fetched_at, key = after
-    rows = conn.execute(
-        select(*_ARTIFACT_COLUMNS)
-        .where(a.fetched_at <= fetched_at, ~((a.fetched_at == fetched_at) & (a.key <= key)))
-        .order_by(*_NEWEST_FIRST)
-        .limit(_limit(limit))
-    )
-    return [_artifact(row) for row in rows]
-
-
 def count_artifacts(conn: Connection) -> int:
-    return conn.execute(select(func.count()).select_from(artifacts)).scalar_one()
+    return int(conn.execute(select(totals_table.c.artifacts)).scalar_one())
 
 
-def search_artifacts(
-    conn: Connection, needle: str, limit: int, offset: int = 0
-) -> tuple[list[Artifact], int]:
-    """Artifacts whose URL contains needle (any case) or whose sha256 starts with it, newest
-    first; and how many match in all."""
-    needle = needle.lower()
-    escaped = needle.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    where = a.url.ilike(f"%{escaped}%", escape="\\") | a.sha256.like(f"{escaped}%", escape="\\")
-    total = conn.execute(select(func.count()).select_from(artifacts).where(where)).scalar_one()
-    rows = conn.execute(
-        select(*_ARTIFACT_COLUMNS)
-        .where(where)
-        .order_by(*_NEWEST_FIRST)
-        .limit(_limit(limit))
-        .offset(offset)
-    )
-    return [_artifact(row) for row in rows], total
+def artifact_by_sha256(conn: Connection, sha256: str) -> Artifact | None:
+    """The newest artifact whose bytes have this digest, if any."""
+    row = conn.execute(
+        select(*_ARTIFACT_COLUMNS).where(a.sha256 == sha256).order_by(*_NEWEST_FIRST).limit(1)
+    ).first()
+    return _artifact(row) if row else None
 
 
 def get_miss(conn: Connection, key: str) -> Miss | None:
@@ -496,12 +462,10 @@ def get_miss(conn: Connection, key: str) -> Miss | None:
 
 
 def list_misses(conn: Connection, limit: int = -1, offset: int = 0) -> list[Miss]:
-    rows = conn.execute(
-        select(*_MISS_COLUMNS)
-        .order_by(misses.c.last_seen.desc(), misses.c.key)
-        .limit(_limit(limit))
-        .offset(offset)
-    )
+    order = (misses.c.last_seen.desc(), misses.c.key)
+    # The page's keys from the misses_listed index, then its rows (see withcache.listing).
+    keys = select(misses.c.key).order_by(*order).limit(_limit(limit)).offset(offset)
+    rows = conn.execute(select(*_MISS_COLUMNS).where(misses.c.key.in_(keys)).order_by(*order))
     return [Miss(*row) for row in rows]
 
 

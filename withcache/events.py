@@ -130,8 +130,14 @@ def query(
 
 
 def actors(conn: Connection) -> list[str]:
-    """The actors the log names (for the Events page's filter)."""
-    return list(conn.execute(select(e.actor).distinct().order_by(e.actor)).scalars())
+    """The actors the log names (for the Events page's filter), in order: a loose index scan of
+    events_actor, one probe per actor, where DISTINCT read every event (30 ms for 100,000 on
+    PostgreSQL; the log keeps up to a million)."""
+    found = select(func.min(e.actor).label("actor")).cte("found", recursive=True)
+    last = found.alias("last")
+    following = select(func.min(e.actor)).where(e.actor > last.c.actor).scalar_subquery()
+    found = found.union_all(select(following).where(last.c.actor.is_not(None)))
+    return list(conn.execute(select(found.c.actor).where(found.c.actor.is_not(None))).scalars())
 
 
 def prune(conn: Connection, now: float, max_age: float, max_count: int) -> int:

@@ -21,6 +21,7 @@ from sqlalchemy import (
     Table,
     Text,
     text,
+    func,
 )
 
 # 64-bit on PostgreSQL; on SQLite plain INTEGER, which an `INTEGER PRIMARY KEY` needs to be the
@@ -50,9 +51,21 @@ artifacts = Table(
     Column("validated_at", Float),
     Column("refresh", Integer, nullable=False, server_default="0"),
     Index("artifacts_sha256", "sha256"),
-    Index("artifacts_fetched_at", "fetched_at"),
-    Index("artifacts_verified_at", "verified_at"),
 )
+_a = artifacts.c
+# The orders pages and background work read in (010_scale): the list newest first, ties by key
+# (DESC, so PostgreSQL walks it for that mixed order); eviction, least recently hit unpinned
+# first; the scrub, never verified first, then oldest verified.
+Index("artifacts_listed", _a.fetched_at.desc(), _a.key)
+Index(
+    "artifacts_eviction",
+    func.coalesce(_a.last_hit_at, _a.fetched_at),
+    _a.fetched_at,
+    _a.key,
+    sqlite_where=_a.pinned == 0,
+    postgresql_where=_a.pinned == 0,
+)
+Index("artifacts_scrub", _a.verified_at.is_not(None), _a.verified_at, _a.fetched_at)
 
 misses = Table(
     "misses",
@@ -62,8 +75,8 @@ misses = Table(
     Column("count", Big, nullable=False),
     Column("first_seen", Float, nullable=False),
     Column("last_seen", Float, nullable=False),
-    Index("misses_last_seen", "last_seen"),
 )
+Index("misses_listed", misses.c.last_seen.desc(), misses.c.key)
 
 jobs = Table(
     "jobs",
@@ -103,6 +116,22 @@ catalog_generation = Table(
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=False),
     Column("artifacts", Big, nullable=False),
+    CheckConstraint("id = 1"),
+)
+
+# What the dashboard, /api/v1/stats and the gauges show, kept by triggers in each write's
+# transaction (010_scale): artifact rows, SUM(size), SUM(hits), SUM(size * hits), SUM(misses)
+# (misses counted before a fill), and SUM(misses.count) (misses not filled).
+catalog_totals = Table(
+    "catalog_totals",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("artifacts", Big, nullable=False),
+    Column("bytes", Big, nullable=False),
+    Column("hits", Big, nullable=False),
+    Column("bytes_saved", Big, nullable=False),
+    Column("absorbed", Big, nullable=False),
+    Column("pending", Big, nullable=False),
     CheckConstraint("id = 1"),
 )
 

@@ -203,14 +203,14 @@ class Client:
         )
 
     def iter_artifacts(self, q: str = "", page: int = 500) -> Iterator[Json]:
-        """Every artifact (matching q), page by page."""
-        offset = 0
+        """Every artifact (matching q), page by page: each page's `next` names the one after
+        (a cursor, so a deep page costs what the first does)."""
+        found = self.artifacts(q, page)
         while True:
-            found = self.artifacts(q, page, offset)
             yield from found["items"]
             if found["next"] is None:
                 return
-            offset += page
+            found = self.call("GET", found["next"])
 
     def artifact(
         self, *, url: str | None = None, key: str | None = None, sha256: str | None = None

@@ -19,7 +19,7 @@ from klein import Klein
 from twisted.web import http, static
 
 import withcache
-from withcache import freshness
+from withcache import freshness, listing
 from withcache.cache import Cache
 from withcache.events import FAILED, OPERATOR, Actor
 from withcache.jobs import ACTIVE, JobState
@@ -29,6 +29,7 @@ from withcache.policy import RefusedOrigin
 from withcache.sizes import format_size
 from withcache.web.auth import CSRF_FIELD, USER, Auth, CSRFRejected, NotLoggedIn, Throttled
 from withcache.web.automation_ui import AutomationPages
+from withcache.web.paging import PAGE_SIZE, ArtifactPage, page_cursors
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 STATIC = os.path.join(HERE, "static")
@@ -39,7 +40,6 @@ ASSETS = {
     "admin.css": "text/css",
     "admin.js": "text/javascript",
 }
-PAGE_SIZE = 50
 SECURITY_HEADERS = {
     b"Content-Security-Policy": b"default-src 'none'; script-src 'self'; style-src 'self';"
     b" img-src 'self' data:; connect-src 'self'; form-action 'self'; base-uri 'none';"
@@ -319,7 +319,9 @@ class AdminUI:
         await self.cache.precheck(url)
 
     def _back(self, request) -> bytes:
-        query = {k: _field(request, k) for k in ("q", "page") if _field(request, k)}
+        query = {
+            k: _field(request, k) for k in ("q", "page", "after", "before") if _field(request, k)
+        }
         return b"/?" + urlencode(query).encode() if query else b"/"
 
     def _redirect(self, request, where: bytes):
@@ -370,7 +372,7 @@ class AdminUI:
             page = max(1, int(_field(request, "page") or 1))
         except ValueError:
             page = 1
-        artifacts, total = await self._artifacts(query, page, stats.artifacts)
+        shown = await self._artifacts(request, query, page, stats.artifacts)
         misses = await self.cache.misses(100)
         jobs = [JobView.of(j, now) for j in await self.cache.jobs(50)]
         served, _fetched = self.cache.byte_totals()
@@ -393,13 +395,10 @@ class AdminUI:
                     freshness.describe(self.cache.verdict(a), now),
                     freshness.validators(freshness.decode(a.origin_headers)),
                 )
-                for a in artifacts
+                for a in shown.artifacts
             ],
             "query": query,
-            "page": page,
-            "pages": max(1, -(-total // PAGE_SIZE)),
-            "matches": total,
-            "page_query": lambda p: urlencode({k: v for k, v in (("q", query), ("page", p)) if v}),
+            **shown.links(query),
             "add_error": None,
             "add_value": "",
         }
@@ -408,12 +407,24 @@ class AdminUI:
         job = self.cache.active_job(key)
         return job.state if job is not None else None
 
-    async def _artifacts(self, query: str, page: int, count: int) -> tuple[list, int]:
-        """One page of artifacts (newest first) and how many there are to page through."""
-        offset = (page - 1) * PAGE_SIZE
+    async def _artifacts(self, request, query: str, page: int, count: int) -> ArtifactPage:
+        """One page of artifacts (newest first), searched or not: by the cursor of the page's
+        neighbour when the request names one (the Older/Newer links do), else by page number
+        (withcache.listing: a search by page number reaches its first COUNT_CAP matches, the
+        list its first and last MAX_OFFSET rows; a page too deep for that shows the first)."""
+        cursors = page_cursors(_field(request, "after"), _field(request, "before"))
+        offset = 0 if cursors else (page - 1) * PAGE_SIZE
         if not query:
-            return await self.cache.artifacts(PAGE_SIZE, offset), count
-        return await self.cache.search_artifacts(query, PAGE_SIZE, offset)
+            try:
+                found = await self.cache.artifacts(PAGE_SIZE, offset, **cursors)
+            except listing.TooDeep:
+                page, found = 1, await self.cache.artifacts(PAGE_SIZE)
+            return ArtifactPage(found, page, count, cursors)
+        try:
+            searched = await self.cache.search_artifacts(query, PAGE_SIZE, offset, **cursors)
+        except listing.TooDeep:
+            page, searched = 1, await self.cache.search_artifacts(query, PAGE_SIZE)
+        return ArtifactPage(searched.artifacts, page, searched.total, cursors, searched.windowed)
 
 
 def _field(request, name: str) -> str:

@@ -19,7 +19,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 import withcache
 from withcache import catalog as cat
 from withcache import events as ev
-from withcache import tokens
+from withcache import listing, tokens
 from withcache.cache import Cache
 from withcache.keys import InvalidURL
 from withcache.logs import redact_text
@@ -96,22 +96,27 @@ class API:
         await self.auth.caller(request, tokens.READ)
         limit, offset = aj.page(request)
         needle, after = aj.arg(request, "q").strip(), aj.after(request)
-        if after is not None and (needle or offset):
-            raise Problem("invalid-parameter", "after goes without q and offset")
-        if needle:
-            found, total = await self.cache.search_artifacts(needle, limit, offset)
-            items = [self._artifact_json(a) for a in found]
-            return self._json(request, aj.listing(request, items, limit, offset, total))
-        # Unsearched: the next page is named by a cursor, so the last of 100k pages costs
-        # what the first does (an OFFSET walks every row before it).
-        if after is None:
-            found = await self.cache.artifacts(limit, offset)
-        else:
-            found = await self.cache.artifacts_after(limit, after)
-        total = await self.cache.count_artifacts()
-        cursor = aj.cursor(found[-1]) if found else ""
-        items = [self._artifact_json(a) for a in found]
-        return self._json(request, aj.listing(request, items, limit, offset, total, cursor))
+        if after is not None and offset:
+            raise Problem("invalid-parameter", "after goes without offset")
+        # The next page is named by a cursor, so the last of 100k pages costs what the first
+        # does (withcache.listing).
+        extra: dict[str, Any] = {}
+        try:
+            if needle:
+                found = await self.cache.search_artifacts(needle, limit, offset, after)
+                page, total = found.artifacts, found.total
+                if found.windowed:
+                    extra["window"] = listing.SHORT_WINDOW
+            else:
+                page = await self.cache.artifacts(limit, offset, after)
+                total = await self.cache.count_artifacts()
+        except listing.TooDeep as e:
+            raise Problem("invalid-parameter", f"{e}: follow `next` links (after=)") from None
+        cursor = aj.cursor(page[-1]) if page else ""
+        items = [self._artifact_json(a) for a in page]
+        return self._json(
+            request, {**aj.listing(request, items, limit, offset, total, cursor), **extra}
+        )
 
     @app.route("/api/v1/artifact", methods=["GET"])
     async def artifact(self, request):
@@ -163,8 +168,7 @@ class API:
         if name == "sha256":
             if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
                 raise Problem("invalid-parameter", "sha256 must be 64 lower-case hex digits")
-            candidates, _ = await self.cache.search_artifacts(value, aj.MAX_LIMIT)
-            found = next((a for a in candidates if a.sha256 == value), None)
+            found = await self.cache.artifact_by_sha256(value)
         else:
             key = self.cache.key_for(value) if name == "url" else value
             found = await self.cache.artifact(key)

@@ -161,8 +161,23 @@ def listing(
 
 def cursor(artifact: cat.Artifact) -> str:
     """An opaque cursor naming an artifact's place in the list (its fetched_at and key)."""
-    raw = json.dumps([artifact.fetched_at, artifact.key]).encode("utf-8")
+    return cursor_of(artifact.fetched_at, artifact.key)
+
+
+def cursor_of(fetched_at: float, key: str) -> str:
+    raw = json.dumps([fetched_at, key]).encode("utf-8")
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def decode_cursor(raw: str) -> tuple[float, str]:
+    """The (fetched_at, key) a cursor() names; ValueError if it is not one."""
+    try:
+        fetched_at, key = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
+        if not isinstance(key, str) or isinstance(fetched_at, bool):
+            raise ValueError(raw)
+        return float(fetched_at), key
+    except (ValueError, TypeError, binascii.Error):
+        raise ValueError("not a cursor") from None
 
 
 def after(request) -> tuple[float, str] | None:
@@ -170,11 +185,8 @@ def after(request) -> tuple[float, str] | None:
     if not raw:
         return None
     try:
-        fetched_at, key = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
-        if not isinstance(key, str) or isinstance(fetched_at, bool):
-            raise ValueError(raw)
-        return float(fetched_at), key
-    except (ValueError, TypeError, binascii.Error):
+        return decode_cursor(raw)
+    except ValueError:
         raise Problem("invalid-parameter", "after is not a cursor this API gave") from None
 
 
