@@ -28,10 +28,12 @@ ports, and measures:
 
 Medians of --runs for 1 and 2, alternating which server goes first; how busy the machine was
 (/proc/stat, all CPUs) before each run and the load average are printed, since on a shared
-machine other work skews every figure. Prints one summary table with the ratios and exits 1
+machine, other work skews every figure. Prints one summary table with the ratios and exits 1
 when a check fails: wrong bytes anywhere, more than one origin GET or a client without the
 right bytes in 3, a failover that never completes or a killed host's client handed a wrong file
-as whole in 4, catalog_scale.py failing a check or a page over its 100 ms budget in 5.
+as whole in 4, catalog_scale.py failing one of its checks in 5; else 3 when a catalog page or
+operation was over its 100 ms budget (timing alone: on a shared machine, re-run), else 0.
+The parts can be run alone (--parts 3,4; 1 and 2 are one part).
 
 Prerequisites: `apt-get install nginx-light curl postgresql` (PostgreSQL 15's binaries in
 /usr/lib/postgresql/15/bin, or $WITHCACHE_PG_BIN), the project installed in .venv with its test
@@ -101,6 +103,9 @@ class Report:
     failures: list[str] = field(default_factory=list)
     busy: list[float] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # Goals missed on timing alone (a catalog page over its budget): noisy on a shared
+    # machine, so told apart from a failed check by the exit status.
+    over_budget: list[str] = field(default_factory=list)
 
     def fail(self, message: str) -> str:
         self.failures.append(message)
@@ -415,26 +420,38 @@ def catalog_scale(postgres, args, report: Report) -> None:
         over = sum(verdict == "FAIL" for _, _, verdict in pages)
         if done.returncode == 0 and pages:
             check = "PASS"
-        elif done.returncode == 1:
-            check = report.fail(f"catalog at scale on {backend}: {over} over 100 ms")
+        elif done.returncode == 1 and pages:
+            check = "OVER"
+            report.over_budget.append(f"catalog at scale on {backend}: {over} over 100 ms")
         else:
             check = report.fail(f"catalog at scale on {backend}: exit {done.returncode}")
-        slowest = max(pages, key=lambda p: float(p[1])) if pages else None
+        served = [p for p in pages if "(in process)" not in p[0]]
+        background = [p for p in pages if "(in process)" in p[0]]
+        slowest = max(served, key=lambda p: float(p[1])) if served else None
+        slowest_op = max(background, key=lambda p: float(p[1])) if background else None
         report.rows += [
             Row(
                 f"catalog {backend}, {n:,} artifacts: start to /healthz (ms)",
                 start.group(1) if start else "-",
             ),
             Row(
-                f"catalog {backend}: slowest of {len(pages)} pages/ops (ms)",
+                f"catalog {backend}: slowest of {len(served)} hits, misses, pages (ms)",
                 f"{float(slowest[1]):.1f}" if slowest else "-",
                 "budget 100",
                 f"{over} over",
                 check,
             ),
+            Row(
+                f"catalog {backend}: slowest of {len(background)} ops in process (ms)",
+                f"{float(slowest_op[1]):.1f}" if slowest_op else "-",
+                "budget 100",
+                "",
+                "OVER" if slowest_op and slowest_op[2] == "FAIL" else "",
+            ),
         ]
-        if slowest:
-            report.notes.append(f"slowest on {backend}: {slowest[0].strip()}")
+        for what, found in (("page", slowest), ("op in process", slowest_op)):
+            if found:
+                report.notes.append(f"slowest {what} on {backend}: {found[0].strip()}")
 
 
 # --- main -------------------------------------------------------------------------------------
@@ -458,6 +475,8 @@ def print_report(report: Report, args, started_load: str) -> None:
         print(f"{r.what:<{width}}  {r.ours:>10}  {r.reference:>12}  {r.ratio:>6}  {r.check}")
     for line in report.notes:
         print(line)
+    if report.over_budget:
+        print("over budget: " + "; ".join(report.over_budget))
     if report.failures:
         print(f"{len(report.failures)} check(s) failed: " + "; ".join(report.failures))
     else:
@@ -573,7 +592,9 @@ def main(argv: list[str] | None = None) -> int:
         print("cluster bench interrupted; servers stopped, temp dir removed", file=sys.stderr)
         return 130
     print_report(report, args, started_load)
-    return 1 if report.failures else 0
+    if report.failures:
+        return 1
+    return 3 if report.over_budget else 0
 
 
 if __name__ == "__main__":
