@@ -20,8 +20,8 @@ from sqlalchemy import (
     MetaData,
     Table,
     Text,
-    text,
     func,
+    text,
 )
 
 # 64-bit on PostgreSQL; on SQLite plain INTEGER, which an `INTEGER PRIMARY KEY` needs to be the
