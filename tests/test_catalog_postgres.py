@@ -131,3 +131,33 @@ async def test_calls_fail_while_postgresql_is_down_and_work_again_after_it_resta
             }
         finally:
             await service.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_stopping_the_catalog_waits_for_the_calls_under_way(postgres_url):
+    """Its engine is closed after them: a connection given back to a disposed pool stays open."""
+    from twisted.internet import reactor
+
+    service = cat.Catalog(postgres_url, reactor, threads=2)
+    service.startService()
+    release, entered = threading.Event(), threading.Event()
+
+    def slow(conn) -> int:
+        entered.set()
+        assert release.wait(10)
+        return conn.execute(text("SELECT 1")).scalar_one()
+
+    call = service.run(slow)
+    assert await threads_wait(entered)
+    stopped = service.stopService()
+    assert not stopped.called
+    release.set()
+    assert await call.addTimeout(10, reactor) == 1
+    await stopped.addTimeout(10, reactor)
+    assert service._engine is None
+
+
+async def threads_wait(event: threading.Event) -> bool:
+    from twisted.internet import threads
+
+    return await threads.deferToThread(event.wait, 10)

@@ -85,15 +85,17 @@ def test_a_fill_on_one_host_is_a_hit_on_the_others(origin, cluster3):
 
 def test_fifty_concurrent_misses_over_three_hosts_make_one_origin_get(origin, cluster3, tmp_path):
     size = 8 * MB
-    url = f"{origin.base}/f/{size}/5/cuda.run?rate={4 * MB}"
+    url = f"{origin.base}/f/{size}/5/cuda.run?rate={2 * MB}"  # a fill of about 4 s
     hosts = cluster3.hosts
+
+    def client(i: int) -> subprocess.CompletedProcess:
+        # Fifty shims (Python processes) starting on one instant would starve a small CI
+        # machine's CPUs past the shims' 3 s probe: they start over the fill's first second.
+        time.sleep(i * 0.02)
+        return shim_curl(hosts[i % 3].url, url, tmp_path / f"out-{i}")
+
     with ThreadPoolExecutor(50) as pool:
-        runs = list(
-            pool.map(
-                lambda i: shim_curl(hosts[i % 3].url, url, tmp_path / f"out-{i}"),
-                range(50),
-            )
-        )
+        runs = list(pool.map(client, range(50)))
     assert [r.returncode for r in runs] == [0] * 50, [r.stderr for r in runs if r.returncode]
     for i in range(50):
         assert sha((tmp_path / f"out-{i}").read_bytes()) == payload_sha256(size, 5)
@@ -219,7 +221,9 @@ def test_postgresql_restarting_under_load_loses_nothing_committed_and_the_hosts_
                     run.result()
             codes = Counter(answers)
             print(f"\nanswers during the PostgreSQL restart: {dict(codes)}")
-            assert codes[200] and set(codes) <= {200, 404, 500, 503}, codes
+            # 0: no answer within curl's 10 s (a request that waited on the catalog's reconnect,
+            # whose connect timeout is 10 s); 503: the catalog could not answer.
+            assert codes[200] and set(codes) <= {0, 200, 404, 503}, codes
             # Nothing committed before the restart is lost, and both hosts answer hits again.
             for i, url in enumerate(before):
                 headers = wait_for_hit(hosts[(i + 1) % 2], url, timeout=30)

@@ -295,3 +295,23 @@ async def test_concurrent_claims_of_one_key_on_two_hosts_make_one_job(catalog_ur
         await stop(a, b)
         for each in catalogs:
             await each.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_miss_whose_key_another_host_committed_meanwhile_is_not_filled_again(catalog):
+    a, b = Host(catalog, "a"), Host(catalog, "b")
+    try:
+        job = await a.manager.enqueue("http://o/f", "k", "auto")
+        await settle(catalog)
+        artifact = cat.Artifact("k", "http://o/f", "ab" * 32, 3, None, START)
+        await catalog.run(cat.put_artifact, artifact, 0, leases.held_for_commit(job.id, job.token))
+        # b's lookup found no artifact just before a's commit; its claim comes just after.
+        late = await b.manager.enqueue("http://o/f", "k", "auto", absent=True)
+        assert (late.id, late.state, late.elsewhere) == (None, "completed", False)
+        await settle(catalog)
+        assert b.fills.started == {} and len(await rows(catalog)) == 1
+        # Without absent (a stale artifact's refill, say) the key is filled again.
+        again = await b.manager.enqueue("http://o/f", "k", "auto")
+        assert again.id is not None and again.id != job.id
+    finally:
+        await stop(a, b)

@@ -292,22 +292,45 @@ class Cache(KnownHits, CacheViews, service.MultiService):
             bad.addErrback(lambda f: log.failure("could not quarantine {sha}", f, sha=found.sha256))
         self.metrics.misses.inc()
         if self.downloads.active(key) is None:
-            remote = await self._fill_or_find(url, key, client)
+            remote = await self._fill_or_find(url, key, client, absent=found is None)
             if remote is not None:
-                return _filled_elsewhere(remote)
+                if remote.elsewhere:
+                    return _filled_elsewhere(remote)
+                return await self._filled_meanwhile(url, key, count_hit)
         return await self._wait_for_stream(key)
 
-    async def _fill_or_find(self, url: str, key: str, client: str | None) -> Job | None:
+    async def _fill_or_find(
+        self, url: str, key: str, client: str | None, absent: bool
+    ) -> Job | None:
         """Queue a fill of a miss if this host auto-fills it; another host's job filling key
-        (which the claim found, or the catalog names), if there is one."""
+        (which the claim found, or the catalog names), if there is one; or, for a miss that
+        found no artifact (absent), a COMPLETED job if another host committed one since."""
         try:
             if self._should_auto_fill(url, key):
-                job = await self.downloads.enqueue(url, key, "auto", client)
-                return job if job.elsewhere else None
+                job = await self.downloads.enqueue(url, key, "auto", client, absent=absent)
+                filled = job.id is None and job.state == JobState.COMPLETED
+                return job if job.elsewhere or filled else None
             return await self.downloads.holder(key)
         except Exception:
             log.failure("could not queue a fill of {url}", url=redact_url(url))
             return None
+
+    async def _filled_meanwhile(
+        self, url: str, key: str, count_hit: bool
+    ) -> Hit | Streaming | None:
+        """The artifact another host committed between this miss's lookup and its claim (so
+        it is not fetched twice); None if it is not there to serve after all."""
+        found = await self.catalog.run(cat.get_artifact, key)
+        if found is None:
+            return None
+        hit = self.hit_of(found)
+        if _size_on_disk(hit.path) == found.size:
+            if count_hit:
+                self.count_hit(hit)
+            return hit
+        if self.store_fills is not None:
+            return await self._from_store(url, hit, count_hit)
+        return None
 
     def _streaming(self, key: str, count_hit: bool) -> Streaming | None:
         """The servable stream of key's fill in progress, if any; a GET of it counts a hit

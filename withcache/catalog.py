@@ -580,8 +580,14 @@ class Catalog(service.Service):
         super().stopService()
         # Once the calls under way are done: a connection given back to the engine's pool
         # after it was disposed would stay open.
-        d = self._when_idle()
-        d.addCallback(lambda _: threads.deferToThreadPool(self._reactor, self._pool, self._close))
+        # (A Deferred of its own, that fires only when all is closed: one chained to the wait
+        # would count as called while it waits.)
+        stopped: defer.Deferred[None] = defer.Deferred()
+        self._when_idle().addCallback(lambda _: self._close_all().chainDeferred(stopped))
+        return stopped
+
+    def _close_all(self) -> defer.Deferred[None]:
+        d = threads.deferToThreadPool(self._reactor, self._pool, self._close)
         d.addBoth(lambda _: self._pool.stop())
         return d
 

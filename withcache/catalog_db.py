@@ -79,17 +79,6 @@ def has_password(url: URL) -> bool:
     return url.password is not None
 
 
-def dialect_of(url: URL) -> str:
-    return url.get_backend_name()
-
-
-def sqlite_path(url: URL) -> str | None:
-    """The file of a SQLite catalog (None for PostgreSQL or an in-memory one)."""
-    if url.drivername != SQLITE or url.database in (None, "", ":memory:"):
-        return None
-    return url.database
-
-
 def make_engine(url: URL, pool_size: int | None = None) -> Engine:
     """An engine for the catalog. pool_size None: one connection at a time, closed when given
     back (the admin CLI, SQLite); a number: a bounded PostgreSQL pool that checks each

@@ -186,11 +186,14 @@ class DownloadManager(service.MultiService):
         source: str,
         client: str | None = None,
         actor: Actor | None = None,
+        absent: bool = False,
     ) -> Job:
         """Queue a fill of url under key, or return the job already filling that key: this
         host's, or another host's (`elsewhere` set, not run here; wait() answers it at once).
         A fill over the bounds is not queued: the job returned is already finished, REFUSED,
-        with the reason in its error."""
+        with the reason in its error. With absent (the caller's miss found no artifact), a key
+        another host committed meanwhile is not filled again: the job returned is COMPLETED
+        with no id."""
         existing = self._active.get(key) or self.elsewhere(key)
         if existing is not None:
             return existing
@@ -209,10 +212,16 @@ class DownloadManager(service.MultiService):
                 self.identity.advertise(),
                 self._now(),
                 self.lease_length,
+                absent,
             )
         except BaseException:
             del self._active[key]
             raise
+        if claim.filled:
+            del self._active[key]
+            job.state, job.finished_at = COMPLETED, self._now()
+            self._wake(job)
+            return job
         if not claim.ours:
             del self._active[key]
             # Callers that found this job meanwhile hold it: it becomes the other host's.

@@ -82,12 +82,14 @@ class Lease:
 @dataclass(frozen=True)
 class Claim:
     """The outcome of a claim: the key's active job, its lease, and whether it is ours (new, or
-    taken over from a host whose lease expired) or held by another live host."""
+    taken over from a host whose lease expired) or held by another live host; or, for a claim
+    of a key the caller had just found absent, `filled`: another host committed it meanwhile."""
 
     job: JobRow
     lease: Lease
     ours: bool
     taken_over: bool = False
+    filled: bool = False
 
 
 class LeaseLost(Exception):
@@ -125,16 +127,26 @@ def _lease_values(lease: Lease) -> dict[str, Any]:
 
 
 def claim(
-    conn: Connection, job: JobRow, owner: str, url: str | None, now: float, length: float
+    conn: Connection,
+    job: JobRow,
+    owner: str,
+    url: str | None,
+    now: float,
+    length: float,
+    absent: bool = False,
 ) -> Claim:
     """Claim a fill of job.key for owner, in one transaction: insert job (queued) leased to
     owner; or, when the key has an active job already, take it over if its lease has expired
-    (or was owner's own, from a run before this one), else report the live holder."""
+    (or was owner's own, from a run before this one), else report the live holder. With absent
+    (the caller's miss found no artifact), an artifact row there now was committed by another
+    host since: nothing is claimed (`filled`)."""
     lease = Lease(owner, secrets.token_hex(16), url, now + length)
     with transaction(conn):
         for _ in range(3):
             found = _active_job(conn, job.key)
             if found is None:
+                if absent and cat.get_artifact(conn, job.key) is not None:
+                    return Claim(job, Lease(None, None, None, None), ours=False, filled=True)
                 inserted = conn.execute(
                     insert(conn, jobs)
                     .values(
