@@ -2,7 +2,7 @@
 background work read, a trigram index for substring search.
 
 Revision ID: 010_scale
-Revises: 008_baseline (relinked after 009_leases at merge)
+Revises: 009_leases
 
 With a million artifacts no page, start-up, eviction or scrub may read the whole catalog.
 Measured before this revision with 1,000,000 artifacts on SQLite (docs/benchmarks.md): the
