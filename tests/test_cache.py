@@ -13,7 +13,7 @@ from twisted.internet import defer
 from tests import support
 from tests.support import payload_sha256
 from withcache.cache import Cache, Settings
-from withcache.catalog import Artifact, Catalog, get_artifact, put_artifact
+from withcache.catalog import Artifact, Catalog, put_artifact
 from withcache.fetcher import Fetcher
 from withcache.origin_client import make_http_client
 from withcache.policy import OriginPolicy
@@ -617,44 +617,6 @@ async def test_stopping_during_start_up_recovery_stops_the_sweeps_between_files(
     again = host_factory()
     await again.start()
     await again.stop()
-    assert not any(os.path.exists(p) for p in orphans)
-
-
-@pytest_twisted.ensureDeferred
-async def test_the_catalog_answers_while_start_up_sweeps_the_blobs(host_factory, monkeypatch):
-    """The orphan sweep walks every blob (minutes for a million): it asks the catalog about
-    one blob at a time, so pages, misses and fills are answered while it goes on."""
-    import threading
-
-    from twisted.internet import reactor
-
-    host = host_factory()
-    orphans = [host.store.path_for(c * 64) for c in "ab"]
-    for path in orphans:
-        os.makedirs(os.path.dirname(path))
-        with open(path, "wb") as f:
-            f.write(b"renamed into place, never recorded")
-    between, go_on = defer.Deferred(), threading.Event()
-    every = host.store.digests
-
-    def slowly():
-        found = every()
-        yield next(found)
-        reactor.callFromThread(between.callback, None)
-        assert go_on.wait(TIMEOUT)
-        yield from found
-
-    monkeypatch.setattr(host.store, "digests", slowly)
-    host.catalog.startService()
-    host.cache.startService()
-    try:
-        await between.addTimeout(TIMEOUT, reactor)
-        answered = await host.catalog.run(get_artifact, "https://e.com/x").addTimeout(10, reactor)
-    finally:
-        go_on.set()
-        await host.cache.recovery.addTimeout(TIMEOUT, reactor)
-        await host.stop()
-    assert answered is None
     assert not any(os.path.exists(p) for p in orphans)
 
 

@@ -172,9 +172,11 @@ class ClockedHost:
 
     def settle(self, d: defer.Deferred):
         """d's result, running what the threads hand back until it has one (time stands still)."""
-        self.clock.run_until(lambda: d.called)
         results: list = []
         d.addBoth(results.append)
+        # Until a result arrives: d.called is already true while d waits on another Deferred
+        # (a catalog that stops once the calls under way are done).
+        self.clock.run_until(lambda: bool(results))
         if isinstance(results[0], Failure):
             results[0].raiseException()
         return results[0]

@@ -602,15 +602,6 @@ class Cache(KnownHits, CacheViews, service.MultiService):
         else:
             ingest.close()
 
-    def _referenced(self, sha256: str) -> bool:
-        """Blocking, from a thread that is not the reactor's: whether a row names the blob."""
-        asked: Callable[[], defer.Deferred[bool]] = partial(
-            self.catalog.run, cat.referenced, sha256
-        )
-        # mypy infers Never through blockingCallFromThread's union of a plain and a Deferred
-        # callable; the Deferred's result is what comes back.
-        return threads.blockingCallFromThread(self._reactor, asked)  # type: ignore[arg-type]
-
     def _in_thread(self, fn: Callable[..., Any], *args: Any) -> defer.Deferred:
         """Blocking file work (fsync, rename, sweeps) on the given reactor's thread pool."""
         return threads.deferToThreadPool(self._reactor, self._reactor.getThreadPool(), fn, *args)
@@ -748,10 +739,8 @@ class Cache(KnownHits, CacheViews, service.MultiService):
         """Sweep what a crash can leave behind, then resume the fills it interrupted."""
         stopping = self._stopping.is_set
         swept = await self._in_thread(self.store.sweep_tmp, stopping)
-        # In a thread of its own, each blob checked against the catalog (under its lock) by a
-        # query of its own: a data dir of a million blobs takes minutes to sweep, and on
-        # SQLite's one database thread every page, miss and fill waited for all of it.
-        orphans = await self._in_thread(self.store.sweep_orphans, self._referenced, stopping)
+        # On the database thread, so each blob is checked against the catalog under its lock.
+        orphans = await self.catalog.run(datadir.sweep_orphans, self.store, stopping)
         if stopping():
             log.info(
                 "stopped while recovering the data dir: {tmp} tmp files and {orphans} orphan"
