@@ -67,23 +67,13 @@ class BodyEnd:
         raise NotImplementedError
 
 
-@implementer(IPushProducer)
-class PartsProducer(BodyEnd):
-    """Writes parts of a file to a request, each after its prefix, then finishes the request.
+class PumpedBody(BodyEnd):
+    """A push producer whose _pump writes the body while the transport wants more and no read
+    is in flight; stopped (the client gone), its file is closed at once, or by the read in
+    flight when that ends."""
 
-    A whole blob or one range is one part with an empty prefix; a multipart/byteranges answer
-    is static.File's range info (boundary, offset, size) as it is, the closing boundary last.
-    """
-
-    def __init__(self, request: Any, file: Any, parts: Sequence[Part], reactor: Any):
-        self.request = request
-        self.file = file
-        self._transport = request.channel.transport
-        self._fd = file.fileno()
-        self._parts = list(reversed(parts))
-        self._reactor = reactor
-        self._paused = False
-        self._reading = False
+    _paused = False
+    _reading = False
 
     def start(self) -> None:
         self.request.registerProducer(self, True)
@@ -101,6 +91,26 @@ class PartsProducer(BodyEnd):
         self.request = None
         if not self._reading:
             self._close()
+
+    def _pump(self) -> None:
+        raise NotImplementedError
+
+
+@implementer(IPushProducer)
+class PartsProducer(PumpedBody):
+    """Writes parts of a file to a request, each after its prefix, then finishes the request.
+
+    A whole blob or one range is one part with an empty prefix; a multipart/byteranges answer
+    is static.File's range info (boundary, offset, size) as it is, the closing boundary last.
+    """
+
+    def __init__(self, request: Any, file: Any, parts: Sequence[Part], reactor: Any):
+        self.request = request
+        self.file = file
+        self._transport = request.channel.transport
+        self._fd = file.fileno()
+        self._parts = list(reversed(parts))
+        self._reactor = reactor
 
     def _pump(self) -> None:
         while self.request is not None and not self._paused and not self._reading:

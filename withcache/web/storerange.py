@@ -21,7 +21,7 @@ from withcache import catalog as cat
 from withcache._log import make_logger
 from withcache.fillstream import FillStream
 from withcache.storefill import StoreFills
-from withcache.web.filebody import CHUNK, BodyEnd
+from withcache.web.filebody import CHUNK, PumpedBody
 from withcache.web.ranges import parse_ranges
 
 log = make_logger()
@@ -106,7 +106,7 @@ class ObjectRange(resource.Resource):
 
 
 @implementer(IPushProducer)
-class RangeProducer(BodyEnd):
+class RangeProducer(PumpedBody):
     """Writes a ranged GET's body to a request, one chunk read on the pool at a time."""
 
     def __init__(self, request: Any, body: Any, length: int, fills: StoreFills, on_sent: Any):
@@ -116,24 +116,6 @@ class RangeProducer(BodyEnd):
         self._left = length
         self._fills = fills
         self._on_sent = on_sent
-        self._paused = False
-        self._reading = False
-
-    def start(self) -> None:
-        self.request.registerProducer(self, True)
-        self._pump()
-
-    def pauseProducing(self) -> None:
-        self._paused = True
-
-    def resumeProducing(self) -> None:
-        self._paused = False
-        self._pump()
-
-    def stopProducing(self) -> None:
-        self.request = None
-        if not self._reading:
-            self._close()
 
     def _pump(self) -> None:
         if self.request is None or self._paused or self._reading:

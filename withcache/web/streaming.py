@@ -30,7 +30,7 @@ from zope.interface import implementer
 from withcache._log import make_logger
 from withcache.fillstream import FillStream
 from withcache.twisted_compat import resume_when_writable, unsent_bytes
-from withcache.web.filebody import CHUNK, BodyEnd, _read, _read_nowait
+from withcache.web.filebody import CHUNK, PumpedBody, _read, _read_nowait
 from withcache.web.ranges import parse_ranges
 from withcache.web.sendfile import SPAN, _read_in, _resident, usable
 
@@ -40,7 +40,7 @@ STREAMING_HEADER = b"X-Withcache-Streaming"
 
 
 @implementer(IPushProducer)
-class StreamProducer(BodyEnd):
+class StreamProducer(PumpedBody):
     """Writes bytes [offset, end) of a fill in progress to a request, following the fill;
     end None means "to wherever the fill ends" (a body of unknown length)."""
 
@@ -83,13 +83,6 @@ class StreamProducer(BodyEnd):
         self._pump()
 
     # IPushProducer: the transport (through the HTTP channel) calls these.
-
-    def pauseProducing(self) -> None:
-        self._paused = True
-
-    def resumeProducing(self) -> None:
-        self._paused = False
-        self._pump()
 
     def stopProducing(self) -> None:
         """The client went away (or the answer is complete): the fill goes on without it."""
