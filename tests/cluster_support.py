@@ -118,7 +118,14 @@ def start_cluster(
         cluster.hosts.append(cluster.launch(0))
         if count > 1:
             with ThreadPoolExecutor(count - 1) as pool:
-                cluster.hosts.extend(pool.map(cluster.launch, range(1, count)))
+                starting = [pool.submit(cluster.launch, i) for i in range(1, count)]
+            # Every host that did start is kept (and so stopped below) before any failure is
+            # raised: a host left running would outlive the test.
+            cluster.hosts.extend(f.result() for f in starting if f.exception() is None)
+            for f in starting:
+                error = f.exception()
+                if error is not None:
+                    raise error
     except BaseException:
         for host in cluster.hosts:
             host.stop(signal.SIGKILL)

@@ -33,6 +33,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+from withcache.atomicfile import replace_text
 from withcache.sanitise import printable
 
 # The origin's headers kept with each artifact (lower-case names): validators, what freshness
@@ -144,9 +145,7 @@ class Policy:
     def save(self, data_dir: str) -> None:
         """Leave these rules in the data dir (POLICY_FILE) for `withcache-admin ls`. Blocking."""
         path = os.path.join(data_dir, POLICY_FILE)
-        with open(path + ".tmp", "w", encoding="utf-8") as f:
-            f.write(self.to_json())
-        os.replace(path + ".tmp", path)
+        replace_text(path, self.to_json())
 
     @classmethod
     def saved(cls, data_dir: str) -> Policy:

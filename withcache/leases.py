@@ -38,6 +38,7 @@ from urllib.parse import urlsplit
 from sqlalchemy import Connection, or_, select, update
 
 from withcache import catalog as cat
+from withcache.atomicfile import replace_text
 from withcache.catalog import JobRow
 from withcache.catalog_db import insert, transaction
 from withcache.jobs import QUEUED, RUNNING
@@ -323,8 +324,5 @@ def persisted_host_id(data_dir: str) -> str:
     except FileNotFoundError:
         pass
     made = default_host_id()
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(made + "\n")
-    os.replace(tmp, path)
+    replace_text(path, made + "\n")
     return made

@@ -12,6 +12,7 @@ import json
 import os
 from dataclasses import asdict, dataclass
 
+from withcache.atomicfile import replace_text
 from withcache.blobstore import BlobStore
 from withcache.store import Store
 
@@ -54,9 +55,7 @@ class StoreConfig:
     def save(self, data_dir: str) -> None:
         path = os.path.join(data_dir, STORE_FILE)
         saved = {k: v for k, v in asdict(self).items() if k != "local_cache_bytes"}
-        with open(path + ".tmp", "w", encoding="utf-8") as f:
-            json.dump(saved, f)
-        os.replace(path + ".tmp", path)
+        replace_text(path, json.dumps(saved))
 
     @classmethod
     def saved(cls, data_dir: str) -> StoreConfig:
