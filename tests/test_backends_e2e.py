@@ -228,3 +228,42 @@ def test_serving_workers_read_a_postgresql_catalog_whose_password_is_never_shown
     log = host.log()
     assert secret not in log
     assert "postgres:***@" in log and "carries a password" in log
+
+
+def test_while_postgresql_is_down_the_api_and_the_read_path_answer_503_then_recover(tmp_path):
+    """Every answer that needs the catalog says "try again" (503, Retry-After: 1) while the
+    database is down — a problem+json on the API, plain text on the read path (a shim then runs
+    the tool as written) — and the same calls succeed once it is back."""
+    from tests.api_support import call
+
+    with running_server() as server:
+        catalog = server.url("withcache_template")
+        data = tmp_path / "data"
+        host = start_host(data, "--allow-private", "--catalog", catalog)
+        try:
+            made = admin(catalog, data, "token", "create", "ci", "--scope=admin")
+            assert made.returncode == 0, made.stderr
+            secret = made.stdout.strip()
+            assert call(host.url, "GET", "/api/v1/stats", secret).status == 200
+            miss = host.blob_url("https://vendor.example.com/new.run")
+            server.stop()
+            down = call(host.url, "GET", "/api/v1/stats", secret)
+            assert (down.status, down.header("Retry-After")) == (503, "1")
+            assert down.doc["type"] == "urn:withcache:problem:catalog-unavailable"
+            read = subprocess.run(
+                ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-m", "20", miss],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert read.stdout == "503"
+            server.start()
+            eventually(
+                lambda: call(host.url, "GET", "/api/v1/stats", secret).status,
+                lambda status: status == 200,
+                timeout=30,
+                what="the API answering again after PostgreSQL came back",
+            )
+            assert host.get(miss.removeprefix(host.url))[0] == 404  # a miss, counted again
+        finally:
+            host.stop()  # the outage is logged, as it should be

@@ -4,6 +4,7 @@ host (twistd, fills from a real origin, restarts)."""
 
 from __future__ import annotations
 
+import json
 import stat
 
 import pytest
@@ -287,3 +288,32 @@ async def test_auto_mode_shows_misses_as_queued(auto, origin):
     assert "/admin/misses/dismiss" not in misses
     for job in auto.cache.active_jobs():
         auto.cache.cancel(job)
+
+
+@ensure
+async def test_a_catalog_that_cannot_answer_is_a_503_on_the_pages_and_the_api(
+    web, monkeypatch, no_logged_errors
+):
+    """A PostgreSQL restart under an operator: each page and API call says "try again" (503,
+    Retry-After) rather than 500, and nothing is logged as an error."""
+    from sqlalchemy.exc import OperationalError
+    from twisted.internet import defer
+
+    client = await web.client().logged_in()
+
+    def unavailable(fn, *args, **kwargs):
+        return defer.fail(OperationalError("SELECT", {}, Exception("server closed the connection")))
+
+    monkeypatch.setattr(web.catalog, "run", unavailable)
+    for path in ("/", "/admin/events", "/admin/fragments/artifacts?q=cuda"):
+        reply = await client.get(path)
+        assert (reply.status, reply.headers.get("Retry-After")) == (503, "1"), (path, reply)
+        assert reply.headers["Content-Type"].startswith("text/plain")
+        assert reply.body.startswith("catalog unavailable")
+    for path in ("/api/v1/stats", "/api/v1/events", "/api/v1/artifacts"):
+        reply = await client.get(path)
+        assert (reply.status, reply.headers.get("Retry-After")) == (503, "1"), (path, reply)
+        assert reply.headers["Content-Type"] == "application/problem+json"
+        assert json.loads(reply.body)["type"] == "urn:withcache:problem:catalog-unavailable"
+    assert no_logged_errors == []
+    assert any("could not answer" in w for w in web.warnings)

@@ -20,7 +20,9 @@ from twisted.web import http, static
 
 import withcache
 from withcache import freshness, listing
+from withcache._log import make_logger
 from withcache.cache import Cache
+from withcache.catalog_db import CatalogUnavailable
 from withcache.events import FAILED, OPERATOR, Actor
 from withcache.jobs import ACTIVE, JobState
 from withcache.keys import InvalidURL, encode_token
@@ -30,6 +32,8 @@ from withcache.sizes import format_size
 from withcache.web.auth import CSRF_FIELD, USER, Auth, CSRFRejected, NotLoggedIn, Throttled
 from withcache.web.automation_ui import AutomationPages
 from withcache.web.paging import PAGE_SIZE, ArtifactPage, page_cursors
+
+log = make_logger()
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 STATIC = os.path.join(HERE, "static")
@@ -137,6 +141,16 @@ class AdminUI:
         request.setResponseCode(http.FORBIDDEN)
         request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
         return b"forbidden: missing or invalid CSRF token; reload the page and try again\n"
+
+    @app.handle_errors(CatalogUnavailable)
+    def catalog_unavailable(self, request, failure):
+        # Expected to pass (a database restarting): say so, not "500 Internal Server Error".
+        log.warn("the catalog could not answer: {error}", error=str(failure.value.orig))
+        self._secure(request)
+        request.setResponseCode(http.SERVICE_UNAVAILABLE)
+        request.setHeader(b"Retry-After", b"1")
+        request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
+        return b"catalog unavailable: the database could not answer; reload in a moment\n"
 
     @app.handle_errors(InvalidURL, RefusedOrigin)
     async def bad_add(self, request, failure):

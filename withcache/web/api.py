@@ -20,7 +20,9 @@ import withcache
 from withcache import catalog as cat
 from withcache import events as ev
 from withcache import listing, tokens
+from withcache._log import make_logger
 from withcache.cache import Cache
+from withcache.catalog_db import CatalogUnavailable
 from withcache.keys import InvalidURL
 from withcache.logs import redact_text
 from withcache.policy import RefusedOrigin
@@ -28,10 +30,15 @@ from withcache.web import api_json as aj
 from withcache.web.api_auth import APIAuth
 from withcache.web.problems import PROBLEM_TYPE, Problem
 
+log = make_logger()
+
 HEADERS = {
     b"Cache-Control": b"no-store",
     b"Content-Security-Policy": b"default-src 'none'; frame-ancestors 'none'",
 }
+
+
+RETRY = ((b"Retry-After", b"1"),)
 
 
 class API:
@@ -56,6 +63,12 @@ class API:
     @app.handle_errors(RefusedOrigin)
     def refused(self, request, failure):
         return self._problem(request, Problem("refused-origin", redact_text(str(failure.value))))
+
+    @app.handle_errors(CatalogUnavailable)
+    def catalog_unavailable(self, request, failure):
+        # Expected to pass (a database restarting); the caller retries, nothing was done.
+        log.warn("the catalog could not answer: {error}", error=str(failure.value.orig))
+        return self._problem(request, Problem("catalog-unavailable", "", RETRY))
 
     @app.handle_errors(HTTPException)
     def routing(self, request, failure):

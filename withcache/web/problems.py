@@ -25,6 +25,7 @@ KINDS: dict[str, tuple[int, str]] = {
     "refused-origin": (422, "The origin policy refuses to fetch this URL"),
     "fill-finished": (409, "The fill has already finished or is committing"),
     "token-conflict": (409, "A live token already has this name"),
+    "catalog-unavailable": (503, "The catalog could not answer; try again shortly"),
 }
 
 
