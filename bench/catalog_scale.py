@@ -2,7 +2,7 @@
 catalog holds N artifacts and M misses, against a budget of 100 ms a page (issue 17, part 5).
 
     .venv/bin/python bench/catalog_scale.py [--backend sqlite|postgresql] [--catalog URL]
-        [--artifacts 1000000] [--misses 100000] [--events 100000] [--jobs 10000]
+        [--artifacts 1000000] [--misses 100000] [--events 1000000] [--jobs 10000]
         [--runs 9] [--budget-ms 100]
 
 The catalog is made at revision 008_baseline (the schema before the scale work) with bulk
@@ -50,6 +50,7 @@ from _common import (
     wait_for_file_text,
 )
 
+from withcache.events import MAX_OFFSET as MAX_EVENT_OFFSET
 from withcache.listing import MAX_OFFSET
 
 VENDORS = 97
@@ -215,6 +216,7 @@ def pages(
     """(name, path, api?, status) of every page to time."""
     last_ui = -(-n // 50)
     middle = 400 if min(n // 2, n - n // 2 - 50) > MAX_OFFSET else 200
+    last_event = 400 if e - 50 > MAX_EVENT_OFFSET else 200
     return [
         ("UI dashboard", "/", False, 200),
         ("UI artifacts page 2", "/?page=2", False, 200),
@@ -231,8 +233,11 @@ def pages(
         ("UI fragment misses", "/admin/fragments/misses", False, 200),
         ("UI fragment downloads", "/admin/fragments/downloads", False, 200),
         ("UI events", "/admin/events", False, 200),
+        ("UI events page 2000 (offset 99,950)", "/admin/events?page=2000", False, 200),
         ("UI events last page", f"/admin/events?page={-(-e // 50) or 1}", False, 200),
         ("UI events by actor", "/admin/events?actor=token%3Aci", False, 200),
+        ("UI events by action prefix", "/admin/events?action=artifact.", False, 200),
+        ("UI events by actor and prefix", "/admin/events?actor=operator&action=miss.", False, 200),
         ("UI tokens", "/admin/tokens", False, 200),
         ("/metrics", "/metrics", False, 200),
         ("API artifacts first", "/api/v1/artifacts?limit=50", True, 200),
@@ -250,7 +255,11 @@ def pages(
         ("API misses last", f"/api/v1/misses?offset={max(0, m - 50)}", True, 200),
         ("API fills", "/api/v1/fills", True, 200),
         ("API events first", "/api/v1/events", True, 200),
-        ("API events last", f"/api/v1/events?offset={max(0, e - 50)}", True, 200),
+        ("API events offset 100,000", "/api/v1/events?offset=100000", True, 200),
+        # Deeper than 100,000 events an offset is refused: the cursor (an event id) goes on.
+        ("API events offset last", f"/api/v1/events?offset={max(0, e - 50)}", True, last_event),
+        ("API events cursor last", "/api/v1/events?after=51", True, 200),
+        ("API events by action prefix", "/api/v1/events?action=artifact.", True, 200),
         ("API stats", "/api/v1/stats", True, 200),
     ]
 
@@ -294,7 +303,7 @@ def main() -> int:
     parser.add_argument("--catalog", help="an empty PostgreSQL database's URL to use")
     parser.add_argument("--artifacts", type=int, default=1_000_000)
     parser.add_argument("--misses", type=int, default=100_000)
-    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--events", type=int, default=1_000_000)  # the default retention
     parser.add_argument("--jobs", type=int, default=10_000)
     parser.add_argument("--runs", type=int, default=9)
     parser.add_argument("--budget-ms", type=float, default=100.0)

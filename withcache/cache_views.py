@@ -99,12 +99,14 @@ class CacheViews:
         return await self.catalog.run(cat.count_artifacts)
 
     async def query_events(
-        self, action: str, actor: str, limit: int, offset: int
-    ) -> tuple[list[ev.Event], int]:
-        """A page of the audit log, filtered, and how many events match."""
+        self, action: str, actor: str, limit: int, offset: int, before: int | None = None
+    ) -> tuple[list[ev.Event], int | None]:
+        """A page of the audit log, filtered, and how many events match (None: more than
+        events.COUNT_CAP); raises events.TooDeep (withcache.events.query)."""
         return await self.catalog.run(
-            lambda conn: ev.query(conn, action=action, actor=actor, limit=limit, offset=offset)
-        )
+            partial(ev.query, action=action, actor=actor, limit=limit, offset=offset,
+                    before=before)
+        )  # fmt: skip
 
     async def event_actors(self) -> list[str]:
         """Every actor the audit log names (the Events page's filter)."""

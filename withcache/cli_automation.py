@@ -99,9 +99,13 @@ def _write_secret(path: str, secret: str) -> None:
 
 def _cmd_events(args: argparse.Namespace) -> int:
     with _open(args) as (_store, conn):
-        found, total = ev.query(
-            conn, action=args.action, actor=args.actor, limit=args.limit, offset=args.offset
-        )
+        try:
+            found, total = ev.query(
+                conn, action=args.action, actor=args.actor, limit=args.limit, offset=args.offset
+            )
+        except ev.TooDeep as deep:
+            print(f"withcache-admin events: {deep}; narrow with --action or --actor", file=sys.stderr)
+            return 2
     if args.json:
         return print_json(found)
     print(f"{'TIME (UTC)':<19}  {'ACTOR':<20}  {'CLIENT':<15}  {'ACTION':<20}  OUTCOME  SUBJECT")
@@ -110,7 +114,8 @@ def _cmd_events(args: argparse.Namespace) -> int:
             f"{_when(e.at):<19}  {e.actor:<20}  {e.client or '-':<15}  {e.action:<20}"
             f"  {e.outcome:<7}  {e.subject or '-'}{f'  ({e.detail})' if e.detail else ''}"
         )
-    print(f"{len(found)} of {total} events", file=sys.stderr)
+    of = f"more than {ev.COUNT_CAP}" if total is None else total
+    print(f"{len(found)} of {of} events", file=sys.stderr)
     return 0
 
 

@@ -317,3 +317,64 @@ async def test_a_catalog_that_cannot_answer_is_a_503_on_the_pages_and_the_api(
         assert json.loads(reply.body)["type"] == "urn:withcache:problem:catalog-unavailable"
     assert no_logged_errors == []
     assert any("could not answer" in w for w in web.warnings)
+
+
+async def _log_events(web, count: int) -> None:
+    from withcache import events as ev
+    from withcache.catalog_db import transaction
+    from withcache.tables import events
+
+    rows = [
+        {"at": 1000.0 + n, "actor": "token:ci", "client": None, "action": "fill.queued",
+         "subject": f"https://vendor.example.com/{n}.run", "outcome": ev.OK, "detail": None}
+        for n in range(count)
+    ]  # fmt: skip
+
+    def insert(conn):
+        with transaction(conn):
+            conn.execute(events.insert(), rows)
+
+    await web.catalog.run(insert)
+
+
+@ensure
+async def test_the_api_pages_the_audit_log_by_cursor_and_bounds_counts_and_offsets(
+    web, monkeypatch
+):
+    from withcache import events as ev
+
+    monkeypatch.setattr(ev, "COUNT_CAP", 20)
+    monkeypatch.setattr(ev, "MAX_OFFSET", 30)
+    await _log_events(web, 45)
+    client = await web.client().logged_in()
+    subjects, path, pages = [], "/api/v1/events?actor=token:ci&limit=10", 0
+    while path:
+        doc = json.loads((await client.get(path)).body)
+        assert "total" not in doc  # more than COUNT_CAP match
+        subjects += [item["subject"] for item in doc["items"]]
+        path, pages = doc["next"], pages + 1
+        assert path is None or ("after=" in path and "offset=" not in path)
+    assert subjects == [f"https://vendor.example.com/{n}.run" for n in range(44, -1, -1)]
+    assert pages == 5
+    few = json.loads((await client.get("/api/v1/events?action=fill.queued&actor=nobody")).body)
+    assert (few["items"], few["total"], few["next"]) == ([], 0, None)
+    deep = await client.get("/api/v1/events?offset=31")
+    assert deep.status == 400 and "after=" in json.loads(deep.body)["detail"]
+    both = await client.get("/api/v1/events?offset=10&after=5")
+    assert both.status == 400
+
+
+@ensure
+async def test_the_events_page_says_more_than_past_the_count_cap(web, monkeypatch):
+    from withcache import events as ev
+
+    monkeypatch.setattr(ev, "COUNT_CAP", 60)
+    await _log_events(web, 120)
+    client = await web.client().logged_in()
+    first = await client.get("/admin/events?actor=token:ci")
+    assert "Page 1 of more than 2 (more than 60 events)" in first.body
+    assert "page=2" in first.body
+    exact = await client.get("/admin/events?actor=token:ci&action=fill.&page=3")
+    assert "more than" in exact.body
+    few = await client.get("/admin/events?actor=operator")
+    assert "Page 1 of 1 (" in few.body and "Older" not in few.body

@@ -54,9 +54,17 @@ class AutomationPages:
             page = max(1, int(_field(request, "page") or 1))
         except ValueError:
             page = 1
+        # Pages by number reach events.MAX_OFFSET events deep (the API pages on by cursor).
+        page = min(page, ev.MAX_OFFSET // EVENTS_PAGE + 1)
         offset = (page - 1) * EVENTS_PAGE
         found, total = await self.cache.query_events(action, actor, EVENTS_PAGE, offset)
         actors = await self.cache.event_actors()
+        if total is None:  # more than events.COUNT_CAP match
+            pages = max(page, -(-ev.COUNT_CAP // EVENTS_PAGE))
+            older = len(found) == EVENTS_PAGE and offset + EVENTS_PAGE <= ev.MAX_OFFSET
+        else:
+            pages = max(1, -(-total // EVENTS_PAGE))
+            older = page < pages
 
         def page_query(p: int) -> str:
             return urlencode(
@@ -70,7 +78,9 @@ class AutomationPages:
             "actions": ev.ACTIONS,
             "actors": actors,
             "page": page,
-            "pages": max(1, -(-total // EVENTS_PAGE)),
+            "pages": pages,
+            "older": older,
             "matches": total,
+            "count_cap": ev.COUNT_CAP,
             "page_query": page_query,
         }
