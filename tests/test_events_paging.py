@@ -121,3 +121,13 @@ def test_an_offset_past_max_offset_is_refused(conn, logged, monkeypatch):
     assert len(ev.query(conn, limit=5, offset=100)[0]) == 5
     with pytest.raises(ev.TooDeep):
         ev.query(conn, limit=5, offset=101)
+
+
+def test_withcache_admin_refuses_an_offset_past_max_offset_in_one_line(tmp_path):
+    from tests.api_support import admin
+
+    done = admin("events", "--offset", str(ev.MAX_OFFSET + 1), data_dir=tmp_path, check=False)
+    assert done.returncode == 2
+    assert done.stderr == (
+        f"withcache-admin events: offset beyond {ev.MAX_OFFSET}; narrow with --action/--actor\n"
+    )

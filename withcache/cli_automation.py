@@ -104,7 +104,7 @@ def _cmd_events(args: argparse.Namespace) -> int:
                 conn, action=args.action, actor=args.actor, limit=args.limit, offset=args.offset
             )
         except ev.TooDeep as deep:
-            print(f"withcache-admin events: {deep}; narrow with --action or --actor", file=sys.stderr)
+            print(f"withcache-admin events: {deep}; narrow with --action/--actor", file=sys.stderr)
             return 2
     if args.json:
         return print_json(found)
