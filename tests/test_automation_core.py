@@ -7,7 +7,6 @@ import xml.etree.ElementTree as ET
 import pytest
 from sqlalchemy.exc import DBAPIError
 
-from withcache import catalog as cat
 from withcache import events as ev
 from withcache import tokens
 from withcache.traffic import add_traffic, day_of, last_days
@@ -15,13 +14,6 @@ from withcache.web.chart import traffic_svg
 
 DAY = 86400.0
 NOW = 1_790_000_000.0
-
-
-@pytest.fixture
-def conn(catalog_url):
-    c = cat.connect(catalog_url)
-    yield c
-    c.close()
 
 
 def test_a_token_checks_only_as_its_whole_string_and_records_its_use(conn):

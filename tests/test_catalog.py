@@ -11,13 +11,6 @@ from withcache.migrate import ALEMBIC_USER_VERSION, NewerCatalog, head
 
 
 @pytest.fixture
-def conn(catalog_url):
-    c = cat.connect(catalog_url)
-    yield c
-    c.close()
-
-
-@pytest.fixture
 def sqlite_conn(tmp_path):
     c = cat.connect(str(tmp_path / "cache.db"))
     yield c

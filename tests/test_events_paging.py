@@ -9,20 +9,12 @@ import random
 import pytest
 from sqlalchemy import select
 
-from withcache import catalog as cat
 from withcache import events as ev
 from withcache.catalog_db import transaction
 from withcache.tables import events
 
 ACTIONS = ("fill.queued", "fill.completed", "fill.failed", "artifact.deleted", "login.failed")
 ACTORS = ("host", "operator", "token:ci", "withcache-admin")
-
-
-@pytest.fixture
-def conn(catalog_url):
-    c = cat.connect(catalog_url)
-    yield c
-    c.close()
 
 
 @pytest.fixture

@@ -17,13 +17,6 @@ from withcache.keys import DROP, KEEP
 from withcache.tables import artifacts, misses
 
 
-@pytest.fixture
-def conn(catalog_url):
-    c = cat.connect(catalog_url)
-    yield c
-    c.close()
-
-
 def art(key="https://e.com/f", sha="a" * 64, size=3, at=100.0, **kw):
     return cat.Artifact(key, key, sha, size, None, at, **kw)
 

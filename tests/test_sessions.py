@@ -1,16 +1,6 @@
 """The catalog's sessions table (withcache.sessions): live sessions, logout, bounds."""
 
-import pytest
-
-from withcache import catalog as cat
 from withcache import sessions
-
-
-@pytest.fixture
-def conn(catalog_url):
-    c = cat.connect(catalog_url)
-    yield c
-    c.close()
 
 
 def test_logout_a_session_ended_is_no_longer_live(conn):

@@ -179,3 +179,13 @@ def catalog_url(request, tmp_path):
     if request.param == "sqlite":
         return str(tmp_path / "cache.db")
     return request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture
+def conn(catalog_url):
+    """A connection to a fresh catalog on each backend (withcache.catalog.connect), closed after."""
+    from withcache import catalog as cat
+
+    c = cat.connect(catalog_url)
+    yield c
+    c.close()
