@@ -130,11 +130,12 @@ def query(
     each action a prefix names, merged — never a sort of every matching event (a million kept)."""
     if offset > MAX_OFFSET:
         raise TooDeep(f"offset beyond {MAX_OFFSET}")
-    actions = [action] if action and not action.endswith(".") else []
     if action.endswith("."):
         actions = [name for name in _distinct(conn, e.action) if name.startswith(action)]
         if not actions:
             return [], 0
+    else:
+        actions = [action] if action else []
     where = [e.actor == actor] if actor else []
     matching = select(e.id).where(*where)
     if actions:
